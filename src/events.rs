@@ -65,3 +65,73 @@ impl Serialize for Code {
         s.serialize_str(self.as_str())
     }
 }
+
+/// One status event: `{"code","level","stream","time","description"}` plus fields of its own.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub code: Code,
+    pub level: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// RFC 3339 wall clock of the event.
+    pub time: String,
+    pub description: String,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Event {
+    /// A new event at the current time.
+    pub fn new(code: Code, stream: Option<&str>, description: impl Into<String>) -> Event {
+        Event {
+            code,
+            level: code.level(),
+            stream: stream.map(str::to_owned),
+            time: crate::time::format_rfc3339(crate::time::now_ms()),
+            description: description.into(),
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// Adds a field of the event's own (e.g. `upstream`, `from`, `to`).
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Event {
+        self.extra.insert(key.to_owned(), value.into());
+        self
+    }
+}
+
+/// How many events a slow SSE subscriber may fall behind before it skips ahead: bounds memory
+/// per subscriber; a lagging subscriber loses old events, never blocks the publisher.
+const BUS_CAPACITY: usize = 256;
+
+/// The per-node event bus. Cloning shares it. Sending never blocks.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    tx: tokio::sync::broadcast::Sender<std::sync::Arc<Event>>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus {
+            tx: tokio::sync::broadcast::channel(BUS_CAPACITY).0,
+        }
+    }
+}
+
+impl Bus {
+    /// Logs the event and delivers it to current subscribers.
+    pub fn emit(&self, event: Event) {
+        tracing::info!(
+            code = event.code.as_str(),
+            stream = event.stream.as_deref().unwrap_or(""),
+            "{}",
+            event.description
+        );
+        let _ = self.tx.send(std::sync::Arc::new(event));
+    }
+
+    /// A receiver of every event emitted from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<Event>> {
+        self.tx.subscribe()
+    }
+}

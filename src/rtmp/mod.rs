@@ -24,5 +24,10 @@ pub trait PublishHandler: Send + Sync + 'static {
     /// On success the session forwards every audio, video and script tag to the returned
     /// bounded sender (awaiting when it is full, which backpressures only this publisher)
     /// and drops it on unpublish or disconnect.
-    fn publish(&self, app: &str, stream: &str, peer: SocketAddr) -> Result<mpsc::Sender<Tag>, Refusal>;
+    fn publish(
+        &self,
+        app: &str,
+        stream: &str,
+        peer: SocketAddr,
+    ) -> Result<mpsc::Sender<Tag>, Refusal>;
 }

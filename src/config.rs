@@ -1,0 +1,561 @@
+//! Configuration: one serde tree, every key optional, typed sizes and durations.
+//!
+//! `Config::default()` is the embedded default and equals `config/dvrgate.toml` (a test checks
+//! that the commented reference file parses to exactly this value). `validate()` names the key
+//! that is wrong; `check-config` prints the effective config with `to_toml()`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::names;
+
+/// The commented reference configuration; also what `Config::default()` must equal.
+pub const REFERENCE_TOML: &str = include_str!("../config/dvrgate.toml");
+
+/// A configuration error that names the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("{key} {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// The whole node configuration (SPEC.md "Config").
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeConfig,
+    pub http: HttpConfig,
+    pub rtmp: RtmpConfig,
+    pub record: RecordConfig,
+    pub cache: CacheConfig,
+    pub relay: RelayConfig,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proxy: Vec<ProxyConfig>,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Shown in status JSON and the `Via` response header.
+    pub name: String,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "dvrgate".into(),
+        }
+    }
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: String,
+    /// When set, `/api/*` needs `Authorization: Bearer <token>`; unset = loopback clients only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<String>,
+    /// URL prefixes `/api/proxies` may use; unset = any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_upstreams: Option<Vec<String>>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:8080".into(),
+            admin_token: None,
+            allow_upstreams: None,
+        }
+    }
+}
+
+/// `[rtmp]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    /// A socket address, or `"off"` to disable ingest.
+    pub listen: String,
+    pub app: String,
+    /// When set, publishers must use the stream name `NAME?key=<publish_key>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_key: Option<String>,
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            listen: "0.0.0.0:1935".into(),
+            app: "live".into(),
+            publish_key: None,
+        }
+    }
+}
+
+impl RtmpConfig {
+    /// The address to listen on, or `None` when ingest is off.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        if self.listen == "off" {
+            None
+        } else {
+            self.listen.parse().ok()
+        }
+    }
+}
+
+/// `[record]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecordConfig {
+    pub dir: PathBuf,
+    /// Segments are cut at the first keyframe at or after this duration.
+    pub segment_target: Dur,
+    /// DVR window kept; older segments are deleted.
+    pub retention: Dur,
+    /// Per stream; the oldest segments are deleted first when over.
+    pub max_bytes: ByteSize,
+    /// How much the live `index.m3u8` lists.
+    pub playlist_window: Dur,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig {
+            dir: "data/recordings".into(),
+            segment_target: Dur::secs(2),
+            retention: Dur::secs(24 * 3600),
+            max_bytes: ByteSize(50 << 30),
+            playlist_window: Dur::secs(3600),
+        }
+    }
+}
+
+/// `[cache]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Memory tier budget in bytes (LRU).
+    pub memory: ByteSize,
+    /// Where evicted segments spill; unset = no disk tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_dir: Option<PathBuf>,
+    /// Disk tier budget in bytes (LRU).
+    pub disk: ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory: ByteSize(256 << 20),
+            disk_dir: None,
+            disk: ByteSize(2 << 30),
+        }
+    }
+}
+
+/// `[relay]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Any unknown stream is proxied on demand from these, in order.
+    pub upstreams: Vec<String>,
+    /// A live stream with no new segment this long fails over.
+    pub idle_timeout: Dur,
+    /// Newest segments pulled ahead of viewers.
+    pub prefetch: u32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            upstreams: Vec::new(),
+            idle_timeout: Dur::secs(6),
+            prefetch: 2,
+        }
+    }
+}
+
+/// `[[proxy]]`: an explicit `proxyFrom(local, remote)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub local: String,
+    pub remote: String,
+    pub upstreams: Vec<String>,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Config::parse(&text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (omitted keys take their defaults). Does not validate.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim_end().to_owned()))
+    }
+
+    /// The effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.name.is_empty() || self.node.name.len() > 64 {
+            return Err(invalid("node.name", "must be 1 to 64 characters"));
+        }
+        if !self.node.name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "node.name",
+                "must be printable ASCII without spaces (it goes into the Via header)",
+            ));
+        }
+        self.http.listen.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "http.listen",
+                format!(
+                    "must be an address like 0.0.0.0:8080, got {:?}",
+                    self.http.listen
+                ),
+            )
+        })?;
+        if let Some(token) = &self.http.admin_token {
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    "http.admin_token",
+                    "must be non-empty printable ASCII",
+                ));
+            }
+        }
+        if let Some(prefixes) = &self.http.allow_upstreams {
+            for (i, p) in prefixes.iter().enumerate() {
+                check_url(&format!("http.allow_upstreams[{i}]"), p)?;
+            }
+        }
+        if self.rtmp.listen != "off" && self.rtmp.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "rtmp.listen",
+                format!(
+                    "must be an address like 0.0.0.0:1935 or \"off\", got {:?}",
+                    self.rtmp.listen
+                ),
+            ));
+        }
+        if !names::is_valid(&self.rtmp.app) {
+            return Err(invalid("rtmp.app", "must match [A-Za-z0-9_-]{1,64}"));
+        }
+        if let Some(key) = &self.rtmp.publish_key {
+            if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic() && b != b'&') {
+                return Err(invalid(
+                    "rtmp.publish_key",
+                    "must be non-empty printable ASCII without '&'",
+                ));
+            }
+        }
+        let target = self.record.segment_target.0;
+        if target < Duration::from_millis(200) || target > Duration::from_secs(60) {
+            return Err(invalid(
+                "record.segment_target",
+                "must be between 200ms and 60s",
+            ));
+        }
+        if self.record.retention.0 < target {
+            return Err(invalid(
+                "record.retention",
+                "must be at least record.segment_target",
+            ));
+        }
+        if self.record.max_bytes.0 == 0 {
+            return Err(invalid("record.max_bytes", "must be > 0"));
+        }
+        if self.record.playlist_window.0 < target {
+            return Err(invalid(
+                "record.playlist_window",
+                "must be at least record.segment_target",
+            ));
+        }
+        if self.cache.memory.0 == 0 {
+            return Err(invalid("cache.memory", "must be > 0"));
+        }
+        if self.cache.disk_dir.is_some() && self.cache.disk.0 == 0 {
+            return Err(invalid(
+                "cache.disk",
+                "must be > 0 when cache.disk_dir is set",
+            ));
+        }
+        for (i, u) in self.relay.upstreams.iter().enumerate() {
+            check_url(&format!("relay.upstreams[{i}]"), u)?;
+        }
+        if self.relay.idle_timeout.0 < Duration::from_millis(500) {
+            return Err(invalid("relay.idle_timeout", "must be at least 500ms"));
+        }
+        if self.relay.prefetch > 16 {
+            return Err(invalid("relay.prefetch", "must be at most 16"));
+        }
+        let mut locals = std::collections::HashSet::new();
+        for (i, p) in self.proxy.iter().enumerate() {
+            if !names::is_valid(&p.local) {
+                return Err(invalid(
+                    format!("proxy[{i}].local"),
+                    "must match [A-Za-z0-9_-]{1,64}",
+                ));
+            }
+            if !names::is_valid(&p.remote) {
+                return Err(invalid(
+                    format!("proxy[{i}].remote"),
+                    "must match [A-Za-z0-9_-]{1,64}",
+                ));
+            }
+            if !locals.insert(p.local.as_str()) {
+                return Err(invalid(
+                    format!("proxy[{i}].local"),
+                    format!("{:?} is defined twice", p.local),
+                ));
+            }
+            if p.upstreams.is_empty() {
+                return Err(invalid(
+                    format!("proxy[{i}].upstreams"),
+                    "must list at least one upstream",
+                ));
+            }
+            for (j, u) in p.upstreams.iter().enumerate() {
+                check_url(&format!("proxy[{i}].upstreams[{j}]"), u)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| {
+            invalid(
+                key,
+                format!("must start with http:// or https://, got {url:?}"),
+            )
+        })?;
+    if rest.is_empty() || rest.starts_with('/') || url.chars().any(|c| c.is_whitespace()) {
+        return Err(invalid(key, format!("is not a usable URL: {url:?}")));
+    }
+    Ok(())
+}
+
+/// A byte count written like `"256MiB"`, `"2GiB"`, `"50GB"` or a plain integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (digits, unit) = s.split_at(split);
+        let n: u64 = digits.parse().map_err(|_| {
+            format!("invalid size {s:?} (examples: \"256MiB\", \"2GiB\", \"1000000\")")
+        })?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "TiB" => 1 << 40,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            "TB" => 1_000_000_000_000,
+            other => return Err(format!(
+                "unknown size unit {other:?} in {s:?} (use B, KiB, MiB, GiB, TiB, KB, MB, GB, TB)"
+            )),
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, mult) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
+            if self.0 >= mult && self.0 % mult == 0 {
+                return write!(f, "{}{unit}", self.0 / mult);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A duration written like `"2s"`, `"500ms"`, `"24h"`, `"1h30m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub const fn secs(s: u64) -> Dur {
+        Dur(Duration::from_secs(s))
+    }
+}
+
+impl FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            format!("invalid duration {s:?}: {e} (examples: \"2s\", \"500ms\", \"24h\")")
+        })
+    }
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}",
+            humantime::format_duration(self.0)
+                .to_string()
+                .replace(' ', "")
+        )
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_file_is_the_default() {
+        let parsed = Config::parse(REFERENCE_TOML).expect("reference parses");
+        assert_eq!(parsed, Config::default());
+        Config::default().validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn example_configs_are_valid() {
+        for (name, text) in [
+            ("origin", include_str!("../config/origin.toml")),
+            ("intermediate", include_str!("../config/intermediate.toml")),
+            ("edge", include_str!("../config/edge.toml")),
+        ] {
+            let c = Config::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let mut c = Config::default();
+        c.http.admin_token = Some("t".into());
+        c.proxy.push(ProxyConfig {
+            local: "a".into(),
+            remote: "b".into(),
+            upstreams: vec!["http://127.0.0.1:1".into()],
+        });
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!("256MiB".parse::<ByteSize>().unwrap(), ByteSize(256 << 20));
+        assert_eq!("50GiB".parse::<ByteSize>().unwrap(), ByteSize(50 << 30));
+        assert_eq!("1000".parse::<ByteSize>().unwrap(), ByteSize(1000));
+        assert!("12XB".parse::<ByteSize>().is_err());
+        assert!("99999999999999TiB".parse::<ByteSize>().is_err());
+        assert_eq!(ByteSize(256 << 20).to_string(), "256MiB");
+        assert_eq!("2s".parse::<Dur>().unwrap(), Dur::secs(2));
+        assert_eq!("1h30m".parse::<Dur>().unwrap(), Dur::secs(5400));
+        assert_eq!(Dur::secs(5400).to_string(), "1h30m");
+        assert!("soon".parse::<Dur>().is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[cache]\nmemory = 0\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.to_string(), "cache.memory must be > 0");
+        let e = Config::parse("[rtmp]\nlisten = \"nowhere\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().starts_with("rtmp.listen"), "{e}");
+        let e = Config::parse("[record]\nsegment_target = \"forever\"\n").unwrap_err();
+        assert!(e.to_string().contains("segment_target"), "{e}");
+        let e = Config::parse("[http]\nlisten_typo = 1\n").unwrap_err();
+        assert!(e.to_string().contains("listen_typo"), "{e}");
+        let e = Config::parse(
+            "[[proxy]]\nlocal = \"a/b\"\nremote = \"b\"\nupstreams = [\"http://x:1\"]\n",
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().starts_with("proxy[0].local"), "{e}");
+    }
+}

@@ -1,0 +1,613 @@
+//! Recordings: durable, append-only storage of fMP4 segments with a time index per stream.
+//!
+//! Ownership: the [`Store`] owns the map of streams; each [`Stream`] owns its in-memory
+//! [`StreamIndex`] (behind a std `RwLock`, never held across `.await`) and its `index.jsonl`
+//! (behind a std `Mutex`, only locked inside `spawn_blocking`). A [`Recording`] is the single
+//! writer of a live stream.
+//!
+//! Durability order (see `writer`): segment file written to a temp file, fsynced, renamed, dir
+//! fsynced; *then* its index line appended and fsynced, *while* holding the index-file lock, and
+//! applied to the in-memory index; *then* announced (watchers woken, events emitted by the
+//! caller). Hence after a crash (`kill -9` at any moment) [`Store::open`] finds every announced
+//! segment intact, truncates a torn index line and deletes unindexed files.
+
+pub mod index;
+pub mod layout;
+pub mod retention;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+pub use index::{Lookup, PeriodMeta, Record, SegmentMeta, StreamIndex};
+use layout::Layout;
+pub use retention::Policy;
+use writer::LineFile;
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("stream {0:?} is already being published")]
+    AlreadyLive(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    move |source| Error::Io {
+        context: context.into(),
+        source,
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
+/// All recorded streams of a node.
+#[derive(Debug)]
+pub struct Store {
+    dir: PathBuf,
+    policy: Policy,
+    /// Streams by name. std `RwLock`: short critical sections, never held across `.await`.
+    streams: RwLock<HashMap<String, Arc<Stream>>>,
+}
+
+/// One recorded stream.
+#[derive(Debug)]
+pub struct Stream {
+    pub name: String,
+    layout: Layout,
+    index: RwLock<StreamIndex>,
+    /// The open index file; `None` until the first write. Locked only in blocking code.
+    file: Mutex<Option<LineFile>>,
+    /// Lines in the index file, to decide when compaction pays.
+    file_lines: std::sync::atomic::AtomicUsize,
+    /// Bumped after every change of the index (new segment, live flag): long-polls wait on it.
+    changed: watch::Sender<u64>,
+}
+
+/// What recovery found, for the startup log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    pub streams: usize,
+    pub segments: usize,
+    pub removed_files: usize,
+    pub torn_index_tails: usize,
+}
+
+impl Store {
+    /// Opens (creating) the recordings folder and recovers every stream in it. Blocking.
+    pub fn open(dir: &Path, policy: Policy) -> Result<(Store, Recovered), Error> {
+        std::fs::create_dir_all(dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
+        let mut streams = HashMap::new();
+        let mut total = Recovered::default();
+        let entries =
+            std::fs::read_dir(dir).map_err(io_err(format!("cannot list {}", dir.display())))?;
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if !crate::names::is_valid(&name) || !entry.path().is_dir() {
+                continue;
+            }
+            let layout = Layout::new(dir, &name);
+            let (index, lines, found) = recover(&layout)?;
+            total.streams += 1;
+            total.segments += found.segments;
+            total.removed_files += found.removed_files;
+            total.torn_index_tails += found.torn_index_tails;
+            streams.insert(
+                name.clone(),
+                Arc::new(Stream::new(name, layout, index, lines)),
+            );
+        }
+        Ok((
+            Store {
+                dir: dir.to_owned(),
+                policy,
+                streams: RwLock::new(streams),
+            },
+            total,
+        ))
+    }
+
+    /// The stream, if it was ever recorded here.
+    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams.read().ok()?.get(name).cloned()
+    }
+
+    /// All streams, sorted by name.
+    pub fn list(&self) -> Vec<Arc<Stream>> {
+        let mut v: Vec<_> = self
+            .streams
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Starts recording `name` (validated by the caller). Refused while it is already live.
+    /// No I/O: folders are created with the first write.
+    pub fn begin_recording(&self, name: &str) -> Result<Recording, Error> {
+        let mut streams = self
+            .streams
+            .write()
+            .map_err(|_| Error::Task("store lock poisoned".into()))?;
+        let stream = streams
+            .entry(name.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Stream::new(
+                    name.to_owned(),
+                    Layout::new(&self.dir, name),
+                    StreamIndex::default(),
+                    0,
+                ))
+            })
+            .clone();
+        {
+            let mut ix = stream
+                .index
+                .write()
+                .map_err(|_| Error::Task("index lock poisoned".into()))?;
+            if ix.live {
+                return Err(Error::AlreadyLive(name.to_owned()));
+            }
+            ix.live = true;
+        }
+        stream.bump();
+        Ok(Recording {
+            stream,
+            ended: false,
+        })
+    }
+
+    /// Applies the retention policy to one stream; returns how many segments were deleted.
+    pub async fn enforce_retention(
+        &self,
+        stream: &Arc<Stream>,
+        now_ms: i64,
+    ) -> Result<usize, Error> {
+        let before = {
+            let ix = stream.read();
+            retention::plan(&ix.segments, ix.bytes, ix.live, now_ms, self.policy)
+        };
+        let Some(before) = before else { return Ok(0) };
+        let s = stream.clone();
+        blocking(move || {
+            let (gone, gone_periods) = s.append_and_apply(&[Record::Drop { before }])?;
+            for seg in &gone {
+                writer::remove_if_exists(&s.layout.segment(seg.seq))
+                    .map_err(io_err("cannot delete segment"))?;
+            }
+            for p in &gone_periods {
+                writer::remove_if_exists(&s.layout.init(p.id))
+                    .map_err(io_err("cannot delete init segment"))?;
+            }
+            s.compact_if_worth_it()?;
+            Ok(gone.len())
+        })
+        .await
+    }
+}
+
+/// Reads a stream's index and repairs its folder after a crash. Blocking.
+fn recover(layout: &Layout) -> Result<(StreamIndex, usize, RecoverCounts), Error> {
+    let mut counts = RecoverCounts::default();
+    let path = layout.index();
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io_err(format!("cannot read {}", path.display()))(e)),
+    };
+    let (mut index, valid) = StreamIndex::from_jsonl(&text);
+    if valid < text.len() {
+        counts.torn_index_tails += 1;
+        tracing::warn!(path = %path.display(), dropped_bytes = text.len() - valid, "truncating a torn index tail");
+    }
+    // Every indexed segment must be complete on disk; drop the ones that are not.
+    let mut kept = StreamIndex {
+        periods: index.periods.clone(),
+        ..StreamIndex::default()
+    };
+    for s in index.segments.drain(..) {
+        match std::fs::metadata(layout.segment(s.seq)) {
+            Ok(m) if m.len() == s.length => kept.push_segment(s),
+            _ => {
+                tracing::warn!(path = %layout.segment(s.seq).display(), "indexed segment missing or wrong size; dropped")
+            }
+        }
+    }
+    kept.next_seq = kept.next_seq.max(index.next_seq);
+    counts.segments = kept.segments.len();
+    // Delete temp files and files the index does not name (written but never announced).
+    let seg_known = |n: &str| {
+        n.strip_suffix(".m4s")
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|seq| kept.segment(seq).is_some())
+    };
+    let init_known = |n: &str| {
+        n.strip_suffix(".mp4")
+            .and_then(|s| s.parse::<u32>().ok())
+            .is_some_and(|id| kept.period(id).is_some())
+    };
+    counts.removed_files += remove_unknown(&layout.segments_dir(), seg_known)?;
+    counts.removed_files += remove_unknown(&layout.init_dir(), init_known)?;
+    // Rewrite the index compactly (also drops a torn tail) if there is anything to write.
+    let records = kept.to_records();
+    if !text.is_empty() {
+        let body: String = records.iter().map(|r| r.to_line() + "\n").collect();
+        writer::write_atomic(&path, body.as_bytes())
+            .map_err(io_err(format!("cannot rewrite {}", path.display())))?;
+    }
+    Ok((kept, records.len(), counts))
+}
+
+/// Deletes the files in `dir` whose names `known` rejects; returns how many. Blocking.
+fn remove_unknown(dir: &Path, known: impl Fn(&str) -> bool) -> Result<usize, Error> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if !known(&e.file_name().to_string_lossy()) {
+            writer::remove_if_exists(&e.path()).map_err(io_err("cannot delete stray file"))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[derive(Debug, Default)]
+struct RecoverCounts {
+    segments: usize,
+    removed_files: usize,
+    torn_index_tails: usize,
+}
+
+impl Stream {
+    fn new(name: String, layout: Layout, index: StreamIndex, file_lines: usize) -> Stream {
+        Stream {
+            name,
+            layout,
+            index: RwLock::new(index),
+            file: Mutex::new(None),
+            file_lines: file_lines.into(),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// A read view of the index. Do not hold it across `.await`.
+    pub fn read(&self) -> RwLockReadGuard<'_, StreamIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes on every index change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Reads a media segment file, if indexed.
+    pub async fn read_segment(&self, seq: u64) -> Result<Option<Bytes>, Error> {
+        let Some(meta) = self.read().segment(seq).cloned() else {
+            return Ok(None);
+        };
+        read_file(&self.layout.segment(seq), meta.length).await
+    }
+
+    /// Reads a period's init segment, if indexed.
+    pub async fn read_init(&self, period: u32) -> Result<Option<Bytes>, Error> {
+        let Some(meta) = self.read().period(period).cloned() else {
+            return Ok(None);
+        };
+        read_file(&self.layout.init(period), meta.init_length).await
+    }
+
+    /// Appends records to the index file and applies them to the in-memory index, atomically
+    /// with respect to compaction. Blocking. Returns what a `Drop` removed.
+    fn append_and_apply(
+        &self,
+        records: &[Record],
+    ) -> Result<(Vec<SegmentMeta>, Vec<PeriodMeta>), Error> {
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| Error::Task("index file lock poisoned".into()))?;
+        if file.is_none() {
+            *file =
+                Some(LineFile::open(&self.layout.index()).map_err(io_err("cannot open index"))?);
+        }
+        let lines: Vec<String> = records.iter().map(Record::to_line).collect();
+        if let Some(f) = file.as_mut() {
+            f.append(&lines).map_err(io_err(format!(
+                "cannot append to {}",
+                self.layout.index().display()
+            )))?;
+        }
+        self.file_lines
+            .fetch_add(lines.len(), std::sync::atomic::Ordering::Relaxed);
+        let mut gone = (Vec::new(), Vec::new());
+        {
+            let mut ix = self
+                .index
+                .write()
+                .map_err(|_| Error::Task("index lock poisoned".into()))?;
+            for r in records {
+                match r {
+                    Record::Drop { before } => gone = ix.drop_before(*before),
+                    other => ix.apply(other.clone()),
+                }
+            }
+        }
+        drop(file);
+        self.bump();
+        Ok(gone)
+    }
+
+    /// Rewrites the index file when most of its lines describe deleted segments. Blocking.
+    fn compact_if_worth_it(&self) -> Result<(), Error> {
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| Error::Task("index file lock poisoned".into()))?;
+        let records = self.read().to_records();
+        let lines = self.file_lines.load(std::sync::atomic::Ordering::Relaxed);
+        if lines < 1024 || lines < records.len() * 2 {
+            return Ok(());
+        }
+        let body: String = records.iter().map(|r| r.to_line() + "\n").collect();
+        writer::write_atomic(&self.layout.index(), body.as_bytes())
+            .map_err(io_err("cannot compact index"))?;
+        *file = Some(LineFile::open(&self.layout.index()).map_err(io_err("cannot reopen index"))?);
+        self.file_lines
+            .store(records.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn read_file(path: &Path, expected_len: u64) -> Result<Option<Bytes>, Error> {
+    match tokio::fs::read(path).await {
+        Ok(v) if v.len() as u64 == expected_len => Ok(Some(Bytes::from(v))),
+        Ok(v) => Err(Error::Io {
+            context: format!(
+                "{} has {} bytes, index says {expected_len}",
+                path.display(),
+                v.len()
+            ),
+            source: io::Error::other("size mismatch"),
+        }),
+        // Deleted by retention between the index lookup and the read.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),
+    }
+}
+
+/// The single writer of a live stream. Dropping it (even without [`Recording::finish`]) marks
+/// the stream as no longer live.
+#[derive(Debug)]
+pub struct Recording {
+    stream: Arc<Stream>,
+    ended: bool,
+}
+
+impl Recording {
+    pub fn stream(&self) -> &Arc<Stream> {
+        &self.stream
+    }
+
+    /// Durably stores a new period's init segment and indexes it.
+    pub async fn add_period(
+        &mut self,
+        init: Bytes,
+        mut meta: PeriodMeta,
+    ) -> Result<PeriodMeta, Error> {
+        meta.id = self.stream.read().periods.last().map_or(0, |p| p.id + 1);
+        meta.init_hash = xxhash_rust::xxh3::xxh3_64(&init);
+        meta.init_length = init.len() as u64;
+        let s = self.stream.clone();
+        let m = meta.clone();
+        blocking(move || {
+            writer::create_dir_durable(&s.layout.init_dir())
+                .map_err(io_err("cannot create init folder"))?;
+            writer::create_dir_durable(&s.layout.segments_dir())
+                .map_err(io_err("cannot create segments folder"))?;
+            writer::write_atomic(&s.layout.init(m.id), &init)
+                .map_err(io_err("cannot write init segment"))?;
+            s.append_and_apply(&[Record::Period(m)])?;
+            Ok(())
+        })
+        .await?;
+        Ok(meta)
+    }
+
+    /// Durably stores a media segment, indexes it and wakes watchers. `meta.seq`, `length` and
+    /// `hash` are assigned here.
+    pub async fn add_segment(
+        &mut self,
+        data: Bytes,
+        mut meta: SegmentMeta,
+    ) -> Result<SegmentMeta, Error> {
+        meta.seq = self.stream.read().next_seq;
+        meta.length = data.len() as u64;
+        meta.hash = xxhash_rust::xxh3::xxh3_64(&data);
+        let s = self.stream.clone();
+        let m = meta.clone();
+        blocking(move || {
+            writer::write_atomic(&s.layout.segment(m.seq), &data)
+                .map_err(io_err("cannot write segment"))?;
+            s.append_and_apply(&[Record::Segment(m)])?;
+            Ok(())
+        })
+        .await?;
+        Ok(meta)
+    }
+
+    /// Ends the recording: the stream is no longer live.
+    pub fn finish(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            if let Ok(mut ix) = self.stream.index.write() {
+                ix.live = false;
+            }
+            self.stream.bump();
+        }
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use index::tests::period;
+
+    fn policy() -> Policy {
+        Policy {
+            retention_ms: i64::MAX,
+            max_bytes: u64::MAX,
+        }
+    }
+
+    fn meta(time_ms: i64) -> SegmentMeta {
+        SegmentMeta {
+            seq: 0,
+            period: 0,
+            start_ms: 0,
+            duration_ms: 2000,
+            time_ms,
+            length: 0,
+            hash: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn record_recover_and_refuse_second_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), policy()).unwrap();
+        let mut rec = store.begin_recording("cam").unwrap();
+        assert!(matches!(
+            store.begin_recording("cam"),
+            Err(Error::AlreadyLive(_))
+        ));
+        rec.add_period(Bytes::from_static(b"init"), period(0, 0, 1000))
+            .await
+            .unwrap();
+        for i in 0..3 {
+            let m = rec
+                .add_segment(Bytes::from(vec![i as u8; 100]), meta(1000 + i * 2000))
+                .await
+                .unwrap();
+            assert_eq!(m.seq, i as u64);
+        }
+        rec.finish();
+        assert!(!store.get("cam").unwrap().read().live);
+        // Simulate a crash: a temp file, an unindexed segment and a torn index line.
+        let root = dir.path().join("cam");
+        std::fs::write(root.join("segments/3.m4s"), b"unannounced").unwrap();
+        std::fs::write(root.join("segments/4.m4s.tmp"), b"half").unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join("index.jsonl"))
+            .unwrap();
+        io::Write::write_all(&mut f, b"{\"t\":\"seg\",\"se").unwrap();
+        drop(f);
+
+        let (store, found) = Store::open(dir.path(), policy()).unwrap();
+        assert_eq!(
+            found,
+            Recovered {
+                streams: 1,
+                segments: 3,
+                removed_files: 2,
+                torn_index_tails: 1
+            }
+        );
+        let s = store.get("cam").unwrap();
+        assert_eq!(s.read().next_seq, 3);
+        assert_eq!(
+            s.read_segment(2).await.unwrap().unwrap(),
+            Bytes::from(vec![2u8; 100])
+        );
+        assert_eq!(
+            s.read_init(0).await.unwrap().unwrap(),
+            Bytes::from_static(b"init")
+        );
+        assert!(s.read_segment(3).await.unwrap().is_none());
+        // The next recording continues the seq and opens a new period.
+        let mut rec = store.begin_recording("cam").unwrap();
+        let p = rec
+            .add_period(Bytes::from_static(b"init2"), period(0, 6000, 9000))
+            .await
+            .unwrap();
+        assert_eq!(p.id, 1);
+        let m = rec
+            .add_segment(Bytes::from_static(b"x"), meta(9000))
+            .await
+            .unwrap();
+        assert_eq!(m.seq, 3);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_files_and_keeps_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(
+            dir.path(),
+            Policy {
+                retention_ms: 10_000,
+                max_bytes: 250,
+            },
+        )
+        .unwrap();
+        let mut rec = store.begin_recording("cam").unwrap();
+        rec.add_period(Bytes::from_static(b"init"), period(0, 0, 0))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            rec.add_segment(Bytes::from(vec![0u8; 100]), meta(i * 2000))
+                .await
+                .unwrap();
+        }
+        let s = store.get("cam").unwrap();
+        assert_eq!(
+            store.enforce_retention(&s, 0).await.unwrap(),
+            3,
+            "over max_bytes"
+        );
+        assert_eq!(s.read().bytes, 200);
+        assert!(!dir.path().join("cam/segments/2.m4s").exists());
+        assert!(dir.path().join("cam/segments/3.m4s").exists());
+        assert_eq!(
+            store.enforce_retention(&s, 1_000_000).await.unwrap(),
+            1,
+            "live keeps the newest"
+        );
+        rec.finish();
+        assert_eq!(store.enforce_retention(&s, 1_000_000).await.unwrap(), 1);
+        let (store, _) = Store::open(dir.path(), policy()).unwrap();
+        assert_eq!(store.get("cam").unwrap().read().next_seq, 5);
+    }
+}
