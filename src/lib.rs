@@ -1,7 +1,10 @@
 //! dvrgate: a DVR streaming gateway.
+pub mod cache;
 pub mod config;
 pub mod events;
+pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod names;
 pub mod rtmp;
 pub mod store;

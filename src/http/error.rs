@@ -1,0 +1,82 @@
+//! `ApiError`: every HTTP error of the read and control API, mapped to a status and a SPEC code
+//! in one `match`, rendered as `{"code","level":"error","description"}`.
+//!
+//! Bad input is a 4xx and is not logged; internal errors are logged once here and their details
+//! are not echoed to the client.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::events::Code;
+
+/// An error answered over HTTP.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid stream name: names are 1 to 64 characters of A-Z a-z 0-9 _ -")]
+    BadName,
+    #[error("stream {0:?} not found")]
+    StreamNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// A segment that does not exist (yet): also `no-store`, so caches ask again.
+    #[error("segment {seq} of stream {stream:?} not found")]
+    SegmentNotFound { stream: String, seq: u64 },
+    #[error("{0}")]
+    BadTime(#[from] crate::time::TimeError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("time {time} is outside the DVR window {start} .. {end}")]
+    SeekOutside { time: String, start: String, end: String },
+    #[error("range not satisfiable: the resource has {len} bytes")]
+    RangeNotSatisfiable { len: u64 },
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Status and `code` of the error: the single mapping.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::BadName => (StatusCode::BAD_REQUEST, "NetStream.Play.BadName"),
+            ApiError::StreamNotFound(_) => (StatusCode::NOT_FOUND, "NetStream.Play.StreamNotFound"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NetStream.Play.NotFound"),
+            ApiError::SegmentNotFound { .. } => (StatusCode::NOT_FOUND, "NetStream.Play.SegmentNotFound"),
+            ApiError::BadTime(_) => (StatusCode::BAD_REQUEST, Code::SeekInvalidTime.as_str()),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "NetStream.Play.BadRequest"),
+            ApiError::SeekOutside { .. } => (StatusCode::NOT_FOUND, Code::SeekInvalidTime.as_str()),
+            ApiError::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "NetStream.Play.RangeNotSatisfiable"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "NetStream.Play.MethodNotAllowed"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "NetStream.Play.Failed"),
+        }
+    }
+}
+
+impl From<crate::store::Error> for ApiError {
+    fn from(e: crate::store::Error) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "request failed");
+        }
+        let mut body = serde_json::json!({"code": code, "level": "error", "description": self.to_string()});
+        if let ApiError::SeekOutside { start, end, .. } = &self {
+            body["dvr"] = serde_json::json!({"start": start, "end": end});
+        }
+        let mut resp = (status, axum::Json(body)).into_response();
+        let h = resp.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let ApiError::RangeNotSatisfiable { len } = self {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                h.insert(header::CONTENT_RANGE, v);
+            }
+        }
+        resp
+    }
+}

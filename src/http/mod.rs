@@ -1,0 +1,226 @@
+//! The HTTP read API of SPEC.md (every node), as an axum router.
+//!
+//! Handlers are thin: they extract, call pure helpers (`range`, `etag`, `playlist`, `time`) or
+//! the store, and map failures through [`ApiError`]. One middleware adds what every response
+//! carries (`Via`, CORS) and counts responses; OPTIONS preflights are answered there too.
+//! Long-lived responses (SSE, long-polls) end when the node's shutdown token fires.
+
+pub mod error;
+pub mod etag;
+pub mod events;
+pub mod hls;
+pub mod metrics;
+pub mod playlist;
+pub mod range;
+pub mod segments;
+pub mod streams;
+pub mod ui;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::{header, request::Parts, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::cache::Cache;
+use crate::events::Bus;
+use crate::metrics::Metrics;
+use crate::store::{Store, Stream};
+
+/// Longest `?wait=` of a long-poll: bounds how long a request (and its task) can be parked.
+pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Everything handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub node_name: Arc<str>,
+    pub store: Arc<Store>,
+    pub cache: Cache,
+    pub bus: Bus,
+    pub metrics: Arc<Metrics>,
+    /// Configured segment target (floor of playlist target durations).
+    pub segment_target_ms: u64,
+    /// How much of the DVR window a live playlist lists.
+    pub playlist_window_ms: u64,
+    /// Fires when the node shuts down: long-lived responses end.
+    pub shutdown: CancellationToken,
+    via: HeaderValue,
+}
+
+impl AppState {
+    /// Builds the state; `node_name` must be a valid header value (config validation ensures it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_name: &str,
+        store: Arc<Store>,
+        cache: Cache,
+        bus: Bus,
+        metrics: Arc<Metrics>,
+        segment_target_ms: u64,
+        playlist_window_ms: u64,
+        shutdown: CancellationToken,
+    ) -> AppState {
+        let via = HeaderValue::from_str(&format!("1.1 {node_name}")).unwrap_or(HeaderValue::from_static("1.1 dvrgate"));
+        AppState {
+            node_name: node_name.into(),
+            store,
+            cache,
+            bus,
+            metrics,
+            segment_target_ms,
+            playlist_window_ms,
+            shutdown,
+            via,
+        }
+    }
+
+    /// The stream, or a 404.
+    pub fn stream(&self, name: &str) -> Result<Arc<Stream>, ApiError> {
+        self.store.get(name).ok_or_else(|| ApiError::StreamNotFound(name.to_owned()))
+    }
+}
+
+/// The router of the read API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(ui::index))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/events", get(events::node_events))
+        .route("/streams", get(streams::list))
+        .route("/streams/{name}", get(streams::status_handler))
+        .route("/streams/{name}/index.json", get(streams::index_json))
+        .route("/streams/{name}/index.m3u8", get(hls::playlist))
+        .route("/streams/{name}/init/{file}", get(segments::init))
+        .route("/streams/{name}/segments/{file}", get(segments::segment))
+        .route("/streams/{name}/events", get(events::stream_events))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), common_headers))
+        .with_state(state)
+}
+
+async fn healthz(State(st): State<AppState>) -> Response {
+    let mut r = axum::Json(serde_json::json!({"status": "ok", "node": &*st.node_name})).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such resource".into())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// Adds `Via` and CORS to every response, answers preflights, counts responses by class.
+async fn common_headers(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let mut resp = if req.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Range, If-None-Match, If-Range, Authorization, Content-Type"),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert(header::VIA, st.via.clone());
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Length, Content-Range, ETag, Via, Accept-Ranges"),
+    );
+    let m = &st.metrics;
+    crate::metrics::inc(match resp.status().as_u16() {
+        200..=299 => &m.http_requests_2xx,
+        300..=399 => &m.http_requests_3xx,
+        400..=499 => &m.http_requests_4xx,
+        _ => &m.http_requests_5xx,
+    });
+    resp
+}
+
+/// A validated stream name from the `{name}` path parameter (400 otherwise).
+pub struct StreamName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for StreamName {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::BadName)?;
+        match params.get("name") {
+            Some(n) if crate::names::is_valid(n) => Ok(StreamName(n.clone())),
+            _ => Err(ApiError::BadName),
+        }
+    }
+}
+
+/// The `{file}` path parameter.
+pub struct FileParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for FileParam {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::BadRequest("invalid path".into()))?;
+        params.get("file").cloned().map(FileParam).ok_or_else(|| ApiError::BadRequest("invalid path".into()))
+    }
+}
+
+/// Query parameters; a malformed query string is a 400.
+pub struct QueryParams(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|q| QueryParams(q.0))
+            .map_err(|_| ApiError::BadRequest("malformed query string".into()))
+    }
+}
+
+impl QueryParams {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// A parsed time parameter.
+    pub fn time(&self, key: &str) -> Result<Option<crate::time::At>, ApiError> {
+        self.get(key).map(crate::time::parse).transpose().map_err(ApiError::from)
+    }
+
+    /// An unsigned integer parameter.
+    pub fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        self.get(key)
+            .map(|v| v.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("{key} must be a non-negative integer, got {v:?}"))))
+            .transpose()
+    }
+}
+
+/// Sets `Cache-Control` on a response.
+pub fn cache_control(resp: &mut Response, value: &'static str) {
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+}
+
+/// `Cache-Control` of live documents (playlists, index).
+pub const LIVE: &str = "public, max-age=1";
+/// `Cache-Control` of documents describing a window wholly in the past.
+pub const PAST: &str = "public, max-age=3600";
+/// `Cache-Control` of immutable segments.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";

@@ -1,0 +1,90 @@
+//! HLS media playlist rendering (fMP4), pure: index range in, text out.
+//!
+//! Invariants: `EXT-X-MEDIA-SEQUENCE` is the first listed `seq`; `EXT-X-DISCONTINUITY-SEQUENCE`
+//! is the first listed segment's period id (period ids grow by one per period, so the count of
+//! discontinuities before it stays stable as retention trims the front); every period change
+//! gets `EXT-X-DISCONTINUITY` and its own `EXT-X-MAP`; every segment carries its ingest wall
+//! clock as `EXT-X-PROGRAM-DATE-TIME`.
+
+use std::fmt::Write;
+use std::ops::Range;
+
+use crate::store::StreamIndex;
+
+/// How to render.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// `EXT-X-START:TIME-OFFSET` in ms from the start of the first listed segment.
+    pub start_offset_ms: Option<u64>,
+    /// Append `EXT-X-ENDLIST` (the stream has ended, or the window lies in the past).
+    pub endlist: bool,
+    /// The configured segment target, the floor of `EXT-X-TARGETDURATION`.
+    pub target_ms: u64,
+}
+
+/// Renders the segments `range` of `ix`.
+pub fn render(ix: &StreamIndex, range: Range<usize>, opts: &Options) -> String {
+    let listed = ix.segments.range(range.clone());
+    let mut out = String::with_capacity(256 + range.len() * 96);
+    let max_ms = ix.segments.range(range.clone()).map(|s| s.duration_ms).max().unwrap_or(0).max(opts.target_ms);
+    let target_s = max_ms.div_ceil(1000).max(1);
+    let first = ix.segments.get(range.start);
+    let _ = write!(
+        out,
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target_s}\n#EXT-X-MEDIA-SEQUENCE:{}\n\
+         #EXT-X-DISCONTINUITY-SEQUENCE:{}\n#EXT-X-INDEPENDENT-SEGMENTS\n",
+        first.map_or(ix.next_seq, |s| s.seq),
+        first.map_or(0, |s| s.period)
+    );
+    if let Some(off) = opts.start_offset_ms {
+        let _ = writeln!(out, "#EXT-X-START:TIME-OFFSET={}.{:03},PRECISE=YES", off / 1000, off % 1000);
+    }
+    let mut period = None;
+    for s in listed {
+        if period != Some(s.period) {
+            if period.is_some() {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"init/{}.mp4\"", s.period);
+            period = Some(s.period);
+        }
+        out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+        crate::time::write_rfc3339(&mut out, s.time_ms);
+        let _ = write!(out, "\n#EXTINF:{}.{:03},\nsegments/{}.m4s\n", s.duration_ms / 1000, s.duration_ms % 1000, s.seq);
+    }
+    if opts.endlist {
+        out.push_str("#EXT-X-ENDLIST\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::index::tests::{period, seg};
+    use crate::store::Record;
+
+    #[test]
+    fn renders_periods_and_start() {
+        let mut ix = StreamIndex::default();
+        ix.apply(Record::Period(period(0, 0, 1_796_051_045_250)));
+        ix.apply(Record::Segment(seg(0, 0, 1_796_051_045_250, 2000)));
+        ix.apply(Record::Segment(seg(1, 0, 1_796_051_047_250, 2500)));
+        ix.apply(Record::Period(period(1, 4500, 1_796_051_060_000)));
+        ix.apply(Record::Segment(seg(2, 1, 1_796_051_060_000, 1999)));
+        let text = render(&ix, 1..3, &Options { start_offset_ms: Some(1250), endlist: true, target_ms: 2000 });
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:1\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXT-X-START:TIME-OFFSET=1.250,PRECISE=YES\n\
+             #EXT-X-MAP:URI=\"init/0.mp4\"\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-11-30T15:04:07.250Z\n#EXTINF:2.500,\nsegments/1.m4s\n\
+             #EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"init/1.mp4\"\n\
+             #EXT-X-PROGRAM-DATE-TIME:2026-11-30T15:04:20.000Z\n#EXTINF:1.999,\nsegments/2.m4s\n\
+             #EXT-X-ENDLIST\n"
+        );
+        let empty = render(&ix, 3..3, &Options::default());
+        assert!(empty.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{empty}");
+    }
+}
