@@ -40,6 +40,9 @@ pub trait PublishHandler: Send + Sync + 'static {
 pub mod amf0;
 pub mod chunk;
 pub mod handshake;
+pub mod session;
+
+pub use session::{Output, ServerSession};
 
 /// Why an RTMP connection ended abnormally. A protocol error ends that connection only.
 #[derive(Debug, thiserror::Error)]
@@ -78,3 +81,6 @@ pub enum Error {
     #[error("media receiver closed")]
     ReceiverGone,
 }
+
+#[cfg(test)]
+mod test_util;
