@@ -40,8 +40,10 @@ pub trait PublishHandler: Send + Sync + 'static {
 pub mod amf0;
 pub mod chunk;
 pub mod handshake;
+pub mod server;
 pub mod session;
 
+pub use server::{serve, Limits};
 pub use session::{Output, ServerSession};
 
 /// Why an RTMP connection ended abnormally. A protocol error ends that connection only.
