@@ -16,20 +16,24 @@ pub const MAX_VALUES: usize = 4096;
 /// An AMF0 value. Object-like values keep their keys in wire order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// Number (0x00), an IEEE double.
     Number(f64),
+    /// Boolean (0x01).
     Boolean(bool),
-    /// String, long string or XML document.
+    /// String (0x02), long string (0x0C) or XML document (0x0F).
     String(String),
+    /// Anonymous object (0x03).
     Object(Vec<(String, Value)>),
+    /// Null (0x05).
     Null,
+    /// Undefined (0x06).
     Undefined,
+    /// ECMA (associative) array (0x08), e.g. onMetaData.
     EcmaArray(Vec<(String, Value)>),
+    /// Strict (dense) array (0x0A).
     StrictArray(Vec<Value>),
     /// Milliseconds since the Unix epoch and a (deprecated) time zone offset.
-    Date {
-        millis: f64,
-        tz: i16,
-    },
+    Date { millis: f64, tz: i16 },
 }
 
 impl Value {
@@ -63,12 +67,16 @@ impl Value {
 /// Why AMF0 input could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// The input ends inside a value.
     #[error("AMF0 input ends inside a value")]
     Truncated,
+    /// A type marker we do not decode (references, typed objects, AMF3 switch, ...).
     #[error("unsupported AMF0 marker {0:#04x}")]
     UnsupportedMarker(u8),
+    /// Nesting deeper than [`MAX_DEPTH`].
     #[error("AMF0 nesting deeper than {MAX_DEPTH}")]
     TooDeep,
+    /// More than [`MAX_VALUES`] values.
     #[error("more than {MAX_VALUES} AMF0 values")]
     TooMany,
 }

@@ -31,9 +31,10 @@ pub const MAX_MESSAGE_LEN: u32 = 8 * 1024 * 1024;
 /// keeps header state, so an unbounded number would be unbounded memory.
 pub const MAX_CHUNK_STREAMS: usize = 64;
 /// Most bytes held in partial messages across all chunk streams of a connection: one
-/// maximal message plus interleaved audio fits; a peer opening many half-sent messages
-/// cannot hold more.
-pub const MAX_BUFFERED_BYTES: usize = 2 * MAX_MESSAGE_LEN as usize;
+/// maximal video message plus the audio interleaved with it fits; a peer opening many
+/// half-sent messages cannot hold more. (Allocations grow by doubling, so the memory
+/// behind it is at most twice this.)
+pub const MAX_BUFFERED_BYTES: usize = MAX_MESSAGE_LEN as usize + 1024 * 1024;
 /// Longest chunk header: 3-byte basic header, 11-byte message header, 4-byte extended timestamp.
 pub const MAX_HEADER_LEN: usize = 18;
 
@@ -42,18 +43,31 @@ const EXTENDED: u32 = 0x00FF_FFFF;
 
 /// RTMP message type ids.
 pub mod kind {
+    /// Protocol control: the sender's new chunk size.
     pub const SET_CHUNK_SIZE: u8 = 1;
+    /// Protocol control: drop the partial message of a chunk stream.
     pub const ABORT: u8 = 2;
+    /// Protocol control: bytes received so far.
     pub const ACKNOWLEDGEMENT: u8 = 3;
+    /// User control event (StreamBegin, PingRequest, ...).
     pub const USER_CONTROL: u8 = 4;
+    /// Protocol control: acknowledge every this many bytes.
     pub const WINDOW_ACK_SIZE: u8 = 5;
+    /// Protocol control: limit the peer's output bandwidth.
     pub const SET_PEER_BANDWIDTH: u8 = 6;
+    /// Audio; the payload is an FLV audio tag body.
     pub const AUDIO: u8 = 8;
+    /// Video; the payload is an FLV video tag body.
     pub const VIDEO: u8 = 9;
+    /// Data message in AMF3 framing.
     pub const AMF3_DATA: u8 = 15;
+    /// Command message in AMF3 framing.
     pub const AMF3_COMMAND: u8 = 17;
+    /// Data message (e.g. `@setDataFrame`) in AMF0.
     pub const AMF0_DATA: u8 = 18;
+    /// Command message (connect, publish, ...) in AMF0.
     pub const AMF0_COMMAND: u8 = 20;
+    /// Several FLV tags in one message.
     pub const AGGREGATE: u8 = 22;
 }
 
@@ -68,6 +82,7 @@ pub struct Message {
     pub type_id: u8,
     /// Message stream id.
     pub stream_id: u32,
+    /// The message body.
     pub payload: Bytes,
 }
 

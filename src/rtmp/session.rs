@@ -317,7 +317,7 @@ impl ServerSession {
             kind::AMF3_COMMAND => {
                 self.on_command(out, msg.stream_id, &skip_amf3_switch(msg.payload))?
             }
-            kind::AGGREGATE => self.aggregate(out, msg.timestamp, &msg.payload),
+            kind::AGGREGATE => self.aggregate(out, msg.timestamp, msg.payload),
             // Set Chunk Size and Abort were applied by the decoder; Acknowledgement and Set
             // Peer Bandwidth need nothing from an ingest server.
             _ => {}
@@ -352,24 +352,27 @@ impl ServerSession {
 
     /// Aggregate messages hold FLV tags (11-byte header, body, 4-byte back pointer) whose
     /// timestamps are relative to the first one's, rebased on the message's.
-    fn aggregate(&mut self, out: &mut Vec<Output>, timestamp_ms: u32, mut payload: &[u8]) {
+    fn aggregate(&mut self, out: &mut Vec<Output>, timestamp_ms: u32, mut payload: Bytes) {
         let mut first_ts = None;
-        while let Some(header) = payload.get(..11) {
-            let size = u32::from_be_bytes([0, header[1], header[2], header[3]]) as usize;
-            let ts = u32::from_be_bytes([header[7], header[4], header[5], header[6]]);
-            let Some(body) = size.checked_add(11).and_then(|end| payload.get(11..end)) else {
+        while let Some(h) = payload.get(..11) {
+            let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+            let ts = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
+            let type_id = h[0];
+            // 11-byte header, body, 4-byte back pointer; size < 2^24 so this cannot overflow.
+            let (body_end, next) = (11 + size, 11 + size + 4);
+            if body_end > payload.len() {
                 return;
-            };
+            }
+            let body = payload.slice(11..body_end);
             let base = *first_ts.get_or_insert(ts);
             let ts = timestamp_ms.wrapping_add(ts.wrapping_sub(base));
-            let body = Bytes::copy_from_slice(body);
-            match header[0] {
+            match type_id {
                 kind::AUDIO => self.media(out, TagKind::Audio, ts, body),
                 kind::VIDEO => self.media(out, TagKind::Video, ts, body),
                 kind::AMF0_DATA => self.data(out, ts, body),
                 _ => {}
             }
-            payload = payload.get(11 + size + 4..).unwrap_or_default();
+            payload = payload.slice(next.min(payload.len())..);
         }
     }
 
