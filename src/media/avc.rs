@@ -349,7 +349,7 @@ pub(crate) mod tests {
         /// RBSP trailing bits, then emulation prevention.
         pub(crate) fn nal(&mut self) -> Vec<u8> {
             self.bits.push(true);
-            while self.bits.len() % 8 != 0 {
+            while !self.bits.len().is_multiple_of(8) {
                 self.bits.push(false);
             }
             let raw: Vec<u8> = self
