@@ -20,7 +20,21 @@
 //! or the first audio frame for audio-only). A jump of more than [`JUMP_FORWARD_MS`] forward or
 //! [`JUMP_BACKWARD_MS`] backward against the newest time seen (a publisher restart, a clock
 //! reset) moves the offset so the timeline stays continuous and monotonic. Video uses a
-//! 90 kHz timescale (exact for ms), audio its sample rate.
+//! 90 kHz timescale (exact for ms), audio its sample rate. Audio decode times run contiguously
+//! (one frame's samples per frame) and resync forward only when the publisher is more than
+//! [`AUDIO_RESYNC_MS`] ahead; a publisher sending audio faster than its clock stays contiguous.
+//!
+//! Periods: the first starts when both sequence headers are known, or when one track has
+//! [`PREROLL_MS`] of media queued without the other (or at unpublish). Video frames before
+//! the first keyframe and audio before it are dropped. A changed sequence header, or a track
+//! appearing, ends the period at the next video keyframe (audio-only: the next audio frame);
+//! meanwhile non-key frames of a changed video config are refused and audio of a changed config
+//! is stashed. Frames of a track without a sequence header are refused.
+//!
+//! Cuts: at the first video keyframe at least `segment_target_ms` after the segment's first
+//! video frame (audio-only: the first audio frame that far after the first), or at any frame
+//! beyond [`MAX_SEGMENT_BYTES`], [`MAX_SEGMENT_MS`] or [`MAX_SEGMENT_SAMPLES`]; such a forced
+//! segment may start without a keyframe ([`Segment::keyframe`] is then false).
 
 use std::collections::VecDeque;
 
@@ -390,6 +404,13 @@ impl Remuxer {
     /// with the sequence numbers continuing.
     pub fn finish(&mut self) -> Vec<Output> {
         let mut out = Vec::new();
+        if self.period.is_none() && !self.queue.is_empty() {
+            // A publish shorter than the preroll still gets its media recorded.
+            match self.try_start(true) {
+                Ok(o) => out = o,
+                Err(err) => tracing::warn!(%err, "buffered media dropped"),
+            }
+        }
         if self.period.is_some() && !self.open.is_empty() {
             let video_end = self.open.video.last().map(|v| {
                 let duration = self.video_last.map_or(DEFAULT_VIDEO_DURATION, |(_, d)| d);
@@ -405,7 +426,7 @@ impl Remuxer {
                 .unwrap_or(self.open.start_ms)
                 .max(self.open.start_ms.saturating_add(1));
             match self.cut(end_ms, None, true) {
-                Ok(o) => out = o,
+                Ok(o) => out.extend(o),
                 Err(err) => tracing::warn!(%err, "last segment dropped"),
             }
         }
@@ -426,7 +447,7 @@ impl Remuxer {
                 self.pending_change |= !same;
                 Ok(Vec::new())
             }
-            None => self.try_start(),
+            None => self.try_start(false),
         }
     }
 
@@ -448,7 +469,7 @@ impl Remuxer {
                 self.dequeue();
             }
             self.enqueue(frame);
-            return self.try_start();
+            return self.try_start(false);
         }
         if self.pending_change {
             return self.on_frame_pending(frame);
@@ -487,9 +508,10 @@ impl Remuxer {
         max.saturating_sub(min)
     }
 
-    /// Starts the first period once the track set is known and its anchor frame is queued.
-    fn try_start(&mut self) -> Result<Vec<Output>, Error> {
-        let full = self.queue.len() >= MAX_QUEUED_FRAMES;
+    /// Starts the first period once the track set is known and its anchor frame is queued;
+    /// `force` starts it with whatever tracks are known (the queue is full, or unpublish).
+    fn try_start(&mut self, force: bool) -> Result<Vec<Output>, Error> {
+        let full = force || self.queue.len() >= MAX_QUEUED_FRAMES;
         let with_video = self.avc.is_some()
             && (self.aac.is_some() || full || self.queued_span_ms(true) >= PREROLL_MS);
         let with_audio = self.aac.is_some()
@@ -1443,6 +1465,18 @@ mod tests {
     }
 
     #[test]
+    fn short_single_track_publish_is_flushed() {
+        let tags: Vec<_> = fixture()
+            .into_iter()
+            .filter(|t| t.kind == TagKind::Video && t.timestamp_ms < 300)
+            .collect();
+        let s = check(&remux(&tags, opts(0, 0)), 0);
+        assert_eq!(s.periods.len(), 1);
+        assert_eq!(s.segments.len(), 1);
+        assert!((290..=310).contains(&total_ms(&s)), "{}", total_ms(&s));
+    }
+
+    #[test]
     fn bad_tags_are_errors() {
         let mut r = Remuxer::new(opts(0, 0));
         let bad = |kind, body: &'static [u8]| Tag {
@@ -1499,7 +1533,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(64))]
+            #![proptest_config(ProptestConfig::with_cases(256))]
 
             #[test]
             fn random_tags_do_not_panic(tags in proptest::collection::vec(arb_tag(), 0..64)) {
