@@ -41,7 +41,9 @@ pub struct Cache {
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("bytes", &self.inner.weighted_size()).finish()
+        f.debug_struct("Cache")
+            .field("bytes", &self.inner.weighted_size())
+            .finish()
     }
 }
 
@@ -52,7 +54,10 @@ impl Cache {
             .max_capacity(max_bytes)
             .weigher(|_k: &Key, v: &Bytes| u32::try_from(v.len()).unwrap_or(u32::MAX))
             .build();
-        Cache { inner, stats: Arc::default() }
+        Cache {
+            inner,
+            stats: Arc::default(),
+        }
     }
 
     /// Stores a value (a freshly written segment is hot: live viewers ask for it next).

@@ -1,1 +1,145 @@
-fn main() {}
+//! The `dvrgate` command: `serve` (default), `demo`, `check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use dvrgate::config::Config;
+use dvrgate::node::{self, Listeners};
+
+#[derive(Parser)]
+#[command(
+    name = "dvrgate",
+    version,
+    about = "DVR streaming gateway: RTMP ingest, time-shifted HLS, caching relays"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node (the default).
+    Serve {
+        /// TOML config; without it, the embedded defaults (config/dvrgate.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run a whole chain in one process, fed by a built-in looping test source.
+    Demo {
+        /// First HTTP port (origin); the relays take the next ones.
+        #[arg(long, default_value_t = 8080)]
+        base_port: u16,
+        /// RTMP port of the origin.
+        #[arg(long, default_value_t = 1935)]
+        rtmp_port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: std::net::IpAddr,
+    },
+    /// Validate a config and print the effective one.
+    CheckConfig { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let command = cli.command.unwrap_or(Command::Serve { config: None });
+    if let Command::CheckConfig { file } = &command {
+        return match Config::load(file) {
+            Ok(c) => {
+                print!("{}", c.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("dvrgate: {}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dvrgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dvrgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signals(shutdown.clone()));
+    match command {
+        Command::Serve { config } => {
+            let config = match config {
+                Some(path) => {
+                    Config::load(&path).with_context(|| format!("config {}", path.display()))?
+                }
+                None => Config::default(),
+            };
+            let listeners = Listeners::bind(&config).await?;
+            node::start(config, listeners, shutdown).await?.join().await
+        }
+        Command::Demo {
+            base_port,
+            rtmp_port,
+            bind,
+        } => {
+            anyhow::ensure!(
+                base_port <= u16::MAX - 2,
+                "--base-port must leave room for three ports"
+            );
+            dvrgate::demo::run(
+                dvrgate::demo::DemoOptions {
+                    base_port,
+                    rtmp_port,
+                    bind,
+                },
+                shutdown,
+            )
+            .await
+        }
+        Command::CheckConfig { .. } => Ok(()),
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+async fn signals(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    token.cancel();
+}

@@ -26,7 +26,11 @@ pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
     #[error("time {time} is outside the DVR window {start} .. {end}")]
-    SeekOutside { time: String, start: String, end: String },
+    SeekOutside {
+        time: String,
+        start: String,
+        end: String,
+    },
     #[error("range not satisfiable: the resource has {len} bytes")]
     RangeNotSatisfiable { len: u64 },
     #[error("method not allowed")]
@@ -42,12 +46,20 @@ impl ApiError {
             ApiError::BadName => (StatusCode::BAD_REQUEST, "NetStream.Play.BadName"),
             ApiError::StreamNotFound(_) => (StatusCode::NOT_FOUND, "NetStream.Play.StreamNotFound"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NetStream.Play.NotFound"),
-            ApiError::SegmentNotFound { .. } => (StatusCode::NOT_FOUND, "NetStream.Play.SegmentNotFound"),
+            ApiError::SegmentNotFound { .. } => {
+                (StatusCode::NOT_FOUND, "NetStream.Play.SegmentNotFound")
+            }
             ApiError::BadTime(_) => (StatusCode::BAD_REQUEST, Code::SeekInvalidTime.as_str()),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "NetStream.Play.BadRequest"),
             ApiError::SeekOutside { .. } => (StatusCode::NOT_FOUND, Code::SeekInvalidTime.as_str()),
-            ApiError::RangeNotSatisfiable { .. } => (StatusCode::RANGE_NOT_SATISFIABLE, "NetStream.Play.RangeNotSatisfiable"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "NetStream.Play.MethodNotAllowed"),
+            ApiError::RangeNotSatisfiable { .. } => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "NetStream.Play.RangeNotSatisfiable",
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "NetStream.Play.MethodNotAllowed",
+            ),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "NetStream.Play.Failed"),
         }
     }
@@ -65,7 +77,8 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
-        let mut body = serde_json::json!({"code": code, "level": "error", "description": self.to_string()});
+        let mut body =
+            serde_json::json!({"code": code, "level": "error", "description": self.to_string()});
         if let ApiError::SeekOutside { start, end, .. } = &self {
             body["dvr"] = serde_json::json!({"start": start, "end": end});
         }

@@ -9,7 +9,10 @@ pub fn of(hash: u64) -> String {
 
 /// True when an `If-None-Match` value matches `etag` (weak comparison, `*` matches all).
 pub fn none_match(header: &str, etag: &str) -> bool {
-    header.split(',').map(str::trim).any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+    header
+        .split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
 /// True when an `If-Range` value allows the range: it must be this strong ETag exactly

@@ -33,7 +33,9 @@ fn sse(st: &AppState, only: Option<String>) -> Response {
             };
             let _ = &gauge;
             std::future::ready(match item {
-                Ok(ev) if keep => serde_json::to_string(&*ev).ok().map(|j| Ok::<_, Infallible>(SseEvent::default().data(j))),
+                Ok(ev) if keep => serde_json::to_string(&*ev)
+                    .ok()
+                    .map(|j| Ok::<_, Infallible>(SseEvent::default().data(j))),
                 _ => None,
             })
         })
@@ -53,6 +55,9 @@ pub async fn node_events(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /streams/{name}/events`: events of that stream (it need not exist yet).
-pub async fn stream_events(State(st): State<AppState>, StreamName(name): StreamName) -> Result<Response, ApiError> {
+pub async fn stream_events(
+    State(st): State<AppState>,
+    StreamName(name): StreamName,
+) -> Result<Response, ApiError> {
     Ok(sse(&st, Some(name)))
 }

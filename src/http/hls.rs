@@ -12,7 +12,11 @@ use crate::store::{Lookup, StreamIndex};
 use crate::time::{format_rfc3339, now_ms, At};
 
 /// Where `?start=T` lands: the segment position and the offset into the playlist.
-pub fn start_position(ix: &StreamIndex, at: At, list_from: usize) -> Result<(usize, u64), ApiError> {
+pub fn start_position(
+    ix: &StreamIndex,
+    at: At,
+    list_from: usize,
+) -> Result<(usize, u64), ApiError> {
     let edge = ix.live_edge_ms().unwrap_or_else(now_ms);
     let t = at.resolve(edge);
     match ix.lookup(t) {
@@ -20,7 +24,9 @@ pub fn start_position(ix: &StreamIndex, at: At, list_from: usize) -> Result<(usi
             let first = list_from.min(i);
             let before: u64 = ix.segments.range(first..i).map(|s| s.duration_ms).sum();
             let s = &ix.segments[i];
-            let into = u64::try_from(t.saturating_sub(s.time_ms)).unwrap_or(0).min(s.duration_ms);
+            let into = u64::try_from(t.saturating_sub(s.time_ms))
+                .unwrap_or(0)
+                .min(s.duration_ms);
             Ok((first, before + into))
         }
         Lookup::Outside => Err(outside(ix, t)),
@@ -30,15 +36,27 @@ pub fn start_position(ix: &StreamIndex, at: At, list_from: usize) -> Result<(usi
 /// The 404 for a time outside the DVR window.
 pub fn outside(ix: &StreamIndex, t: i64) -> ApiError {
     let fmt = |v: Option<i64>| v.map_or_else(|| "(empty)".to_owned(), format_rfc3339);
-    ApiError::SeekOutside { time: format_rfc3339(t), start: fmt(ix.start_ms()), end: fmt(ix.live_edge_ms()) }
+    ApiError::SeekOutside {
+        time: format_rfc3339(t),
+        start: fmt(ix.start_ms()),
+        end: fmt(ix.live_edge_ms()),
+    }
 }
 
 /// `GET /streams/{name}/index.m3u8`
-pub async fn playlist(State(st): State<AppState>, StreamName(name): StreamName, q: QueryParams) -> Result<Response, ApiError> {
+pub async fn playlist(
+    State(st): State<AppState>,
+    StreamName(name): StreamName,
+    q: QueryParams,
+) -> Result<Response, ApiError> {
     let stream = st.stream(&name)?;
     let (start, from, to) = (q.time("start")?, q.time("from")?, q.time("to")?);
     let ix = stream.read();
-    let mut opts = Options { start_offset_ms: None, endlist: !ix.live, target_ms: st.segment_target_ms };
+    let mut opts = Options {
+        start_offset_ms: None,
+        endlist: !ix.live,
+        target_ms: st.segment_target_ms,
+    };
     let mut past = false;
     let range = if from.is_some() || to.is_some() {
         let w = select_window(&ix, from, to, now_ms())?;
@@ -47,7 +65,9 @@ pub async fn playlist(State(st): State<AppState>, StreamName(name): StreamName, 
         if let Some(at) = start {
             let (first, offset) = start_position(&ix, at, w.range.start)?;
             if first < w.range.start || first >= w.range.end.max(w.range.start + 1) {
-                return Err(ApiError::BadRequest("start must lie inside from..to".into()));
+                return Err(ApiError::BadRequest(
+                    "start must lie inside from..to".into(),
+                ));
             }
             opts.start_offset_ms = Some(offset);
         }
@@ -65,7 +85,14 @@ pub async fn playlist(State(st): State<AppState>, StreamName(name): StreamName, 
     };
     let text = playlist::render(&ix, range, &opts);
     drop(ix);
-    let mut r = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/vnd.apple.mpegurl"))], text).into_response();
+    let mut r = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.apple.mpegurl"),
+        )],
+        text,
+    )
+        .into_response();
     cache_control(&mut r, if past { PAST } else { LIVE });
     Ok(r)
 }

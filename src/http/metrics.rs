@@ -24,42 +24,136 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             ("class=\"5xx\"", get(&m.http_requests_5xx)),
         ],
     );
-    t.metric("dvrgate_rtmp_publishes_total", "counter", "Accepted RTMP publishes.", &[("", get(&m.rtmp_publishes))]);
-    t.metric("dvrgate_rtmp_publish_refused_total", "counter", "Refused RTMP publishes.", &[("", get(&m.rtmp_publish_refused))]);
-    t.metric("dvrgate_ingest_tags_total", "counter", "FLV tags received from publishers.", &[("", get(&m.ingest_tags))]);
-    t.metric("dvrgate_ingest_bytes_total", "counter", "FLV tag body bytes received.", &[("", get(&m.ingest_bytes))]);
-    t.metric("dvrgate_ingest_bad_tags_total", "counter", "Tags dropped as malformed or unsupported.", &[("", get(&m.ingest_bad_tags))]);
-    t.metric("dvrgate_segments_written_total", "counter", "Media segments durably written.", &[("", get(&m.segments_written))]);
-    t.metric("dvrgate_segment_bytes_written_total", "counter", "Media segment bytes durably written.", &[("", get(&m.segment_bytes_written))]);
+    t.metric(
+        "dvrgate_rtmp_publishes_total",
+        "counter",
+        "Accepted RTMP publishes.",
+        &[("", get(&m.rtmp_publishes))],
+    );
+    t.metric(
+        "dvrgate_rtmp_publish_refused_total",
+        "counter",
+        "Refused RTMP publishes.",
+        &[("", get(&m.rtmp_publish_refused))],
+    );
+    t.metric(
+        "dvrgate_ingest_tags_total",
+        "counter",
+        "FLV tags received from publishers.",
+        &[("", get(&m.ingest_tags))],
+    );
+    t.metric(
+        "dvrgate_ingest_bytes_total",
+        "counter",
+        "FLV tag body bytes received.",
+        &[("", get(&m.ingest_bytes))],
+    );
+    t.metric(
+        "dvrgate_ingest_bad_tags_total",
+        "counter",
+        "Tags dropped as malformed or unsupported.",
+        &[("", get(&m.ingest_bad_tags))],
+    );
+    t.metric(
+        "dvrgate_segments_written_total",
+        "counter",
+        "Media segments durably written.",
+        &[("", get(&m.segments_written))],
+    );
+    t.metric(
+        "dvrgate_segment_bytes_written_total",
+        "counter",
+        "Media segment bytes durably written.",
+        &[("", get(&m.segment_bytes_written))],
+    );
     t.metric(
         "dvrgate_segment_write_seconds_total",
         "counter",
         "Time spent writing segments durably (file and index fsyncs).",
         &[("", get(&m.segment_write_us) / 1e6)],
     );
-    t.metric("dvrgate_segments_deleted_total", "counter", "Segments deleted by retention.", &[("", get(&m.segments_deleted))]);
-    t.metric("dvrgate_record_errors_total", "counter", "Recording write failures.", &[("", get(&m.record_errors))]);
-    t.metric("dvrgate_sse_clients", "gauge", "Connected SSE clients.", &[("", get(&m.sse_clients))]);
+    t.metric(
+        "dvrgate_segments_deleted_total",
+        "counter",
+        "Segments deleted by retention.",
+        &[("", get(&m.segments_deleted))],
+    );
+    t.metric(
+        "dvrgate_record_errors_total",
+        "counter",
+        "Recording write failures.",
+        &[("", get(&m.record_errors))],
+    );
+    t.metric(
+        "dvrgate_sse_clients",
+        "gauge",
+        "Connected SSE clients.",
+        &[("", get(&m.sse_clients))],
+    );
     let c = &st.cache;
-    t.metric("dvrgate_cache_hits_total", "counter", "Memory cache hits.", &[("", c.stats.hits.load(Ordering::Relaxed) as f64)]);
-    t.metric("dvrgate_cache_misses_total", "counter", "Memory cache misses.", &[("", c.stats.misses.load(Ordering::Relaxed) as f64)]);
-    t.metric("dvrgate_cache_bytes", "gauge", "Bytes held by the memory cache.", &[("", c.weighted_size() as f64)]);
-    t.metric("dvrgate_cache_entries", "gauge", "Entries in the memory cache.", &[("", c.entry_count() as f64)]);
+    t.metric(
+        "dvrgate_cache_hits_total",
+        "counter",
+        "Memory cache hits.",
+        &[("", c.stats.hits.load(Ordering::Relaxed) as f64)],
+    );
+    t.metric(
+        "dvrgate_cache_misses_total",
+        "counter",
+        "Memory cache misses.",
+        &[("", c.stats.misses.load(Ordering::Relaxed) as f64)],
+    );
+    t.metric(
+        "dvrgate_cache_bytes",
+        "gauge",
+        "Bytes held by the memory cache.",
+        &[("", c.weighted_size() as f64)],
+    );
+    t.metric(
+        "dvrgate_cache_entries",
+        "gauge",
+        "Entries in the memory cache.",
+        &[("", c.entry_count() as f64)],
+    );
     let streams = st.store.list();
     let mut live = Vec::new();
     let mut segs = Vec::new();
     let mut bytes = Vec::new();
-    let labels: Vec<String> = streams.iter().map(|s| format!("stream=\"{}\"", s.name)).collect();
+    let labels: Vec<String> = streams
+        .iter()
+        .map(|s| format!("stream=\"{}\"", s.name))
+        .collect();
     for (s, l) in streams.iter().zip(&labels) {
         let ix = s.read();
         live.push((l.as_str(), if ix.live { 1.0 } else { 0.0 }));
         segs.push((l.as_str(), ix.segments.len() as f64));
         bytes.push((l.as_str(), ix.bytes as f64));
     }
-    t.metric("dvrgate_stream_live", "gauge", "1 while a stream is being published.", &live);
-    t.metric("dvrgate_stream_dvr_segments", "gauge", "Segments in a stream's DVR window.", &segs);
-    t.metric("dvrgate_stream_dvr_bytes", "gauge", "Media bytes in a stream's DVR window.", &bytes);
-    let mut r = ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], t.finish())
+    t.metric(
+        "dvrgate_stream_live",
+        "gauge",
+        "1 while a stream is being published.",
+        &live,
+    );
+    t.metric(
+        "dvrgate_stream_dvr_segments",
+        "gauge",
+        "Segments in a stream's DVR window.",
+        &segs,
+    );
+    t.metric(
+        "dvrgate_stream_dvr_bytes",
+        "gauge",
+        "Media bytes in a stream's DVR window.",
+        &bytes,
+    );
+    let mut r = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        t.finish(),
+    )
         .into_response();
     cache_control(&mut r, "no-store");
     r

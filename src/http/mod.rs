@@ -67,7 +67,8 @@ impl AppState {
         playlist_window_ms: u64,
         shutdown: CancellationToken,
     ) -> AppState {
-        let via = HeaderValue::from_str(&format!("1.1 {node_name}")).unwrap_or(HeaderValue::from_static("1.1 dvrgate"));
+        let via = HeaderValue::from_str(&format!("1.1 {node_name}"))
+            .unwrap_or(HeaderValue::from_static("1.1 dvrgate"));
         AppState {
             node_name: node_name.into(),
             store,
@@ -83,7 +84,9 @@ impl AppState {
 
     /// The stream, or a 404.
     pub fn stream(&self, name: &str) -> Result<Arc<Stream>, ApiError> {
-        self.store.get(name).ok_or_else(|| ApiError::StreamNotFound(name.to_owned()))
+        self.store
+            .get(name)
+            .ok_or_else(|| ApiError::StreamNotFound(name.to_owned()))
     }
 }
 
@@ -91,6 +94,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(ui::index))
+        .route("/{file}", get(ui::file))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/events", get(events::node_events))
@@ -103,13 +107,18 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{name}/events", get(events::stream_events))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), common_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            common_headers,
+        ))
         .with_state(state)
 }
 
 async fn healthz(State(st): State<AppState>) -> Response {
-    let mut r = axum::Json(serde_json::json!({"status": "ok", "node": &*st.node_name})).into_response();
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut r =
+        axum::Json(serde_json::json!({"status": "ok", "node": &*st.node_name})).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -126,19 +135,28 @@ async fn common_headers(State(st): State<AppState>, req: Request, next: Next) ->
     let mut resp = if req.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("Range, If-None-Match, If-Range, Authorization, Content-Type"),
         );
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
         r
     } else {
         next.run(req).await
     };
     let h = resp.headers_mut();
     h.insert(header::VIA, st.via.clone());
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Content-Length, Content-Range, ETag, Via, Accept-Ranges"),
@@ -178,7 +196,11 @@ impl<S: Send + Sync> FromRequestParts<S> for FileParam {
         let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::BadRequest("invalid path".into()))?;
-        params.get("file").cloned().map(FileParam).ok_or_else(|| ApiError::BadRequest("invalid path".into()))
+        params
+            .get("file")
+            .cloned()
+            .map(FileParam)
+            .ok_or_else(|| ApiError::BadRequest("invalid path".into()))
     }
 }
 
@@ -202,20 +224,28 @@ impl QueryParams {
 
     /// A parsed time parameter.
     pub fn time(&self, key: &str) -> Result<Option<crate::time::At>, ApiError> {
-        self.get(key).map(crate::time::parse).transpose().map_err(ApiError::from)
+        self.get(key)
+            .map(crate::time::parse)
+            .transpose()
+            .map_err(ApiError::from)
     }
 
     /// An unsigned integer parameter.
     pub fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
         self.get(key)
-            .map(|v| v.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("{key} must be a non-negative integer, got {v:?}"))))
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::BadRequest(format!("{key} must be a non-negative integer, got {v:?}"))
+                })
+            })
             .transpose()
     }
 }
 
 /// Sets `Cache-Control` on a response.
 pub fn cache_control(resp: &mut Response, value: &'static str) {
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static(value));
 }
 
 /// `Cache-Control` of live documents (playlists, index).

@@ -26,7 +26,13 @@ pub struct Options {
 pub fn render(ix: &StreamIndex, range: Range<usize>, opts: &Options) -> String {
     let listed = ix.segments.range(range.clone());
     let mut out = String::with_capacity(256 + range.len() * 96);
-    let max_ms = ix.segments.range(range.clone()).map(|s| s.duration_ms).max().unwrap_or(0).max(opts.target_ms);
+    let max_ms = ix
+        .segments
+        .range(range.clone())
+        .map(|s| s.duration_ms)
+        .max()
+        .unwrap_or(0)
+        .max(opts.target_ms);
     let target_s = max_ms.div_ceil(1000).max(1);
     let first = ix.segments.get(range.start);
     let _ = write!(
@@ -37,7 +43,12 @@ pub fn render(ix: &StreamIndex, range: Range<usize>, opts: &Options) -> String {
         first.map_or(0, |s| s.period)
     );
     if let Some(off) = opts.start_offset_ms {
-        let _ = writeln!(out, "#EXT-X-START:TIME-OFFSET={}.{:03},PRECISE=YES", off / 1000, off % 1000);
+        let _ = writeln!(
+            out,
+            "#EXT-X-START:TIME-OFFSET={}.{:03},PRECISE=YES",
+            off / 1000,
+            off % 1000
+        );
     }
     let mut period = None;
     for s in listed {
@@ -50,7 +61,13 @@ pub fn render(ix: &StreamIndex, range: Range<usize>, opts: &Options) -> String {
         }
         out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
         crate::time::write_rfc3339(&mut out, s.time_ms);
-        let _ = write!(out, "\n#EXTINF:{}.{:03},\nsegments/{}.m4s\n", s.duration_ms / 1000, s.duration_ms % 1000, s.seq);
+        let _ = write!(
+            out,
+            "\n#EXTINF:{}.{:03},\nsegments/{}.m4s\n",
+            s.duration_ms / 1000,
+            s.duration_ms % 1000,
+            s.seq
+        );
     }
     if opts.endlist {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -72,7 +89,15 @@ mod tests {
         ix.apply(Record::Segment(seg(1, 0, 1_796_051_047_250, 2500)));
         ix.apply(Record::Period(period(1, 4500, 1_796_051_060_000)));
         ix.apply(Record::Segment(seg(2, 1, 1_796_051_060_000, 1999)));
-        let text = render(&ix, 1..3, &Options { start_offset_ms: Some(1250), endlist: true, target_ms: 2000 });
+        let text = render(
+            &ix,
+            1..3,
+            &Options {
+                start_offset_ms: Some(1250),
+                endlist: true,
+                target_ms: 2000,
+            },
+        );
         assert_eq!(
             text,
             "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:1\n\

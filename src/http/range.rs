@@ -17,10 +17,16 @@ pub enum Range {
 
 /// Parses a `Range` header value against a resource of `len` bytes.
 pub fn parse(header: Option<&str>, len: u64) -> Range {
-    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else { return Range::Whole };
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Range::Whole;
+    };
     let mut parts = spec.split(',').map(str::trim).filter(|p| !p.is_empty());
-    let (Some(part), None) = (parts.next(), parts.next()) else { return Range::Whole };
-    let Some((first, last)) = part.split_once('-') else { return Range::Whole };
+    let (Some(part), None) = (parts.next(), parts.next()) else {
+        return Range::Whole;
+    };
+    let Some((first, last)) = part.split_once('-') else {
+        return Range::Whole;
+    };
     let num = |s: &str| -> Option<u64> {
         if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
             None
@@ -33,19 +39,28 @@ pub fn parse(header: Option<&str>, len: u64) -> Range {
             None => Range::Whole,
             Some(0) => Range::Unsatisfiable,
             Some(_) if len == 0 => Range::Unsatisfiable,
-            Some(n) => Range::Single { start: len.saturating_sub(n), end: len - 1 },
+            Some(n) => Range::Single {
+                start: len.saturating_sub(n),
+                end: len - 1,
+            },
         },
         (a, "") => match num(a) {
             None => Range::Whole,
             Some(a) if a >= len => Range::Unsatisfiable,
-            Some(a) => Range::Single { start: a, end: len - 1 },
+            Some(a) => Range::Single {
+                start: a,
+                end: len - 1,
+            },
         },
         (a, b) => match (num(a), num(b)) {
             (Some(a), Some(b)) if a <= b => {
                 if a >= len {
                     Range::Unsatisfiable
                 } else {
-                    Range::Single { start: a, end: b.min(len - 1) }
+                    Range::Single {
+                        start: a,
+                        end: b.min(len - 1),
+                    }
                 }
             }
             _ => Range::Whole,

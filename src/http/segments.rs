@@ -28,11 +28,20 @@ pub async fn segment(
     FileParam(file): FileParam,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let seq = parse_numbered(&file, "m4s").ok_or_else(|| ApiError::NotFound(format!("no segment {file:?}")))?;
+    let seq = parse_numbered(&file, "m4s")
+        .ok_or_else(|| ApiError::NotFound(format!("no segment {file:?}")))?;
     let stream = st.stream(&name)?;
-    let not_found = || ApiError::SegmentNotFound { stream: name.clone(), seq };
-    let Some(hash) = stream.read().segment(seq).map(|s| s.hash) else { return Err(not_found()) };
-    let key = Key::Segment { stream: name.as_str().into(), seq };
+    let not_found = || ApiError::SegmentNotFound {
+        stream: name.clone(),
+        seq,
+    };
+    let Some(hash) = stream.read().segment(seq).map(|s| s.hash) else {
+        return Err(not_found());
+    };
+    let key = Key::Segment {
+        stream: name.as_str().into(),
+        seq,
+    };
     let bytes = match st.cache.get_or_load(key, stream.read_segment(seq)).await {
         Ok(b) => b,
         Err(e) => {
@@ -42,7 +51,12 @@ pub async fn segment(
             })
         }
     };
-    Ok(serve_bytes(&headers, bytes, &etag::of(hash), "video/iso.segment"))
+    Ok(serve_bytes(
+        &headers,
+        bytes,
+        &etag::of(hash),
+        "video/iso.segment",
+    ))
 }
 
 /// `GET /streams/{name}/init/{period}.mp4`
@@ -53,10 +67,17 @@ pub async fn init(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound(format!("no init segment {file:?}"));
-    let period = parse_numbered(&file, "mp4").and_then(|p| u32::try_from(p).ok()).ok_or_else(not_found)?;
+    let period = parse_numbered(&file, "mp4")
+        .and_then(|p| u32::try_from(p).ok())
+        .ok_or_else(not_found)?;
     let stream = st.stream(&name)?;
-    let Some(hash) = stream.read().period(period).map(|p| p.init_hash) else { return Err(not_found()) };
-    let key = Key::Init { stream: name.as_str().into(), period };
+    let Some(hash) = stream.read().period(period).map(|p| p.init_hash) else {
+        return Err(not_found());
+    };
+    let key = Key::Init {
+        stream: name.as_str().into(),
+        period,
+    };
     let bytes = match st.cache.get_or_load(key, stream.read_init(period)).await {
         Ok(b) => b,
         Err(e) => {
@@ -70,18 +91,28 @@ pub async fn init(
 }
 
 /// Answers a GET/HEAD for immutable bytes: 304, 206, 416 or 200, without copying `bytes`.
-pub fn serve_bytes(req: &HeaderMap, bytes: Bytes, etag: &str, content_type: &'static str) -> Response {
+pub fn serve_bytes(
+    req: &HeaderMap,
+    bytes: Bytes,
+    etag: &str,
+    content_type: &'static str,
+) -> Response {
     let text = |name: header::HeaderName| req.get(name).and_then(|v| v.to_str().ok());
     let len = bytes.len() as u64;
     let mut resp = if text(header::IF_NONE_MATCH).is_some_and(|h| etag::none_match(h, etag)) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let range_allowed = text(header::IF_RANGE).is_none_or(|h| etag::if_range_allows(h, etag));
-        let wanted = if range_allowed { range::parse(text(header::RANGE), len) } else { Range::Whole };
+        let wanted = if range_allowed {
+            range::parse(text(header::RANGE), len)
+        } else {
+            Range::Whole
+        };
         match wanted {
             Range::Whole => {
                 let mut r = Response::new(Body::from(bytes));
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
                 r
             }
             Range::Single { start, end } => {
@@ -115,7 +146,17 @@ mod tests {
     fn numbered_files() {
         assert_eq!(parse_numbered("41.m4s", "m4s"), Some(41));
         assert_eq!(parse_numbered("0.mp4", "mp4"), Some(0));
-        for bad in ["m4s", ".m4s", "+1.m4s", "-1.m4s", "1.mp4", "1.m4s.m4s", "../1.m4s", "99999999999999999999999.m4s", "1 .m4s"] {
+        for bad in [
+            "m4s",
+            ".m4s",
+            "+1.m4s",
+            "-1.m4s",
+            "1.mp4",
+            "1.m4s.m4s",
+            "../1.m4s",
+            "99999999999999999999999.m4s",
+            "1 .m4s",
+        ] {
             assert_eq!(parse_numbered(bad, "m4s"), None, "{bad}");
         }
     }

@@ -22,16 +22,25 @@ pub struct Window {
 }
 
 /// Segments overlapping `[from, to)`; either bound may be open.
-pub fn select_window(ix: &StreamIndex, from: Option<At>, to: Option<At>, now: i64) -> Result<Window, ApiError> {
+pub fn select_window(
+    ix: &StreamIndex,
+    from: Option<At>,
+    to: Option<At>,
+    now: i64,
+) -> Result<Window, ApiError> {
     let edge = ix.live_edge_ms().unwrap_or(now);
     let from_ms = from.map_or(i64::MIN, |t| t.resolve(edge));
     let to_ms = to.map_or(i64::MAX, |t| t.resolve(edge));
     if from_ms >= to_ms {
         return Err(ApiError::BadRequest("from must be before to".into()));
     }
-    // Live: the next segment starts at the live edge. Ended: a republish starts after now.
-    let past = to.is_some() && if ix.live { to_ms <= edge } else { to_ms <= now };
-    Ok(Window { range: ix.window(from_ms, to_ms), past })
+    // Every future segment starts at or after the live edge, and after `now` once the stream
+    // has ended (a republish is anchored at the later of the two).
+    let past = to.is_some() && (to_ms <= edge || (!ix.live && to_ms <= now));
+    Ok(Window {
+        range: ix.window(from_ms, to_ms),
+        past,
+    })
 }
 
 /// The status object of a stream (SPEC.md `GET /streams/{name}`).
@@ -68,13 +77,15 @@ pub async fn list(State(st): State<AppState>) -> Response {
 }
 
 /// `GET /streams/{name}`
-pub async fn status_handler(State(st): State<AppState>, StreamName(name): StreamName) -> Result<Response, ApiError> {
+pub async fn status_handler(
+    State(st): State<AppState>,
+    StreamName(name): StreamName,
+) -> Result<Response, ApiError> {
     let stream = st.stream(&name)?;
     let mut r = axum::Json(status(&st, &stream)).into_response();
     cache_control(&mut r, LIVE);
     Ok(r)
 }
-
 
 #[derive(Serialize)]
 struct IndexDoc<'a> {
@@ -165,14 +176,17 @@ pub async fn index_json(
     let wait = q
         .get("wait")
         .map(|w| {
-            humantime::parse_duration(w)
-                .map_err(|_| ApiError::BadRequest(format!("wait must be a duration like \"10s\", got {w:?}")))
+            humantime::parse_duration(w).map_err(|_| {
+                ApiError::BadRequest(format!("wait must be a duration like \"10s\", got {w:?}"))
+            })
         })
         .transpose()?
         .map(|w| w.min(MAX_WAIT));
     let limit = q.u64("limit")?;
     if limit == Some(0) || limit.is_some_and(|l| l > MAX_LIMIT) {
-        return Err(ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")));
+        return Err(ApiError::BadRequest(format!(
+            "limit must be 1 to {MAX_LIMIT}"
+        )));
     }
     let (from, to) = (q.time("from")?, q.time("to")?);
     if wait.is_some() && after.is_none() {
@@ -202,7 +216,14 @@ pub async fn index_json(
     }
     let body = render_index(&st, &name, &ix, range);
     drop(ix);
-    let mut r = ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    let mut r = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
     cache_control(&mut r, if past { PAST } else { LIVE });
     Ok(r)
 }

@@ -3,10 +3,38 @@
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+use super::{ApiError, FileParam};
+
 /// `GET /`
 pub async fn index() -> Response {
-    let mut r = ([(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"))], include_str!("../../static/index.html"))
+    asset(
+        "text/html; charset=utf-8",
+        include_str!("../../static/index.html"),
+    )
+}
+
+/// `GET /{file}` for the player's other files.
+pub async fn file(FileParam(file): FileParam) -> Result<Response, ApiError> {
+    match file.as_str() {
+        "player.js" => Ok(asset(
+            "text/javascript; charset=utf-8",
+            include_str!("../../static/player.js"),
+        )),
+        "player.css" => Ok(asset(
+            "text/css; charset=utf-8",
+            include_str!("../../static/player.css"),
+        )),
+        _ => Err(ApiError::NotFound("no such resource".into())),
+    }
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut r = (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
         .into_response();
+    // Revalidated on every load: the binary (and so the player) may have been upgraded.
     super::cache_control(&mut r, "no-cache");
     r
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Ingest CPU per stream: N concurrent publishers of a pre-encoded 3 Mbit/s 720p30 H.264/AAC
+# file (-re -c copy) into dvrgate (fMP4 recording, fsync per segment) and, side by side, into
+# nginx-rtmp recording HLS (MPEG-TS) when libnginx-mod-rtmp is installed.
+# Usage: bench/ingest_cpu.sh [N=8] [SECONDS=30]
+source "$(dirname "$0")/common.sh"
+N=${1:-8}; SECS=${2:-30}
+command -v ffmpeg >/dev/null || { echo "needs ffmpeg"; exit 1; }
+build
+HZ=$(getconf CLK_TCK)
+echo "encoding a ${SECS}s 3 Mbit/s source..."
+ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+  -t $((SECS + 2)) -c:v libx264 -preset ultrafast -pix_fmt yuv420p -b:v 3M -maxrate 3M -bufsize 6M -g 60 \
+  -c:a aac -b:a 128k -f flv "$WORK/src.flv"
+
+# publish_all URL_PREFIX: N publishers at once, real time; waits for all.
+publish_all() {
+  local pids=()
+  for i in $(seq "$N"); do
+    ffmpeg -v error -re -i "$WORK/src.flv" -t "$SECS" -c copy -f flv "$1$i" </dev/null & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || echo "a publisher failed"; done
+}
+
+# measure NAME PID URL_PREFIX: prints CPU% per stream and peak RSS.
+measure() {
+  local t0 t1 start end
+  t0=$(cpu_ticks "$2"); start=$(date +%s.%N)
+  publish_all "$3"
+  end=$(date +%s.%N); t1=$(cpu_ticks "$2")
+  awk -v n="$1" -v t="$((t1 - t0))" -v hz="$HZ" -v s="$start" -v e="$end" -v k="$N" -v rss="$(rss_kib "$2")" \
+    'BEGIN { cpu = t / hz / (e - s) * 100; printf "%-22s %3d streams  total CPU %6.1f%%  per stream %5.2f%%  RSS %6.1f MiB\n", n, k, cpu, cpu / k, rss / 1024 }'
+}
+
+HTTP=$(free_port); RTMP=$(free_port)
+cat > "$WORK/dvrgate.toml" <<TOML
+[http]
+listen = "127.0.0.1:$HTTP"
+[rtmp]
+listen = "127.0.0.1:$RTMP"
+[record]
+dir = "$WORK/rec"
+TOML
+start_dvrgate "$WORK/dvrgate.toml"
+measure "dvrgate (fMP4+fsync)" "$DVR_PID" "rtmp://127.0.0.1:$RTMP/live/s"
+segs=$(curl -s "http://127.0.0.1:$HTTP/metrics" | awk '/^dvrgate_segments_written_total/ {print $2}')
+wsec=$(curl -s "http://127.0.0.1:$HTTP/metrics" | awk '/^dvrgate_segment_write_seconds_total/ {print $2}')
+awk -v n="$segs" -v s="$wsec" 'BEGIN { printf "  segments written %d, mean durable write %.2f ms\n", n, n ? s / n * 1000 : 0 }'
+
+MOD=/usr/lib/nginx/modules/ngx_rtmp_module.so
+if command -v nginx >/dev/null && [ -f "$MOD" ]; then
+  NRTMP=$(free_port)
+  mkdir -p "$WORK/hls"
+  cat > "$WORK/nginx.conf" <<CONF
+load_module $MOD;
+daemon off; master_process off; worker_processes 1;
+error_log $WORK/nginx.err warn; pid $WORK/nginx.pid;
+events { worker_connections 1024; }
+rtmp { server { listen 127.0.0.1:$NRTMP; application live { live on; hls on; hls_path $WORK/hls; hls_fragment 2s; hls_playlist_length 60s; } } }
+CONF
+  nginx -c "$WORK/nginx.conf" -p "$WORK" & NGINX_PID=$!; PIDS+=("$NGINX_PID")
+  sleep 0.5
+  measure "nginx-rtmp (HLS/TS)" "$NGINX_PID" "rtmp://127.0.0.1:$NRTMP/live/s"
+else
+  echo "nginx-rtmp reference skipped: apt-get install nginx libnginx-mod-rtmp"
+fi

@@ -1,0 +1,213 @@
+//! A running node: wires config to the store, cache, ingest, RTMP and HTTP servers, and owns
+//! their tasks and their shutdown.
+//!
+//! Listeners are bound by the caller and passed in (tests bind `127.0.0.1:0`: no fixed ports,
+//! no probe-then-bind race). Shutdown order: stop accepting RTMP and close publishers, wait for
+//! the recorders to write their last segment and index line, then let HTTP finish in-flight
+//! requests (SSE and long-polls end on the same token).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::events::Bus;
+use crate::http::{self, AppState};
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::store::{Policy, Store};
+
+/// How often ended streams are checked against the retention policy (live streams are checked
+/// after every segment).
+const RETENTION_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for recorders to flush before giving up on them.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Pre-bound sockets of a node.
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: TcpListener,
+    /// `None` when ingest is off.
+    pub rtmp: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config` (RTMP only when not `off`).
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let http = TcpListener::bind(&config.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+        let rtmp = match config.rtmp.listen_addr() {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on rtmp.listen {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { http, rtmp })
+    }
+}
+
+/// A started node.
+#[derive(Debug)]
+pub struct NodeHandle {
+    pub http_addr: SocketAddr,
+    pub rtmp_addr: Option<SocketAddr>,
+    /// The ingest side (the demo's test source publishes through it).
+    pub ingest: Arc<Ingest>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl NodeHandle {
+    /// Waits until the node has shut down (after `shutdown` fired).
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.task.await.context("node task panicked")?
+    }
+}
+
+/// Starts a node; it runs until `shutdown` is cancelled.
+pub async fn start(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<NodeHandle> {
+    config.validate()?;
+    if !config.relay.upstreams.is_empty() || !config.proxy.is_empty() {
+        tracing::warn!("[relay] and [[proxy]] are accepted but relaying is not implemented in this build yet; they are ignored");
+    }
+    let policy = Policy {
+        retention_ms: i64::try_from(config.record.retention.0.as_millis()).unwrap_or(i64::MAX),
+        max_bytes: config.record.max_bytes.0,
+    };
+    let dir = config.record.dir.clone();
+    let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&dir, policy))
+        .await
+        .context("store open task")?
+        .with_context(|| format!("cannot open record.dir {}", config.record.dir.display()))?;
+    tracing::info!(
+        node = %config.node.name,
+        dir = %config.record.dir.display(),
+        streams = recovered.streams,
+        segments = recovered.segments,
+        removed_files = recovered.removed_files,
+        torn_index_tails = recovered.torn_index_tails,
+        "recordings opened"
+    );
+    let store = Arc::new(store);
+    let bus = Bus::default();
+    let metrics = Arc::new(Metrics::default());
+    let cache = Cache::new(config.cache.memory.0);
+    let segment_target_ms = config.record.segment_target.0.as_millis() as u64;
+    let ingest = Arc::new(Ingest {
+        store: store.clone(),
+        bus: bus.clone(),
+        cache: cache.clone(),
+        metrics: metrics.clone(),
+        app: config.rtmp.app.clone(),
+        publish_key: config.rtmp.publish_key.clone(),
+        segment_target_ms,
+        tasks: TaskTracker::new(),
+    });
+    let state = AppState::new(
+        &config.node.name,
+        store.clone(),
+        cache,
+        bus,
+        metrics.clone(),
+        segment_target_ms,
+        config.record.playlist_window.0.as_millis() as u64,
+        shutdown.clone(),
+    );
+
+    let http_addr = listeners.http.local_addr()?;
+    let rtmp_addr = listeners
+        .rtmp
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    let rtmp_text = rtmp_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    // Tests read the ports from this line: keep "node started", "http=" and "rtmp=".
+    tracing::info!(node = %config.node.name, http = %http_addr, rtmp = %rtmp_text, "node started");
+
+    let app = http::router(state);
+    let http_shutdown = shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(
+            listeners.http,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+        .await
+    });
+
+    let rtmp_task = listeners.rtmp.map(|listener| {
+        let handler = ingest.clone();
+        let token = shutdown.clone();
+        tokio::spawn(crate::rtmp::server::serve(
+            listener,
+            handler,
+            crate::rtmp::server::Limits::default(),
+            async move { token.cancelled().await },
+        ))
+    });
+
+    let retention_store = store.clone();
+    let retention_metrics = metrics.clone();
+    let retention_token = shutdown.clone();
+    let retention_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(RETENTION_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = retention_token.cancelled() => return,
+            }
+            for s in retention_store.list() {
+                match retention_store
+                    .enforce_retention(&s, crate::time::now_ms())
+                    .await
+                {
+                    Ok(n) => crate::metrics::add(&retention_metrics.segments_deleted, n as u64),
+                    Err(e) => tracing::warn!(stream = %s.name, error = %e, "retention failed"),
+                }
+            }
+        }
+    });
+
+    let tasks = ingest.tasks.clone();
+    let task = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        tracing::info!("shutting down: closing publishers");
+        if let Some(t) = rtmp_task {
+            let _ = t.await;
+        }
+        tasks.close();
+        if tokio::time::timeout(FLUSH_TIMEOUT, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::error!("recorders did not finish in time; their last segment may be lost");
+        }
+        let _ = retention_task.await;
+        http_task
+            .await
+            .context("http task")?
+            .context("http server")?;
+        tracing::info!("shut down cleanly");
+        Ok(())
+    });
+    Ok(NodeHandle {
+        http_addr,
+        rtmp_addr,
+        ingest,
+        task,
+    })
+}

@@ -1,0 +1,90 @@
+//! Hostile and broken RTMP input never disturbs a healthy concurrent publish.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_rtmp_port_leaves_a_live_stream_recording() {
+    let node = TestNode::origin();
+    let rtmp = node.rtmp.unwrap();
+    let tags = read_flv(CLIP);
+    let mut good = Publisher::connect(rtmp, "live", "healthy")
+        .await
+        .expect("publish");
+    let healthy = tokio::spawn(async move {
+        good.send_all(&tags, 0, true)
+            .await
+            .expect("healthy publisher keeps going");
+        good.close().await;
+    });
+
+    // Garbage instead of a handshake.
+    raw_exchange(rtmp, &[0xde; 4096], Duration::from_secs(2)).await;
+    // A bad version byte.
+    raw_exchange(rtmp, &[9u8; 1537], Duration::from_secs(2)).await;
+    // A truncated handshake, then silence (the server's handshake timeout closes it).
+    let mut half = tokio::net::TcpStream::connect(rtmp).await.unwrap();
+    half.write_all(&[3u8; 700]).await.unwrap();
+    // A valid handshake followed by a Set Chunk Size of 2^31-1 and a huge message length.
+    let mut hello = vec![3u8];
+    hello.extend_from_slice(&[0u8; 1536]);
+    hello.extend_from_slice(&[0u8; 1536]); // C2
+    hello.extend_from_slice(&[
+        0x02, 0, 0, 0, 0, 0, 4, 0x01, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff,
+    ]);
+    raw_exchange(rtmp, &hello, Duration::from_secs(2)).await;
+    let mut huge = vec![3u8];
+    huge.extend_from_slice(&[0u8; 3072]);
+    huge.extend_from_slice(&[0x03, 0, 0, 0, 0xff, 0xff, 0xff, 0x09, 1, 0, 0, 0]);
+    huge.extend_from_slice(&[0u8; 128]);
+    raw_exchange(rtmp, &huge, Duration::from_secs(2)).await;
+    // Random chunk streams after a valid handshake.
+    let mut noise = vec![3u8];
+    noise.extend_from_slice(&[0u8; 3072]);
+    let mut x = 0x1234_5678u32;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        noise.push(x as u8);
+    }
+    raw_exchange(rtmp, &noise, Duration::from_secs(2)).await;
+    drop(half);
+
+    tokio::time::timeout(Duration::from_secs(30), healthy)
+        .await
+        .expect("healthy publish finishes")
+        .unwrap();
+    let url = node.url("/streams/healthy");
+    let s = eventually(Duration::from_secs(15), || {
+        let url = url.clone();
+        async move {
+            let s = get_json(&url).await;
+            (s["live"] == false).then_some(s)
+        }
+    })
+    .await;
+    let ms = s["dvr"]["duration_ms"].as_u64().unwrap();
+    assert!(ms >= 9_900, "the whole clip was recorded: {ms} ms");
+    assert_eq!(
+        get_json(&node.url("/streams"))
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        http()
+            .get(node.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

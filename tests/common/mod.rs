@@ -1,0 +1,615 @@
+//! Test harness: the real `dvrgate` binary on ephemeral loopback ports, an RTMP test publisher
+//! (rml_rtmp's client session, an implementation independent of ours), FLV fixture reading and
+//! small HTTP helpers. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
+};
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The fixture clip (10 s H.264 + AAC).
+pub const CLIP: &[u8] = include_bytes!("../fixtures/testsrc.flv");
+
+/// How long a node may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// True when running under CI, where missing external tools are failures, not skips.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether an external program is available; under CI its absence fails the test.
+pub fn have(program: &str) -> bool {
+    let ok = Command::new(program)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        assert!(!ci(), "{program} is required when CI=true");
+        eprintln!("SKIP: {program} not found; install it to run this test");
+    }
+    ok
+}
+
+/// The binary under test (only integration tests get it from cargo; examples do not start nodes).
+fn binary() -> &'static str {
+    #[cfg(test)]
+    return env!("CARGO_BIN_EXE_dvrgate");
+    #[cfg(not(test))]
+    panic!("only integration tests start nodes")
+}
+
+/// A running `dvrgate serve` process.
+pub struct TestNode {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub rtmp: Option<SocketAddr>,
+    /// Data folder (recordings under `rec/`).
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    log: Arc<Mutex<String>>,
+    config: String,
+}
+
+impl TestNode {
+    /// An origin with `extra` TOML appended (it may add sections, e.g. `[rtmp]\npublish_key=..`,
+    /// but must not repeat `[http]`/`[rtmp]`/`[record]` keys set here; use `start_with`).
+    pub fn origin() -> TestNode {
+        TestNode::start_with(|_| String::new())
+    }
+
+    /// Starts a node whose config is the base config plus `extra(dir)`.
+    pub fn start_with(extra: impl FnOnce(&Path) -> String) -> TestNode {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let config = base_config(&dir, &extra(&dir));
+        let mut node = TestNode::spawn(&dir, config);
+        node._tmp = Some(tmp);
+        node
+    }
+
+    fn spawn(dir: &Path, config: String) -> TestNode {
+        let path = dir.join("dvrgate.toml");
+        std::fs::write(&path, &config).expect("write config");
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start dvrgate");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("node started") {
+                    let _ = tx.send(line.clone());
+                }
+                let mut l = log2.lock().unwrap();
+                if l.len() < 4 << 20 {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("dvrgate did not start; log:\n{}", log.lock().unwrap());
+            }
+        };
+        let field = |name: &str| -> Option<SocketAddr> {
+            let start = line.find(&format!("{name}="))? + name.len() + 1;
+            line[start..].split_whitespace().next()?.parse().ok()
+        };
+        TestNode {
+            child: Some(child),
+            http: field("http").expect("http address in the start line"),
+            rtmp: field("rtmp"),
+            dir: dir.to_owned(),
+            _tmp: None,
+            log,
+            config,
+        }
+    }
+
+    /// Starts the binary again on the same data folder and config (new ports).
+    pub fn restart(&mut self) {
+        self.stop_hard();
+        let tmp = self._tmp.take();
+        let config = rebind(&self.config);
+        let mut node = TestNode::spawn(&self.dir, config);
+        node._tmp = tmp;
+        *self = node;
+    }
+
+    /// `kill -9`.
+    pub fn stop_hard(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; returns the exit code (bounded wait).
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        panic!("dvrgate did not exit within 20 s of SIGTERM");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn rtmp_url(&self, stream: &str) -> String {
+        format!("rtmp://{}/live/{stream}", self.rtmp.expect("rtmp enabled"))
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn recordings(&self) -> PathBuf {
+        self.dir.join("rec")
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.stop_hard();
+    }
+}
+
+fn base_config(dir: &Path, extra: &str) -> String {
+    let has = |section: &str| extra.contains(&format!("[{section}]"));
+    let mut c = format!("[node]\nname = \"test-node\"\n\n{extra}\n");
+    if !has("http") {
+        c.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    if !has("rtmp") {
+        c.push_str("[rtmp]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    if !has("record") {
+        c.push_str(&format!("[record]\ndir = {:?}\n", dir.join("rec")));
+    }
+    c
+}
+
+/// Replaces fixed ports with ephemeral ones (for restarts).
+fn rebind(config: &str) -> String {
+    config
+        .lines()
+        .map(|l| {
+            if l.starts_with("listen = \"127.0.0.1:") {
+                "listen = \"127.0.0.1:0\"".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One FLV tag of the fixture.
+#[derive(Debug, Clone)]
+pub struct FlvTag {
+    pub kind: u8,
+    pub timestamp_ms: u32,
+    pub body: Bytes,
+}
+
+/// Reads an FLV file (independent of dvrgate's parser).
+pub fn read_flv(data: &[u8]) -> Vec<FlvTag> {
+    assert_eq!(&data[..3], b"FLV");
+    let mut pos = u32::from_be_bytes(data[5..9].try_into().unwrap()) as usize + 4;
+    let mut tags = Vec::new();
+    while pos + 11 <= data.len() {
+        let kind = data[pos] & 0x1f;
+        let size = u32::from_be_bytes([0, data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
+        let ts = u32::from_be_bytes([data[pos + 7], data[pos + 4], data[pos + 5], data[pos + 6]]);
+        let body = Bytes::copy_from_slice(&data[pos + 11..pos + 11 + size]);
+        tags.push(FlvTag {
+            kind,
+            timestamp_ms: ts,
+            body,
+        });
+        pos += 11 + size + 4;
+    }
+    tags
+}
+
+/// An RTMP publisher built on rml_rtmp's client session.
+pub struct Publisher {
+    socket: TcpStream,
+    session: ClientSession,
+    pending: Vec<u8>,
+}
+
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Publisher {
+    /// Connects to `app` and publishes `stream_key`. Err carries what the server said or did.
+    pub async fn connect(
+        addr: SocketAddr,
+        app: &str,
+        stream_key: &str,
+    ) -> Result<Publisher, String> {
+        tokio::time::timeout(IO_TIMEOUT, Self::connect_inner(addr, app, stream_key))
+            .await
+            .map_err(|_| "timed out".to_owned())?
+    }
+
+    async fn connect_inner(
+        addr: SocketAddr,
+        app: &str,
+        stream_key: &str,
+    ) -> Result<Publisher, String> {
+        let mut socket = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        socket.set_nodelay(true).ok();
+        let mut hs = Handshake::new(PeerType::Client);
+        let p0p1 = hs
+            .generate_outbound_p0_and_p1()
+            .map_err(|e| format!("{e:?}"))?;
+        socket.write_all(&p0p1).await.map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 8192];
+        let remaining = loop {
+            let n = socket.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed during handshake".into());
+            }
+            match hs
+                .process_bytes(&buf[..n])
+                .map_err(|e| format!("handshake: {e:?}"))?
+            {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    socket
+                        .write_all(&response_bytes)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    socket
+                        .write_all(&response_bytes)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    break remaining_bytes;
+                }
+            }
+        };
+        let (session, results) =
+            ClientSession::new(ClientSessionConfig::new()).map_err(|e| format!("{e:?}"))?;
+        let mut p = Publisher {
+            socket,
+            session,
+            pending: remaining,
+        };
+        p.send_results(results).await?;
+        let r = p
+            .session
+            .request_connection(app.to_owned())
+            .map_err(|e| format!("{e:?}"))?;
+        p.send_results(vec![r]).await?;
+        p.wait_for(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted))
+            .await?;
+        let r = p
+            .session
+            .request_publishing(stream_key.to_owned(), PublishRequestType::Live)
+            .map_err(|e| format!("{e:?}"))?;
+        p.send_results(vec![r]).await?;
+        p.wait_for(|e| matches!(e, ClientSessionEvent::PublishRequestAccepted))
+            .await?;
+        Ok(p)
+    }
+
+    async fn send_results(
+        &mut self,
+        results: Vec<ClientSessionResult>,
+    ) -> Result<Vec<ClientSessionEvent>, String> {
+        let mut events = Vec::new();
+        for r in results {
+            match r {
+                ClientSessionResult::OutboundResponse(packet) => {
+                    self.socket
+                        .write_all(&packet.bytes)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                ClientSessionResult::RaisedEvent(e) => events.push(e),
+                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+            }
+        }
+        Ok(events)
+    }
+
+    async fn wait_for(&mut self, done: impl Fn(&ClientSessionEvent) -> bool) -> Result<(), String> {
+        let mut buf = vec![0u8; 65536];
+        let mut seen = Vec::new();
+        loop {
+            let input = if self.pending.is_empty() {
+                let n = self
+                    .socket
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err(format!("server closed the connection; events: {seen:?}"));
+                }
+                buf[..n].to_vec()
+            } else {
+                std::mem::take(&mut self.pending)
+            };
+            let results = self
+                .session
+                .handle_input(&input)
+                .map_err(|e| format!("{e:?}"))?;
+            for e in self.send_results(results).await? {
+                if done(&e) {
+                    return Ok(());
+                }
+                seen.push(format!("{e:?}"));
+            }
+        }
+    }
+
+    /// Sends one FLV tag (audio or video; metadata is skipped).
+    pub async fn send(&mut self, tag: &FlvTag) -> Result<(), String> {
+        let ts = RtmpTimestamp::new(tag.timestamp_ms);
+        let r = match tag.kind {
+            8 => self.session.publish_audio_data(tag.body.clone(), ts, false),
+            9 => self.session.publish_video_data(tag.body.clone(), ts, false),
+            _ => return Ok(()),
+        }
+        .map_err(|e| format!("{e:?}"))?;
+        tokio::time::timeout(IO_TIMEOUT, self.send_results(vec![r]))
+            .await
+            .map_err(|_| "send timed out".to_owned())??;
+        Ok(())
+    }
+
+    /// Sends every tag, with timestamps shifted by `offset_ms`; paced in real time when `realtime`.
+    pub async fn send_all(
+        &mut self,
+        tags: &[FlvTag],
+        offset_ms: u32,
+        realtime: bool,
+    ) -> Result<(), String> {
+        let start = tokio::time::Instant::now();
+        for t in tags {
+            if realtime {
+                tokio::time::sleep_until(start + Duration::from_millis(u64::from(t.timestamp_ms)))
+                    .await;
+            }
+            self.send(&FlvTag {
+                timestamp_ms: t.timestamp_ms + offset_ms,
+                ..t.clone()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Unpublishes and closes.
+    pub async fn close(mut self) {
+        if let Ok(r) = self.session.stop_publishing() {
+            let _ = self.send_results(r).await;
+        }
+        let _ = self.socket.shutdown().await;
+    }
+}
+
+/// A shared HTTP client with a bounded timeout.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// GET and parse JSON; panics with the body on a non-2xx status.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let r = http()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(status.is_success(), "GET {url}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text}"))
+}
+
+/// Polls `f` until it returns Some, at most `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends raw bytes over TCP and returns what came back before close or `timeout`.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
+    out
+}
+
+/// One ISO-BMFF box: type and payload (after the header).
+#[derive(Debug, Clone)]
+pub struct Mp4Box<'a> {
+    pub kind: [u8; 4],
+    pub payload: &'a [u8],
+}
+
+/// Splits a byte run into boxes; panics on malformed input (tests check our own output).
+pub fn boxes(mut data: &[u8]) -> Vec<Mp4Box<'_>> {
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        assert!(data.len() >= 8, "truncated box header");
+        let mut size = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+        let kind: [u8; 4] = data[4..8].try_into().unwrap();
+        let mut header = 8;
+        if size == 1 {
+            size = u64::from_be_bytes(data[8..16].try_into().unwrap()) as usize;
+            header = 16;
+        }
+        assert!(
+            size >= header && size <= data.len(),
+            "bad box size {size} for {:?}",
+            String::from_utf8_lossy(&kind)
+        );
+        out.push(Mp4Box {
+            kind,
+            payload: &data[header..size],
+        });
+        data = &data[size..];
+    }
+    out
+}
+
+/// The first child box of `kind`.
+pub fn child<'a>(parent: &[Mp4Box<'a>], kind: &[u8; 4]) -> Option<Mp4Box<'a>> {
+    parent.iter().find(|b| &b.kind == kind).cloned()
+}
+
+/// Per-track timing of one media segment: (track id, base decode time, sample durations,
+/// first sample is sync).
+#[derive(Debug, Clone)]
+pub struct TrackRun {
+    pub track_id: u32,
+    pub base_decode_time: u64,
+    pub durations: Vec<u32>,
+    pub first_is_sync: bool,
+    pub has_cts: bool,
+}
+
+/// Parses moof/traf/tfhd/tfdt/trun of a media segment (moof + mdat).
+pub fn segment_runs(seg: &[u8]) -> Vec<TrackRun> {
+    let top = boxes(seg);
+    assert_eq!(
+        top.iter().map(|b| b.kind).collect::<Vec<_>>(),
+        vec![*b"moof", *b"mdat"],
+        "segment = moof + mdat"
+    );
+    let moof = boxes(top[0].payload);
+    let mut runs = Vec::new();
+    for traf in moof.iter().filter(|b| &b.kind == b"traf") {
+        let inner = boxes(traf.payload);
+        let tfhd = child(&inner, b"tfhd").expect("tfhd").payload;
+        let tfhd_flags = u32::from_be_bytes([0, tfhd[1], tfhd[2], tfhd[3]]);
+        let track_id = u32::from_be_bytes(tfhd[4..8].try_into().unwrap());
+        // Defaults in tfhd: base offset (0x1), desc index (0x2), duration (0x8), size (0x10), flags (0x20).
+        let mut p = 8;
+        if tfhd_flags & 0x1 != 0 {
+            p += 8;
+        }
+        if tfhd_flags & 0x2 != 0 {
+            p += 4;
+        }
+        let default_duration =
+            (tfhd_flags & 0x8 != 0).then(|| u32::from_be_bytes(tfhd[p..p + 4].try_into().unwrap()));
+        if tfhd_flags & 0x8 != 0 {
+            p += 4;
+        }
+        if tfhd_flags & 0x10 != 0 {
+            p += 4;
+        }
+        let default_flags = (tfhd_flags & 0x20 != 0)
+            .then(|| u32::from_be_bytes(tfhd[p..p + 4].try_into().unwrap()));
+        let tfdt = child(&inner, b"tfdt").expect("tfdt").payload;
+        let base_decode_time = if tfdt[0] == 1 {
+            u64::from_be_bytes(tfdt[4..12].try_into().unwrap())
+        } else {
+            u64::from(u32::from_be_bytes(tfdt[4..8].try_into().unwrap()))
+        };
+        let trun = child(&inner, b"trun").expect("trun").payload;
+        let flags = u32::from_be_bytes([0, trun[1], trun[2], trun[3]]);
+        let count = u32::from_be_bytes(trun[4..8].try_into().unwrap()) as usize;
+        let mut p = 8;
+        if flags & 0x1 != 0 {
+            p += 4;
+        }
+        let mut first_flags = None;
+        if flags & 0x4 != 0 {
+            first_flags = Some(u32::from_be_bytes(trun[p..p + 4].try_into().unwrap()));
+            p += 4;
+        }
+        let mut durations = Vec::with_capacity(count);
+        let mut sample_flags0 = None;
+        for i in 0..count {
+            let d = if flags & 0x100 != 0 {
+                let v = u32::from_be_bytes(trun[p..p + 4].try_into().unwrap());
+                p += 4;
+                v
+            } else {
+                default_duration.expect("sample duration")
+            };
+            durations.push(d);
+            if flags & 0x200 != 0 {
+                p += 4;
+            }
+            if flags & 0x400 != 0 {
+                if i == 0 {
+                    sample_flags0 = Some(u32::from_be_bytes(trun[p..p + 4].try_into().unwrap()));
+                }
+                p += 4;
+            }
+            if flags & 0x800 != 0 {
+                p += 4;
+            }
+        }
+        let f0 = first_flags.or(sample_flags0).or(default_flags).unwrap_or(0);
+        runs.push(TrackRun {
+            track_id,
+            base_decode_time,
+            durations,
+            first_is_sync: f0 & 0x0001_0000 == 0,
+            has_cts: flags & 0x800 != 0,
+        });
+    }
+    runs
+}

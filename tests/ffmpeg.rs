@@ -1,0 +1,135 @@
+//! Interop with ffmpeg: it publishes a test pattern with B-frames over RTMP; ffmpeg then
+//! decodes the HLS playlist with zero errors and the decoded duration matches what was sent.
+//! Skips without ffmpeg locally; fails without it under CI=true.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const SECONDS: u32 = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_publishes_and_decodes_the_hls_playlist() {
+    if !have("ffmpeg") || !have("ffprobe") {
+        return;
+    }
+    let node = TestNode::origin();
+    let url = node.rtmp_url("pattern");
+    let publish = tokio::task::spawn_blocking(move || {
+        Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
+            .args(["-t", &SECONDS.to_string()])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-bf",
+                "2",
+                "-g",
+                "25",
+            ])
+            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", &url])
+            .output()
+            .expect("run ffmpeg")
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), publish)
+        .await
+        .expect("ffmpeg finished")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg publish: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status_url = node.url("/streams/pattern");
+    eventually(Duration::from_secs(15), || {
+        let u = status_url.clone();
+        async move { (get_json(&u).await["live"] == false).then_some(()) }
+    })
+    .await;
+
+    let playlist = node.url("/streams/pattern/index.m3u8");
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-i", &playlist, "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(decode.status.success(), "decode failed");
+    assert!(
+        decode.stderr.is_empty(),
+        "decoder errors: {}",
+        String::from_utf8_lossy(&decode.stderr)
+    );
+
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+            &playlist,
+        ])
+        .output()
+        .unwrap();
+    let duration: f64 = String::from_utf8_lossy(&probe.stdout)
+        .trim()
+        .parse()
+        .expect("duration");
+    assert!(
+        (duration - f64::from(SECONDS)).abs() <= 1.0,
+        "decoded {duration} s of {SECONDS} s (one GOP = 1 s)"
+    );
+    let index = get_json(&node.url("/streams/pattern/index.json")).await;
+    let p = &index["periods"][0];
+    assert_eq!(
+        (p["width"].as_u64(), p["height"].as_u64()),
+        (Some(320), Some(240))
+    );
+    // The codecs string is derived from the stream: it names the profile ffprobe sees.
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=profile",
+            "-of",
+            "csv=p=0",
+            &playlist,
+        ])
+        .output()
+        .unwrap();
+    let profile = String::from_utf8_lossy(&probe.stdout)
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let hex = match profile.as_str() {
+        "High" => "avc1.64",
+        "Main" => "avc1.4d",
+        _ => "avc1.42",
+    };
+    assert!(
+        p["codecs"].as_str().unwrap().starts_with(hex),
+        "{profile} -> {}",
+        p["codecs"]
+    );
+}
