@@ -51,6 +51,18 @@ pub async fn playlist(
 ) -> Result<Response, ApiError> {
     let stream = st.stream(&name)?;
     let (start, from, to) = (q.time("start")?, q.time("from")?, q.time("to")?);
+    let plain = start.is_none() && from.is_none() && to.is_none();
+    let version = stream.version();
+    if plain {
+        let cached = st.live_playlists.lock().ok().and_then(|m| {
+            m.get(&name)
+                .filter(|(v, _)| *v == version)
+                .map(|(_, b)| b.clone())
+        });
+        if let Some(body) = cached {
+            return Ok(playlist_response(body, false));
+        }
+    }
     let ix = stream.read();
     let mut opts = Options {
         start_offset_ms: None,
@@ -83,16 +95,19 @@ pub async fn playlist(
             None => tail,
         }
     };
-    let text = playlist::render(&ix, range, &opts);
+    let body = bytes::Bytes::from(playlist::render(&ix, range, &opts));
     drop(ix);
-    let mut r = (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/vnd.apple.mpegurl"),
-        )],
-        text,
-    )
-        .into_response();
+    if plain {
+        if let Ok(mut m) = st.live_playlists.lock() {
+            m.insert(name, (version, body.clone()));
+        }
+    }
+    Ok(playlist_response(body, past))
+}
+
+fn playlist_response(body: bytes::Bytes, past: bool) -> Response {
+    let content_type = HeaderValue::from_static("application/vnd.apple.mpegurl");
+    let mut r = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     cache_control(&mut r, if past { PAST } else { LIVE });
-    Ok(r)
+    r
 }

@@ -51,6 +51,10 @@ pub struct AppState {
     pub playlist_window_ms: u64,
     /// Fires when the node shuts down: long-lived responses end.
     pub shutdown: CancellationToken,
+    /// The last rendered live playlist per stream, with the stream version it was rendered at:
+    /// every viewer polling between two segments gets the same bytes without a re-render.
+    /// std `Mutex`, held only to clone or swap an entry; one entry per stream.
+    pub live_playlists: Arc<std::sync::Mutex<HashMap<String, (u64, bytes::Bytes)>>>,
     via: HeaderValue,
 }
 
@@ -78,6 +82,7 @@ impl AppState {
             segment_target_ms,
             playlist_window_ms,
             shutdown,
+            live_playlists: Arc::default(),
             via,
         }
     }

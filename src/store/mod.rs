@@ -299,6 +299,11 @@ impl Stream {
         self.changed.subscribe()
     }
 
+    /// A counter that changes whenever the index does (for caches of rendered documents).
+    pub fn version(&self) -> u64 {
+        *self.changed.borrow()
+    }
+
     fn bump(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
