@@ -54,6 +54,38 @@ async fn garbage_on_the_rtmp_port_leaves_a_live_stream_recording() {
     }
     raw_exchange(rtmp, &noise, Duration::from_secs(2)).await;
     drop(half);
+    // Bad HTTP requests against the live stream meanwhile: all 4xx, none harms the recording.
+    let c = http();
+    for path in [
+        "/streams/healthy/segments/abc.m4s",
+        "/streams/healthy/index.m3u8?start=tomorrow",
+        "/streams/healthy/index.json?after=-1",
+        "/streams/he%00lthy/index.json",
+        "/streams/healthy/init/..%2F..%2Findex.jsonl",
+    ] {
+        let r = c.get(node.url(path)).send().await.unwrap();
+        assert!(r.status().is_client_error(), "{path}: {}", r.status());
+    }
+    let seg0 = node.url("/streams/healthy/segments/0.m4s");
+    eventually(Duration::from_secs(10), || {
+        let (c, u) = (c.clone(), seg0.clone());
+        async move { (c.head(&u).send().await.ok()?.status() == 200).then_some(()) }
+    })
+    .await;
+    let r = c
+        .get(node.url("/streams/healthy/segments/0.m4s"))
+        .header("Range", "bytes=99999999-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    let r = c
+        .get(node.url("/streams/healthy/segments/0.m4s"))
+        .header("Range", "bytes=zz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "an unparsable Range is ignored");
 
     tokio::time::timeout(Duration::from_secs(30), healthy)
         .await
