@@ -8,6 +8,12 @@
   const AHEAD_S = 20; // media fetched ahead of the playhead
   const MAX_EVENTS = 100;
 
+  // A plain `chromium --headless --screenshot --virtual-time-budget=N` run (no automation):
+  // virtual time stands still while any fetch is pending, so a held-open SSE connection or a
+  // long-poll would keep the page from ever being "ready". There we poll briefly instead.
+  const SNAPSHOT = /HeadlessChrome/.test(navigator.userAgent) && navigator.webdriver === false &&
+    new URLSearchParams(location.search).get('snapshot') !== '0';
+
   const $ = (id) => document.getElementById(id);
   const enc = encodeURIComponent;
 
@@ -243,6 +249,9 @@
       if (s && s.mode === 'hls') {
         const r = v.seekable;
         if (r.length) seekable = [r.start(0), r.end(r.length - 1)];
+        else if (ix.segs.length && Number.isFinite(this.hlsWall0())) {
+          seekable = [(ix.wallStart - this.hlsWall0()) / 1000, (ix.wallEnd - this.hlsWall0()) / 1000];
+        }
       } else if (ix && ix.segs.length) seekable = [ix.mediaStart, ix.mediaEnd];
       return {
         stream: s ? s.name : null,
@@ -259,7 +268,8 @@
         readyState: v.readyState,
         seekable,
         targetDurationMs: ix ? ix.targetMs : null,
-        error: this.error ? this.error.message : null,
+        error: this.error ? this.error.message : this.netError ? this.netError.message : null,
+        errorCode: this.error ? this.error.code : this.netError ? 'network' : null,
       };
     }
 
@@ -301,8 +311,7 @@
       const s = this.s;
       if (!s || !s.index.segs.length) return;
       if (s.mode === 'hls') {
-        const r = this.video.seekable;
-        if (r.length) this.video.currentTime = Math.max(r.start(0), r.end(r.length - 1) - (1.5 * s.index.targetMs) / 1000);
+        this.seekWall(s.index.wallEnd - 1.5 * s.index.targetMs);
       } else {
         this.seekMedia(this.liveTarget());
       }
@@ -314,8 +323,8 @@
       if (!s || !s.index.segs.length) return;
       const v = this.video;
       if (s.mode === 'hls') {
-        const r = v.seekable;
-        if (r.length) v.currentTime = Math.min(Math.max(v.currentTime + seconds, r.start(0)), r.end(r.length - 1));
+        const w = this.wallAt(v.currentTime);
+        if (Number.isFinite(w)) this.seekWall(Math.min(w + seconds * 1000, s.index.wallEnd - 1.5 * s.index.targetMs));
         return;
       }
       const ix = s.index;
@@ -344,9 +353,8 @@
       const s = this.s;
       if (!s) return NaN;
       if (s.mode === 'hls') {
-        const d = this.video.getStartDate ? this.video.getStartDate() : null;
-        const ms = d && d.getTime();
-        if (Number.isFinite(ms) && ms > 0) return ms + t * 1000;
+        const w0 = this.hlsWall0();
+        if (Number.isFinite(w0)) return w0 + t * 1000;
         const r = this.video.seekable;
         if (r.length && s.index.segs.length) return s.index.wallEnd - (r.end(r.length - 1) - t) * 1000;
         return NaN;
@@ -378,6 +386,7 @@
       };
       this.s = s;
       this.error = null;
+      this.netError = null;
       this.emit('open', { name });
       this.openEvents(s);
       this.statusLoop(s);
@@ -431,8 +440,10 @@
       else if (ix.live) startMedia = this.liveTarget();
       else startMedia = ix.mediaStart;
 
-      if (this.canMSE && this.supported(s)) await this.startMSE(s, startMedia);
-      else if (this.video.canPlayType('application/vnd.apple.mpegurl')) this.startHLS(s, startWall);
+      if (this.canMSE && !this.forceHls && this.supported(s)) await this.startMSE(s, startMedia);
+      else if (this.video.canPlayType('application/vnd.apple.mpegurl')) {
+        this.startHLS(s, Number.isFinite(startWall) ? startWall : ix.live ? ix.wallEnd - 1.5 * ix.targetMs : NaN);
+      }
       else {
         this.setError('unsupported', 'This browser cannot play the stream',
           this.canMSE ? `Codecs ${this.periodOf(s, ix.first).codecs} are not supported.` : 'Neither Media Source Extensions nor HLS is available.');
@@ -476,6 +487,18 @@
       if (code || prev) this.emit('error-state', { error: this.error });
     }
 
+    /** A transient network failure: playback goes on from the buffer while we retry. */
+    netFailure(message, wait) {
+      this.netError = { message, at: Date.now() };
+      this.emit('banner', { message, ttl: wait + 1500 });
+    }
+
+    netOk() {
+      if (!this.netError) return;
+      this.netError = null;
+      this.emit('banner', { message: '', ttl: 0 });
+    }
+
     emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 
     // ---- loops: live index, status, events
@@ -489,6 +512,7 @@
         try {
           let url;
           if (!last) url = `${s.base}index.json`;
+          else if (ix.live && SNAPSHOT) url = `${s.base}index.json?after=${last.seq}`;
           else if (ix.live) url = `${s.base}index.json?after=${last.seq}&wait=10s`;
           else url = `${s.base}index.json?after=${last.seq}`;
           const wasLive = ix.live;
@@ -496,10 +520,12 @@
           if (s.ac.signal.aborted) return;
           const added = ix.merge(doc);
           if (n || (this.error && this.error.code === 'network')) this.setError(null);
+          if (n) this.netOk();
           n = 0;
           if (added || wasLive !== ix.live) this.onIndex(s, wasLive !== ix.live);
           if (!last) await sleep(2000, s.ac.signal, s.kick);
           else if (!ix.live) await sleep(10000, s.ac.signal, s.kick);
+          else if (SNAPSHOT) await sleep(1000, s.ac.signal);
           else if (!added) await sleep(200, s.ac.signal); // wait passed with nothing new
         } catch (e) {
           if (s.ac.signal.aborted) return;
@@ -510,10 +536,7 @@
             continue;
           }
           const wait = backoffMs(n++);
-          this.emit('banner', {
-            message: `${upstreamDown(e) ? 'Upstream unavailable' : 'Connection lost'} — retrying in ${Math.ceil(wait / 1000)} s`,
-            ttl: wait + 1500,
-          });
+          this.netFailure(`${upstreamDown(e) ? 'Upstream unavailable' : 'Connection lost'} — retrying in ${Math.ceil(wait / 1000)} s`, wait);
           await sleep(wait, s.ac.signal, s.kick);
         }
       }
@@ -534,7 +557,7 @@
     }
 
     openEvents(s) {
-      if (!window.EventSource) return;
+      if (!window.EventSource || SNAPSHOT) return;
       const es = new EventSource(`${s.base}events`);
       s.es = es;
       es.onopen = () => this.emit('events-state', { state: 'open' });
@@ -706,6 +729,7 @@
           s.ms.endOfStream();
         } else {
           await this.loadSegment(s, job.seg);
+          if (s.failures) this.netOk();
           s.failures = 0;
           if (this.error && this.error.code === 'network') this.setError(null);
         }
@@ -722,10 +746,7 @@
         }
         if (e instanceof HttpError || e instanceof TypeError) {
           const wait = backoffMs(s.failures++);
-          this.emit('banner', {
-            message: `${upstreamDown(e) ? 'Upstream unavailable' : 'Network error'} loading media — retrying in ${Math.ceil(wait / 1000)} s`,
-            ttl: wait + 1500,
-          });
+          this.netFailure(`${upstreamDown(e) ? 'Upstream unavailable' : 'Network error'} loading media — retrying in ${Math.ceil(wait / 1000)} s`, wait);
           await sleep(wait, s.ac.signal, s.kick);
           return;
         }
@@ -831,16 +852,35 @@
       let url = `${s.base}index.m3u8`;
       if (Number.isFinite(startWall)) url += `?start=${enc(new Date(startWall).toISOString())}`;
       this.video.src = url;
+      s.hlsStart = startWall;
+      // The wall clock of media time 0 when the browser has no getStartDate(): the playlist's
+      // first EXT-X-PROGRAM-DATE-TIME.
+      s.hlsWall0 = NaN;
+      fetch(url, { signal: s.ac.signal }).then((r) => r.text()).then((text) => {
+        const m = /#EXT-X-PROGRAM-DATE-TIME:(\S+)/.exec(text);
+        if (m) s.hlsWall0 = Date.parse(m[1]);
+      }).catch(() => {});
+    }
+
+    hlsWall0() {
+      const s = this.s;
+      const d = this.video.getStartDate ? this.video.getStartDate() : null;
+      const ms = d && d.getTime();
+      if (Number.isFinite(ms) && ms > 0) return ms;
+      return s ? s.hlsWall0 : NaN;
     }
 
     seekWallHls(ms) {
       const s = this.s;
       const v = this.video;
-      const d = v.getStartDate ? v.getStartDate().getTime() : NaN;
+      ms = Math.min(Math.max(ms, s.index.wallStart), s.index.wallEnd - 100);
+      const d = this.hlsWall0();
       const r = v.seekable;
-      if (Number.isFinite(d) && d > 0 && r.length) {
+      if (Number.isFinite(d)) {
         const t = (ms - d) / 1000;
-        if (t >= r.start(0) && t <= r.end(r.length - 1)) { v.currentTime = t; return; }
+        const lo = r.length ? r.start(0) : 0;
+        const hi = r.length ? r.end(r.length - 1) : Infinity;
+        if (t >= lo && t <= hi) { v.currentTime = t; return; }
       }
       // Outside the playlist window: reload the playlist starting there.
       this.startHLS(s, ms);
@@ -866,6 +906,15 @@
       });
       v.addEventListener('loadedmetadata', () => {
         const s = this.s;
+        if (s && s.mode === 'hls' && Number.isFinite(s.hlsStart)) {
+          // Browsers that ignore EXT-X-START: seek there ourselves.
+          const want = s.hlsStart;
+          s.hlsStart = NaN;
+          setTimeout(() => {
+            const w = this.wallAt(v.currentTime);
+            if (this.s === s && Number.isFinite(w) && Math.abs(w - want) > 3000) this.seekWall(want);
+          }, 500);
+        }
         if (s && s.mode === 'mse' && s.pendingStart != null) {
           const t = s.pendingStart;
           s.pendingStart = null;
@@ -1182,6 +1231,7 @@
 
     banner(message, ttl) {
       const b = this.el.banner;
+      if (!message) { b.hidden = true; clearTimeout(this.bannerTimer); return; }
       b.textContent = message;
       b.hidden = false;
       clearTimeout(this.bannerTimer);
@@ -1250,8 +1300,11 @@
         if (st.dvr.duration_ms != null) parts.push(`DVR ${fmtDuration(st.dvr.duration_ms)}`);
         if (st.dvr.bytes != null) parts.push(fmtBytes(st.dvr.bytes));
       }
-      if (st.source) parts.push(st.source.kind === 'proxy' ? `relay of ${st.source.upstream || st.source.remote || 'upstream'}` : 'origin');
-      if (st.node) parts.push(`node ${st.node}`);
+      const node = st.node ? ` on ${st.node}` : '';
+      if (st.source && st.source.kind === 'proxy') {
+        parts.push(`relayed${node} from ${st.source.upstream || 'upstream'}${st.source.remote && st.source.remote !== st.name ? ` (${st.source.remote})` : ''}`);
+      } else if (st.source) parts.push(`recorded${node}`);
+      else if (st.node) parts.push(`node ${st.node}`);
       this.el.meta.textContent = parts.join(' · ');
     }
 
@@ -1434,6 +1487,7 @@
 
   const video = $('video');
   const player = new Player(video);
+  player.forceHls = new URLSearchParams(location.search).get('hls') === '1';
   const ui = new UI(player);
   window.dvrgate = { player, ui, resolveTime, parseDuration };
   ui.start();
