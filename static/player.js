@@ -585,8 +585,6 @@
       if (s !== this.s) return;
       if (liveChanged) {
         this.emit('live-change', { live: s.index.live });
-        // Playback had run into the end of the recording: carry on into the new period.
-        if (s.index.live && this.video.ended) this.play();
       }
       this.emit('index', {});
       if (s.mode === 'mse') this.pump(s);
@@ -641,6 +639,12 @@
       try {
         while (!s.ac.signal.aborted && s === this.s) {
           this.syncDuration(s);
+          // Playback had run into the end of the recording and the stream is live again:
+          // carry on into the new period (once the element is no longer "ended").
+          if (s.resumeOnLive && s.index.live && s.ms.duration === Infinity && !this.video.ended) {
+            s.resumeOnLive = false;
+            if (this.video.paused) this.play();
+          }
           const job = this.nextJob(s);
           if (!job) break;
           await this.runJob(s, job);
@@ -897,6 +901,7 @@
         const ix = s.index;
         const t = v.currentTime;
         if (v.readyState > 0) s.pendingStart = null;
+        s.resumeOnLive = false;
         if (ix.segs.length && t < ix.mediaStart - 0.05) { v.currentTime = ix.mediaStart; return; }
         if (s.job) {
           const seg = s.job.seg;
@@ -922,6 +927,7 @@
         }
       });
       v.addEventListener('timeupdate', () => this.s && this.pump(this.s));
+      v.addEventListener('ended', () => { if (this.s) this.s.resumeOnLive = true; });
       v.addEventListener('error', () => {
         const s = this.s;
         if (!s || !v.error) return;
