@@ -105,19 +105,47 @@ pub struct DemoOptions {
     pub bind: std::net::IpAddr,
 }
 
-/// Runs the demo until `shutdown`.
+/// Runs the demo until `shutdown`: origin (base port, RTMP) -> intermediate (base + 1) ->
+/// edge (base + 2), the relays following on demand.
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data = std::env::temp_dir().join(format!("dvrgate-demo-{}", std::process::id()));
+    let http = |offset: u16| SocketAddr::new(opts.bind, opts.base_port + offset).to_string();
+    let upstream = |offset: u16| {
+        let host = if opts.bind.is_unspecified() {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            opts.bind
+        };
+        format!("http://{}", SocketAddr::new(host, opts.base_port + offset))
+    };
     let mut origin = Config::default();
     origin.node.name = "origin".into();
-    origin.http.listen = SocketAddr::new(opts.bind, opts.base_port).to_string();
+    origin.http.listen = http(0);
     origin.rtmp.listen = SocketAddr::new(opts.bind, opts.rtmp_port).to_string();
     origin.record.dir = data.join("origin");
     origin.record.retention = crate::config::Dur::secs(3600);
-    let listeners = Listeners::bind(&origin).await?;
-    let node = node::start(origin, listeners, shutdown.clone()).await?;
+    let relay = |name: &str, offset: u16, up: String| {
+        let mut c = Config::default();
+        c.node.name = name.into();
+        c.http.listen = http(offset);
+        c.rtmp.listen = "off".into();
+        c.record.dir = data.join(name);
+        c.record.retention = crate::config::Dur::secs(3600);
+        c.cache.memory = crate::config::ByteSize(64 << 20);
+        c.cache.disk_dir = Some(data.join(name).join("cache"));
+        c.cache.disk = crate::config::ByteSize(256 << 20);
+        c.relay.upstreams = vec![up];
+        c
+    };
+    let intermediate = relay("intermediate", 1, upstream(0));
+    let edge = relay("edge", 2, upstream(1));
+    let mut nodes = Vec::new();
+    for config in [origin, intermediate, edge] {
+        let listeners = Listeners::bind(&config).await?;
+        nodes.push(node::start(config, listeners, shutdown.clone()).await?);
+    }
     let source = tokio::spawn(test_source(
-        node.ingest.clone(),
+        nodes[0].ingest.clone(),
         "live",
         "demo",
         CLIP,
@@ -129,17 +157,29 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         opts.bind.to_string()
     };
     let url = |port: u16| format!("http://{host}:{port}");
-    println!("dvrgate demo is running (Ctrl-C to stop)");
-    println!("  player:    {}/?stream=demo", url(node.http_addr.port()));
-    println!(
-        "  playlist:  {}/streams/demo/index.m3u8",
-        url(node.http_addr.port())
+    let (o, i, e) = (
+        nodes[0].http_addr.port(),
+        nodes[1].http_addr.port(),
+        nodes[2].http_addr.port(),
     );
-    println!("  status:    {}/streams/demo", url(node.http_addr.port()));
-    if let Some(rtmp) = node.rtmp_addr {
-        println!("  publish:   rtmp://{host}:{}/live/NAME", rtmp.port());
+    println!("dvrgate demo is running (Ctrl-C to stop): origin -> intermediate -> edge");
+    println!("  watch (edge):   {}/?stream=demo", url(e));
+    println!("  playlist:       {}/streams/demo/index.m3u8", url(e));
+    println!(
+        "  status:         {}/streams/demo   (origin {}, intermediate {})",
+        url(e),
+        url(o),
+        url(i)
+    );
+    if let Some(rtmp) = nodes[0].rtmp_addr {
+        println!("  publish more:   rtmp://{host}:{}/live/NAME", rtmp.port());
     }
-    let result = node.join().await;
+    let mut result = Ok(());
+    for n in nodes {
+        if let Err(err) = n.join().await {
+            result = Err(err);
+        }
+    }
     source.abort();
     if let Err(e) = std::fs::remove_dir_all(&data) {
         tracing::warn!(dir = %data.display(), error = %e, "cannot remove demo data");

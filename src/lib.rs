@@ -9,6 +9,7 @@ pub mod media;
 pub mod metrics;
 pub mod names;
 pub mod node;
+pub mod relay;
 pub mod rtmp;
 pub mod store;
 pub mod time;

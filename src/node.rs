@@ -16,12 +16,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, DiskTier};
 use crate::config::Config;
 use crate::events::Bus;
 use crate::http::{self, AppState};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
+use crate::relay::{self, Relays};
 use crate::store::{Policy, Store};
 
 /// How often ended streams are checked against the retention policy (live streams are checked
@@ -81,9 +82,6 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<NodeHandle> {
     config.validate()?;
-    if !config.relay.upstreams.is_empty() || !config.proxy.is_empty() {
-        tracing::warn!("[relay] and [[proxy]] are accepted but relaying is not implemented in this build yet; they are ignored");
-    }
     let policy = Policy {
         retention_ms: i64::try_from(config.record.retention.0.as_millis()).unwrap_or(i64::MAX),
         max_bytes: config.record.max_bytes.0,
@@ -105,7 +103,27 @@ pub async fn start(
     let store = Arc::new(store);
     let bus = Bus::default();
     let metrics = Arc::new(Metrics::default());
-    let cache = Cache::new(config.cache.memory.0);
+    let disk = config.cache.disk_dir.clone().map(|dir| DiskTier {
+        dir,
+        max_bytes: config.cache.disk.0,
+    });
+    let cache = Cache::with_disk(config.cache.memory.0, disk).await;
+    let relays = Arc::new(Relays::new(
+        relay::Context {
+            client: relay::upstream::Client::new(),
+            cache: cache.clone(),
+            bus: bus.clone(),
+            idle_timeout: config.relay.idle_timeout.0,
+            prefetch: config.relay.prefetch,
+            retention_ms: policy.retention_ms,
+        },
+        config.relay.upstreams.clone(),
+    ));
+    for p in &config.proxy {
+        relays
+            .add(&p.local, &p.remote, p.upstreams.clone(), false)
+            .map_err(|e| anyhow::anyhow!("[[proxy]] {}: {e}", p.local))?;
+    }
     let segment_target_ms = config.record.segment_target.0.as_millis() as u64;
     let ingest = Arc::new(Ingest {
         store: store.clone(),
@@ -117,9 +135,10 @@ pub async fn start(
         segment_target_ms,
         tasks: TaskTracker::new(),
     });
-    let state = AppState::new(
+    let mut state = AppState::new(
         &config.node.name,
         store.clone(),
+        relays.clone(),
         cache,
         bus,
         metrics.clone(),
@@ -127,6 +146,8 @@ pub async fn start(
         config.record.playlist_window.0.as_millis() as u64,
         shutdown.clone(),
     );
+    state.admin_token = config.http.admin_token.clone();
+    state.allow_upstreams = config.http.allow_upstreams.clone();
 
     let http_addr = listeners.http.local_addr()?;
     let rtmp_addr = listeners
@@ -163,6 +184,7 @@ pub async fn start(
     let retention_store = store.clone();
     let retention_metrics = metrics.clone();
     let retention_token = shutdown.clone();
+    let reaper = relays.clone();
     let retention_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(RETENTION_INTERVAL);
         loop {
@@ -170,6 +192,7 @@ pub async fn start(
                 _ = tick.tick() => {}
                 _ = retention_token.cancelled() => return,
             }
+            reaper.reap(crate::time::now_ms()).await;
             for s in retention_store.list() {
                 match retention_store
                     .enforce_retention(&s, crate::time::now_ms())
@@ -186,6 +209,7 @@ pub async fn start(
     let task = tokio::spawn(async move {
         shutdown.cancelled().await;
         tracing::info!("shutting down: closing publishers");
+        relays.stop_all();
         if let Some(t) = rtmp_task {
             let _ = t.await;
         }

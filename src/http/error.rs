@@ -33,6 +33,16 @@ pub enum ApiError {
     },
     #[error("range not satisfiable: the resource has {len} bytes")]
     RangeNotSatisfiable { len: u64 },
+    #[error("upstream not responding: {0}")]
+    Upstream(String),
+    #[error("upstream timed out: {0}")]
+    UpstreamTimeout(String),
+    #[error("missing or wrong admin token (or not a loopback client)")]
+    Unauthorized,
+    #[error("{0}")]
+    ProxyBadName(String),
+    #[error("upstream {0:?} is not in http.allow_upstreams")]
+    UpstreamNotAllowed(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("internal error")]
@@ -56,6 +66,16 @@ impl ApiError {
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "NetStream.Play.RangeNotSatisfiable",
             ),
+            ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, Code::ProxyNotResponding.as_str()),
+            ApiError::UpstreamTimeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                Code::ProxyNotResponding.as_str(),
+            ),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, Code::ConnectRejected.as_str()),
+            ApiError::ProxyBadName(_) => (StatusCode::CONFLICT, Code::ProxyBadName.as_str()),
+            ApiError::UpstreamNotAllowed(_) => {
+                (StatusCode::FORBIDDEN, Code::ConnectRejected.as_str())
+            }
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "NetStream.Play.MethodNotAllowed",

@@ -49,7 +49,8 @@ pub async fn playlist(
     StreamName(name): StreamName,
     q: QueryParams,
 ) -> Result<Response, ApiError> {
-    let stream = st.stream(&name)?;
+    let feed = st.feed(&name).await?;
+    let stream = feed.stream();
     let (start, from, to) = (q.time("start")?, q.time("from")?, q.time("to")?);
     let plain = start.is_none() && from.is_none() && to.is_none();
     let version = stream.version();

@@ -91,29 +91,104 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         &[("", get(&m.sse_clients))],
     );
     let c = &st.cache;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let counters: [(&str, &str, f64); 10] = [
+        (
+            "dvrgate_cache_hits_total",
+            "Requests served from the memory cache.",
+            n(&c.stats.hits),
+        ),
+        (
+            "dvrgate_cache_disk_hits_total",
+            "Requests served from the disk cache tier.",
+            n(&c.stats.disk_hits),
+        ),
+        (
+            "dvrgate_cache_misses_total",
+            "Requests found in no cache tier.",
+            n(&c.stats.misses),
+        ),
+        (
+            "dvrgate_cache_coalesced_total",
+            "Requests that joined a fetch already in progress.",
+            n(&c.stats.coalesced),
+        ),
+        (
+            "dvrgate_cache_memory_evictions_total",
+            "Entries evicted from memory for size.",
+            n(&c.stats.memory_evictions),
+        ),
+        (
+            "dvrgate_cache_spills_total",
+            "Evicted entries written to the disk tier.",
+            n(&c.stats.spills),
+        ),
+        (
+            "dvrgate_cache_spill_dropped_total",
+            "Evicted entries not spilled (queue full, disk failing).",
+            n(&c.stats.spill_dropped),
+        ),
+        (
+            "dvrgate_cache_disk_evictions_total",
+            "Files removed from the disk tier to stay within its bound.",
+            n(&c.stats.disk_evictions),
+        ),
+        (
+            "dvrgate_upstream_pulls_total",
+            "Segment pulls from an upstream.",
+            n(&c.stats.pulls),
+        ),
+        (
+            "dvrgate_upstream_pull_failures_total",
+            "Upstream pulls that failed (nothing cached).",
+            n(&c.stats.pull_failures),
+        ),
+    ];
+    for (name, help, v) in counters {
+        t.metric(name, "counter", help, &[("", v)]);
+    }
+    c.run_pending_tasks().await;
+    let gauges: [(&str, &str, f64); 3] = [
+        (
+            "dvrgate_cache_bytes",
+            "Bytes held by the memory cache.",
+            c.weighted_size() as f64,
+        ),
+        (
+            "dvrgate_cache_entries",
+            "Entries in the memory cache.",
+            c.entry_count() as f64,
+        ),
+        (
+            "dvrgate_cache_disk_bytes",
+            "Bytes held by the disk cache tier.",
+            c.disk_bytes() as f64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        t.metric(name, "gauge", help, &[("", v)]);
+    }
+    let relays = st.relays.list();
+    let relay_labels: Vec<String> = relays
+        .iter()
+        .map(|p| {
+            format!(
+                "stream=\"{}\",upstream=\"{}\"",
+                p.local,
+                label_escape(p.current_upstream())
+            )
+        })
+        .collect();
+    let following: Vec<(&str, f64)> = relays
+        .iter()
+        .zip(&relay_labels)
+        .map(|(p, l)| (l.as_str(), if p.stream.read().live { 1.0 } else { 0.0 }))
+        .collect();
     t.metric(
-        "dvrgate_cache_hits_total",
-        "counter",
-        "Memory cache hits.",
-        &[("", c.stats.hits.load(Ordering::Relaxed) as f64)],
-    );
-    t.metric(
-        "dvrgate_cache_misses_total",
-        "counter",
-        "Memory cache misses.",
-        &[("", c.stats.misses.load(Ordering::Relaxed) as f64)],
-    );
-    t.metric(
-        "dvrgate_cache_bytes",
+        "dvrgate_relay_live",
         "gauge",
-        "Bytes held by the memory cache.",
-        &[("", c.weighted_size() as f64)],
-    );
-    t.metric(
-        "dvrgate_cache_entries",
-        "gauge",
-        "Entries in the memory cache.",
-        &[("", c.entry_count() as f64)],
+        "1 while a relayed stream is live upstream.",
+        &following,
     );
     let streams = st.store.list();
     let mut live = Vec::new();
@@ -157,4 +232,11 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         .into_response();
     cache_control(&mut r, "no-store");
     r
+}
+
+/// Escapes a Prometheus label value.
+fn label_escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

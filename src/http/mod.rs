@@ -5,9 +5,11 @@
 //! carries (`Via`, CORS) and counts responses; OPTIONS preflights are answered there too.
 //! Long-lived responses (SSE, long-polls) end when the node's shutdown token fires.
 
+pub mod api;
 pub mod error;
 pub mod etag;
 pub mod events;
+pub mod feed;
 pub mod hls;
 pub mod metrics;
 pub mod playlist;
@@ -28,11 +30,13 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use feed::Feed;
 
 use crate::cache::Cache;
 use crate::events::Bus;
 use crate::metrics::Metrics;
-use crate::store::{Store, Stream};
+use crate::relay::Relays;
+use crate::store::Store;
 
 /// Longest `?wait=` of a long-poll: bounds how long a request (and its task) can be parked.
 pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -42,8 +46,13 @@ pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 pub struct AppState {
     pub node_name: Arc<str>,
     pub store: Arc<Store>,
+    pub relays: Arc<Relays>,
     pub cache: Cache,
     pub bus: Bus,
+    /// `http.admin_token`: when set, `/api/*` needs it; else loopback only.
+    pub admin_token: Option<String>,
+    /// `http.allow_upstreams`.
+    pub allow_upstreams: Option<Vec<String>>,
     pub metrics: Arc<Metrics>,
     /// Configured segment target (floor of playlist target durations).
     pub segment_target_ms: u64,
@@ -64,6 +73,7 @@ impl AppState {
     pub fn new(
         node_name: &str,
         store: Arc<Store>,
+        relays: Arc<Relays>,
         cache: Cache,
         bus: Bus,
         metrics: Arc<Metrics>,
@@ -76,8 +86,11 @@ impl AppState {
         AppState {
             node_name: node_name.into(),
             store,
+            relays,
             cache,
             bus,
+            admin_token: None,
+            allow_upstreams: None,
             metrics,
             segment_target_ms,
             playlist_window_ms,
@@ -87,11 +100,33 @@ impl AppState {
         }
     }
 
-    /// The stream, or a 404.
-    pub fn stream(&self, name: &str) -> Result<Arc<Stream>, ApiError> {
-        self.store
-            .get(name)
-            .ok_or_else(|| ApiError::StreamNotFound(name.to_owned()))
+    /// The stream `name`: recorded here, relayed, or relayed on demand from `[relay]
+    /// upstreams` (the first request for it probes them). Recorded streams win over relays.
+    pub async fn feed(&self, name: &str) -> Result<Feed, ApiError> {
+        if let Some(s) = self.store.get(name) {
+            return Ok(Feed::Recorded(s));
+        }
+        match self.relays.on_demand(name).await {
+            Ok(p) => Ok(Feed::Relayed(p)),
+            Err(crate::relay::Error::NotFound(_) | crate::relay::Error::BadName(_)) => {
+                Err(ApiError::StreamNotFound(name.to_owned()))
+            }
+            Err(crate::relay::Error::Upstream(why)) => Err(ApiError::Upstream(why)),
+        }
+    }
+
+    /// Every stream this node serves (recorded, then relayed), sorted by name.
+    pub fn feeds(&self) -> Vec<Feed> {
+        let mut all: Vec<Feed> = self.store.list().into_iter().map(Feed::Recorded).collect();
+        all.extend(
+            self.relays
+                .list()
+                .into_iter()
+                .filter(|p| self.store.get(&p.local).is_none())
+                .map(Feed::Relayed),
+        );
+        all.sort_by(|a, b| a.stream().name.cmp(&b.stream().name));
+        all
     }
 }
 
@@ -110,6 +145,8 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{name}/init/{file}", get(segments::init))
         .route("/streams/{name}/segments/{file}", get(segments::segment))
         .route("/streams/{name}/events", get(events::stream_events))
+        .route("/api/proxies", get(api::list).post(api::create))
+        .route("/api/proxies/{file}", axum::routing::delete(api::delete))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::range::{self, Range};
-use super::{etag, ApiError, AppState, FileParam, StreamName, IMMUTABLE};
-use crate::cache::{Key, Miss};
+use super::{etag, ApiError, AppState, Feed, FileParam, StreamName, IMMUTABLE};
+use crate::cache::{Fetched, Key, Miss, Reader};
 
 /// Parses `"<n>.<ext>"` with a plain decimal `n` (no sign, no leading `+`, at most 20 digits).
 pub fn parse_numbered(file: &str, ext: &str) -> Option<u64> {
@@ -19,6 +19,21 @@ pub fn parse_numbered(file: &str, ext: &str) -> Option<u64> {
         return None;
     }
     n.parse().ok()
+}
+
+/// Bytes to send: in hand, or arriving from an upstream pull shared with other viewers.
+pub enum Payload {
+    Ready(Bytes),
+    Streaming(Reader),
+}
+
+impl From<Fetched> for Payload {
+    fn from(f: Fetched) -> Payload {
+        match f {
+            Fetched::Ready(b) => Payload::Ready(b),
+            Fetched::Streaming(r) => Payload::Streaming(r),
+        }
+    }
 }
 
 /// `GET /streams/{name}/segments/{seq}.m4s`
@@ -30,33 +45,42 @@ pub async fn segment(
 ) -> Result<Response, ApiError> {
     let seq = parse_numbered(&file, "m4s")
         .ok_or_else(|| ApiError::NotFound(format!("no segment {file:?}")))?;
-    let stream = st.stream(&name)?;
+    let feed = st.feed(&name).await?;
     let not_found = || ApiError::SegmentNotFound {
         stream: name.clone(),
         seq,
     };
-    let Some(hash) = stream.read().segment(seq).map(|s| s.hash) else {
+    let Some((hash, length)) = feed
+        .stream()
+        .read()
+        .segment(seq)
+        .map(|s| (s.hash, s.length))
+    else {
         return Err(not_found());
     };
-    let key = Key::Segment {
-        stream: name.as_str().into(),
-        seq,
-    };
-    let bytes = match st.cache.get_or_load(key, stream.read_segment(seq)).await {
-        Ok(b) => b,
-        Err(e) => {
-            return Err(match &*e {
-                Miss::Absent => not_found(),
-                Miss::Failed(err) => ApiError::Internal(err.to_string()),
-            })
+    let etag = etag::of(hash);
+    if let Some(r) = not_modified(&headers, &etag) {
+        return Ok(r);
+    }
+    let payload = match &feed {
+        Feed::Recorded(stream) => {
+            let key = Key::Segment {
+                stream: name.as_str().into(),
+                seq,
+            };
+            match st.cache.get_or_load(key, stream.read_segment(seq)).await {
+                Ok(b) => Payload::Ready(b),
+                Err(e) => {
+                    return Err(match &*e {
+                        Miss::Absent => not_found(),
+                        Miss::Failed(err) => ApiError::Internal(err.to_string()),
+                    })
+                }
+            }
         }
+        Feed::Relayed(proxy) => proxy.segment(seq).await.ok_or_else(not_found)?.into(),
     };
-    Ok(serve_bytes(
-        &headers,
-        bytes,
-        &etag::of(hash),
-        "video/iso.segment",
-    ))
+    Ok(serve(&headers, payload, length, &etag, "video/iso.segment"))
 }
 
 /// `GET /streams/{name}/init/{period}.mp4`
@@ -70,71 +94,100 @@ pub async fn init(
     let period = parse_numbered(&file, "mp4")
         .and_then(|p| u32::try_from(p).ok())
         .ok_or_else(not_found)?;
-    let stream = st.stream(&name)?;
-    let Some(hash) = stream.read().period(period).map(|p| p.init_hash) else {
+    let feed = st.feed(&name).await?;
+    let Some((hash, length)) = feed
+        .stream()
+        .read()
+        .period(period)
+        .map(|p| (p.init_hash, p.init_length))
+    else {
         return Err(not_found());
     };
-    let key = Key::Init {
-        stream: name.as_str().into(),
-        period,
-    };
-    let bytes = match st.cache.get_or_load(key, stream.read_init(period)).await {
-        Ok(b) => b,
-        Err(e) => {
-            return Err(match &*e {
-                Miss::Absent => not_found(),
-                Miss::Failed(err) => ApiError::Internal(err.to_string()),
-            })
+    let etag = etag::of(hash);
+    if let Some(r) = not_modified(&headers, &etag) {
+        return Ok(r);
+    }
+    let payload = match &feed {
+        Feed::Recorded(stream) => {
+            let key = Key::Init {
+                stream: name.as_str().into(),
+                period,
+            };
+            match st.cache.get_or_load(key, stream.read_init(period)).await {
+                Ok(b) => Payload::Ready(b),
+                Err(e) => {
+                    return Err(match &*e {
+                        Miss::Absent => not_found(),
+                        Miss::Failed(err) => ApiError::Internal(err.to_string()),
+                    })
+                }
+            }
         }
+        Feed::Relayed(proxy) => proxy.init(period).await.ok_or_else(not_found)?.into(),
     };
-    Ok(serve_bytes(&headers, bytes, &etag::of(hash), "video/mp4"))
+    Ok(serve(&headers, payload, length, &etag, "video/mp4"))
 }
 
-/// Answers a GET/HEAD for immutable bytes: 304, 206, 416 or 200, without copying `bytes`.
-pub fn serve_bytes(
-    req: &HeaderMap,
-    bytes: Bytes,
-    etag: &str,
-    content_type: &'static str,
-) -> Response {
-    let text = |name: header::HeaderName| req.get(name).and_then(|v| v.to_str().ok());
-    let len = bytes.len() as u64;
-    let mut resp = if text(header::IF_NONE_MATCH).is_some_and(|h| etag::none_match(h, etag)) {
-        StatusCode::NOT_MODIFIED.into_response()
-    } else {
-        let range_allowed = text(header::IF_RANGE).is_none_or(|h| etag::if_range_allows(h, etag));
-        let wanted = if range_allowed {
-            range::parse(text(header::RANGE), len)
-        } else {
-            Range::Whole
-        };
-        match wanted {
-            Range::Whole => {
-                let mut r = Response::new(Body::from(bytes));
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-                r
-            }
-            Range::Single { start, end } => {
-                // start <= end < len, so the slice is in bounds.
-                let part = bytes.slice(start as usize..=end as usize);
-                let mut r = (StatusCode::PARTIAL_CONTENT, Body::from(part)).into_response();
-                let h = r.headers_mut();
-                h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
-                    h.insert(header::CONTENT_RANGE, v);
-                }
-                r
-            }
-            Range::Unsatisfiable => return ApiError::RangeNotSatisfiable { len }.into_response(),
-        }
-    };
-    let h = resp.headers_mut();
+/// 304 when `If-None-Match` matches: answered from the index, before any byte is fetched.
+fn not_modified(req: &HeaderMap, etag: &str) -> Option<Response> {
+    let inm = req
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())?;
+    if !etag::none_match(inm, etag) {
+        return None;
+    }
+    let mut r = StatusCode::NOT_MODIFIED.into_response();
+    immutable_headers(r.headers_mut(), etag);
+    Some(r)
+}
+
+fn immutable_headers(h: &mut HeaderMap, etag: &str) {
     if let Ok(v) = HeaderValue::from_str(etag) {
         h.insert(header::ETAG, v);
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+}
+
+/// Answers a GET/HEAD for immutable bytes of known `len`: 206, 416 or 200, without copying.
+/// A streaming payload sends bytes as they arrive; if the pull fails mid-way, the body ends
+/// early (the headers are gone; a relay never splices another upstream's bytes in).
+pub fn serve(
+    req: &HeaderMap,
+    payload: Payload,
+    len: u64,
+    etag: &str,
+    content_type: &'static str,
+) -> Response {
+    let text = |name: header::HeaderName| req.get(name).and_then(|v| v.to_str().ok());
+    let range_allowed = text(header::IF_RANGE).is_none_or(|h| etag::if_range_allows(h, etag));
+    let wanted = if range_allowed {
+        range::parse(text(header::RANGE), len)
+    } else {
+        Range::Whole
+    };
+    let (status, first, last) = match wanted {
+        Range::Whole => (StatusCode::OK, 0, len.saturating_sub(1)),
+        Range::Single { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        Range::Unsatisfiable => return ApiError::RangeNotSatisfiable { len }.into_response(),
+    };
+    let body = match payload {
+        // first <= last < len (range::parse guarantees it), so the slice is in bounds.
+        Payload::Ready(bytes) if len == 0 => Body::from(bytes),
+        Payload::Ready(bytes) => Body::from(bytes.slice(first as usize..=last as usize)),
+        Payload::Streaming(reader) => Body::from_stream(reader.range(first, last)),
+    };
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let sent = if len == 0 { 0 } else { last - first + 1 };
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(sent));
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    immutable_headers(h, etag);
     resp
 }
 

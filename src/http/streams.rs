@@ -9,7 +9,9 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::{cache_control, ApiError, AppState, QueryParams, StreamName, LIVE, MAX_WAIT, PAST};
+use super::{
+    cache_control, ApiError, AppState, Feed, QueryParams, StreamName, LIVE, MAX_WAIT, PAST,
+};
 use crate::store::{Stream, StreamIndex};
 use crate::time::{format_rfc3339, now_ms, At};
 
@@ -44,14 +46,16 @@ pub fn select_window(
 }
 
 /// The status object of a stream (SPEC.md `GET /streams/{name}`).
-pub fn status(st: &AppState, stream: &Stream) -> serde_json::Value {
+pub fn status(st: &AppState, feed: &Feed) -> serde_json::Value {
+    let stream = feed.stream();
+    let source = feed.source_json();
     let ix = stream.read();
     let period = ix.periods.last();
     serde_json::json!({
         "name": stream.name,
         "node": &*st.node_name,
         "live": ix.live,
-        "source": {"kind": "ingest"},
+        "source": source,
         "dvr": {
             "start": ix.start_ms().map(format_rfc3339),
             "end": ix.live_edge_ms().map(format_rfc3339),
@@ -70,7 +74,7 @@ pub fn status(st: &AppState, stream: &Stream) -> serde_json::Value {
 
 /// `GET /streams`
 pub async fn list(State(st): State<AppState>) -> Response {
-    let all: Vec<_> = st.store.list().iter().map(|s| status(&st, s)).collect();
+    let all: Vec<_> = st.feeds().iter().map(|f| status(&st, f)).collect();
     let mut r = axum::Json(all).into_response();
     cache_control(&mut r, LIVE);
     r
@@ -81,8 +85,8 @@ pub async fn status_handler(
     State(st): State<AppState>,
     StreamName(name): StreamName,
 ) -> Result<Response, ApiError> {
-    let stream = st.stream(&name)?;
-    let mut r = axum::Json(status(&st, &stream)).into_response();
+    let feed = st.feed(&name).await?;
+    let mut r = axum::Json(status(&st, &feed)).into_response();
     cache_control(&mut r, LIVE);
     Ok(r)
 }
@@ -109,6 +113,8 @@ struct PeriodDoc<'a> {
     start_ms: u64,
     /// Content hash of the init segment (its ETag without quotes).
     hash: String,
+    /// Size of the init segment in bytes.
+    length: u64,
 }
 
 #[derive(Serialize)]
@@ -141,6 +147,7 @@ fn render_index(st: &AppState, name: &str, ix: &StreamIndex, range: Range<usize>
                 height: p.height,
                 start_ms: p.start_ms,
                 hash: format!("{:016x}", p.init_hash),
+                length: p.init_length,
             })
             .collect(),
         segments: ix
@@ -171,7 +178,8 @@ pub async fn index_json(
     StreamName(name): StreamName,
     q: QueryParams,
 ) -> Result<Response, ApiError> {
-    let stream = st.stream(&name)?;
+    let feed = st.feed(&name).await?;
+    let stream = feed.stream().clone();
     let after = q.u64("after")?;
     let wait = q
         .get("wait")

@@ -289,6 +289,52 @@ impl Stream {
         }
     }
 
+    /// A stream whose index lives only in memory (a relay's view of an upstream stream).
+    pub fn in_memory(name: &str) -> Stream {
+        Stream::new(
+            name.to_owned(),
+            Layout::new(Path::new(""), name),
+            StreamIndex::default(),
+            0,
+        )
+    }
+
+    /// Applies records to the in-memory index only (relays) and wakes watchers. Returns what
+    /// a `Drop` removed.
+    pub fn apply_in_memory(&self, records: Vec<Record>) -> Vec<SegmentMeta> {
+        let mut gone = Vec::new();
+        {
+            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+            for r in records {
+                match r {
+                    Record::Drop { before } => gone.extend(ix.drop_before(before).0),
+                    other => ix.apply(other),
+                }
+            }
+        }
+        self.bump();
+        gone
+    }
+
+    /// Sets the live flag of an in-memory index (relays mirror their upstream's).
+    pub fn set_live(&self, live: bool) {
+        let changed = {
+            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut ix.live, live) != live
+        };
+        if changed {
+            self.bump();
+        }
+    }
+
+    /// Sets where a relay's numbering starts (before its first segment).
+    pub fn start_seq_at(&self, seq: u64) {
+        let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+        if ix.segments.is_empty() && ix.next_seq < seq {
+            ix.next_seq = seq;
+        }
+    }
+
     /// A read view of the index. Do not hold it across `.await`.
     pub fn read(&self) -> RwLockReadGuard<'_, StreamIndex> {
         self.index.read().unwrap_or_else(|p| p.into_inner())

@@ -1,0 +1,246 @@
+//! One in-progress fetch of a cache entry, shared by every request that wants it.
+//!
+//! Invariants:
+//! - Bytes become visible to readers as they arrive, except the chunk that completes the
+//!   entry: it is held back until the whole entry is verified (length and, when known, hash),
+//!   so no reader ever receives a complete body that turned out to be wrong.
+//! - A [`Sink`] never accepts more than the expected length.
+//! - The outcome is set once; readers that see an error end their stream with it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::sync::watch;
+
+/// Why an entry could not be fetched; readers' bodies end with it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PullError(pub Arc<str>);
+
+impl PullError {
+    pub fn new(msg: impl Into<String>) -> PullError {
+        PullError(msg.into().into())
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    visible: Vec<Bytes>,
+    held: Option<Bytes>,
+    received: u64,
+    outcome: Option<Result<(), PullError>>,
+}
+
+/// Shared state of one fetch.
+#[derive(Debug)]
+pub(crate) struct Flight {
+    expected: u64,
+    state: Mutex<State>,
+    changed: watch::Sender<()>,
+}
+
+impl Flight {
+    pub(crate) fn new(expected: u64) -> Arc<Flight> {
+        Arc::new(Flight {
+            expected,
+            state: Mutex::default(),
+            changed: watch::channel(()).0,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Verifies what arrived and publishes the outcome. On success returns the whole entry
+    /// (one contiguous `Bytes`, for the cache).
+    pub(crate) fn finish(
+        &self,
+        result: Result<(), String>,
+        hash: Option<u64>,
+    ) -> Result<Bytes, PullError> {
+        let mut st = self.lock();
+        let verdict = match result {
+            Err(e) => Err(PullError::new(e)),
+            Ok(()) if st.received != self.expected => Err(PullError::new(format!(
+                "got {} of {} bytes",
+                st.received, self.expected
+            ))),
+            Ok(()) => {
+                let whole = concat(st.visible.iter().chain(st.held.iter()), self.expected);
+                match hash {
+                    Some(h) if xxhash_rust::xxh3::xxh3_64(&whole) != h => {
+                        Err(PullError::new("content hash differs from the index"))
+                    }
+                    _ => Ok(whole),
+                }
+            }
+        };
+        match &verdict {
+            Ok(_) => {
+                if let Some(last) = st.held.take() {
+                    st.visible.push(last);
+                }
+                st.outcome = Some(Ok(()));
+            }
+            Err(e) => st.outcome = Some(Err(e.clone())),
+        }
+        drop(st);
+        self.changed.send_replace(());
+        verdict
+    }
+
+    /// A stream of bytes `first..=last` of the entry as they arrive.
+    pub(crate) fn read(
+        self: &Arc<Self>,
+        first: u64,
+        last: u64,
+    ) -> impl Stream<Item = Result<Bytes, PullError>> + use<> {
+        struct Cursor {
+            flight: Arc<Flight>,
+            rx: watch::Receiver<()>,
+            index: usize,
+            pos: u64,
+        }
+        let cursor = Cursor {
+            flight: self.clone(),
+            rx: self.changed.subscribe(),
+            index: 0,
+            pos: 0,
+        };
+        futures_util::stream::unfold(Some(cursor), move |cursor| async move {
+            let mut c = cursor?;
+            loop {
+                if c.pos > last {
+                    return None;
+                }
+                let step = {
+                    let st = c.flight.lock();
+                    match st.visible.get(c.index) {
+                        Some(chunk) => Ok(chunk.clone()),
+                        None => Err(st.outcome.clone()),
+                    }
+                };
+                match step {
+                    Ok(chunk) => {
+                        let start = c.pos;
+                        let end = start + chunk.len() as u64; // exclusive
+                        c.index += 1;
+                        c.pos = end;
+                        if end <= first || chunk.is_empty() {
+                            continue;
+                        }
+                        let from = first.saturating_sub(start) as usize;
+                        let to = ((last + 1).min(end) - start) as usize;
+                        return Some((Ok(chunk.slice(from..to)), Some(c)));
+                    }
+                    Err(Some(Ok(()))) => return None,
+                    Err(Some(Err(e))) => return Some((Err(e), None)),
+                    Err(None) => {
+                        if c.rx.changed().await.is_err() {
+                            return Some((Err(PullError::new("fetch abandoned")), None));
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn concat<'a>(chunks: impl Iterator<Item = &'a Bytes> + Clone, len: u64) -> Bytes {
+    let mut it = chunks.clone();
+    if let (Some(only), None) = (it.next(), it.next()) {
+        return only.clone();
+    }
+    let mut buf = BytesMut::with_capacity(len as usize);
+    for c in chunks {
+        buf.extend_from_slice(c);
+    }
+    buf.freeze()
+}
+
+/// Where a puller writes an entry's bytes.
+#[derive(Debug)]
+pub struct Sink {
+    flight: Arc<Flight>,
+}
+
+/// The puller sent more than the entry's expected length.
+#[derive(Debug, thiserror::Error)]
+#[error("body longer than the expected {expected} bytes")]
+pub struct Oversized {
+    pub expected: u64,
+}
+
+impl Sink {
+    pub(crate) fn new(flight: Arc<Flight>) -> Sink {
+        Sink { flight }
+    }
+
+    /// Appends a chunk; refuses to go beyond the expected length.
+    pub fn push(&mut self, chunk: Bytes) -> Result<(), Oversized> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let expected = self.flight.expected;
+        {
+            let mut st = self.flight.lock();
+            if st.outcome.is_some() {
+                return Ok(());
+            }
+            let total = st.received + chunk.len() as u64;
+            if total > expected {
+                return Err(Oversized { expected });
+            }
+            st.received = total;
+            if total == expected {
+                st.held = Some(chunk);
+            } else {
+                st.visible.push(chunk);
+            }
+        }
+        self.flight.changed.send_replace(());
+        Ok(())
+    }
+
+    /// Bytes accepted so far.
+    pub fn received(&self) -> u64 {
+        self.flight.lock().received
+    }
+
+    /// The entry's length.
+    pub fn expected(&self) -> u64 {
+        self.flight.expected
+    }
+}
+
+/// Bytes of an entry being fetched, shared with every other request for it.
+#[derive(Debug, Clone)]
+pub struct Reader {
+    pub(crate) flight: Arc<Flight>,
+}
+
+impl Reader {
+    /// Bytes `first..=last`, as they arrive.
+    pub fn range(
+        &self,
+        first: u64,
+        last: u64,
+    ) -> impl Stream<Item = Result<Bytes, PullError>> + Send + use<> {
+        self.flight.read(first, last)
+    }
+
+    /// The whole entry, as it arrives.
+    pub fn all(&self) -> impl Stream<Item = Result<Bytes, PullError>> + Send + use<> {
+        self.flight.read(0, self.flight.expected.saturating_sub(1))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.flight.expected
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flight.expected == 0
+    }
+}

@@ -1,0 +1,349 @@
+//! The segment cache: a moka LRU memory tier weighed in bytes, an optional disk tier that
+//! evicted entries spill to, and single flight across both for entries fetched from upstream.
+//!
+//! Invariants:
+//! - Values are immutable (segments and init segments are keyed by stream instance and
+//!   seq/period, and a key never names two different bodies). Serving a hit clones a `Bytes`
+//!   handle, never the bytes.
+//! - For [`Cache::get_or_pull`], at most one fetch per key runs at a time, whichever tier it
+//!   reads from: concurrent requests share it (a [`Flight`]) and receive bytes as they arrive.
+//!   An entry on its way from memory to disk sits in `spilling`, so it is found in that window.
+//! - Nothing enters either tier before it is verified (length, and hash when the index gives
+//!   one). A failed fetch is not cached; the next request starts a new one.
+//! - A fetch runs as its own task: a viewer that goes away does not cancel it for the others.
+//! - Recorded entries (origin) never spill: the recording is their disk copy.
+//!
+//! moka notes: size and eviction counters move only after `run_pending_tasks`; the eviction
+//! listener runs inline on whichever task triggered maintenance, so it only hands the value to
+//! the spill task over a bounded channel (full channel = entry dropped, counted).
+
+mod disk;
+mod flight;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+pub use disk::DiskTier;
+use disk::{Disk, Spilled};
+use flight::Flight;
+pub use flight::{Oversized, PullError, Reader, Sink};
+
+/// Entries waiting to be written to disk; more are dropped (and counted) rather than queued.
+const SPILL_QUEUE: usize = 64;
+
+/// What a cache entry holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    Segment { stream: Arc<str>, seq: u64 },
+    Init { stream: Arc<str>, period: u32 },
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Served from memory (or from an entry on its way to disk).
+    pub hits: AtomicU64,
+    /// Served from the disk tier.
+    pub disk_hits: AtomicU64,
+    /// Not in any tier (recorded loads and upstream pulls).
+    pub misses: AtomicU64,
+    /// Upstream pulls started.
+    pub pulls: AtomicU64,
+    /// Upstream pulls that failed (nothing cached).
+    pub pull_failures: AtomicU64,
+    /// Requests that joined a fetch already in progress.
+    pub coalesced: AtomicU64,
+    /// Entries written to the disk tier.
+    pub spills: AtomicU64,
+    /// Evicted entries not spilled (queue full, disk failing or disabled).
+    pub spill_dropped: AtomicU64,
+    /// Files removed from the disk tier to stay within its bound.
+    pub disk_evictions: AtomicU64,
+    /// Entries evicted from memory for size.
+    pub memory_evictions: AtomicU64,
+}
+
+/// Why [`Cache::get_or_load`] has no value.
+#[derive(Debug)]
+pub enum Miss<E> {
+    /// The loader found nothing (e.g. no such segment).
+    Absent,
+    /// The loader failed.
+    Failed(E),
+}
+
+/// What an upstream entry must be.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect {
+    pub length: u64,
+    /// xxh3-64 of the body, when the index gives it.
+    pub hash: Option<u64>,
+}
+
+/// A cache answer for an upstream entry.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Whole, verified bytes.
+    Ready(Bytes),
+    /// Bytes arriving from a fetch shared with other requests.
+    Streaming(Reader),
+}
+
+#[derive(Debug, Clone)]
+struct Value {
+    bytes: Bytes,
+    spill: bool,
+}
+
+#[derive(Debug)]
+struct Inner {
+    memory: moka::future::Cache<Key, Value>,
+    flights: Mutex<HashMap<Key, Arc<Flight>>>,
+    spilling: Arc<Mutex<HashMap<Key, Bytes>>>,
+    disk: Option<Arc<Disk>>,
+}
+
+/// The node's cache (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+    pub stats: Arc<Stats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Cache {
+    /// A memory-only cache holding at most `max_bytes`.
+    pub fn new(max_bytes: u64) -> Cache {
+        Cache::build(max_bytes, None)
+    }
+
+    /// A cache with a disk tier. If the directory cannot be prepared, logs why and runs
+    /// memory-only.
+    pub async fn with_disk(max_bytes: u64, disk: Option<DiskTier>) -> Cache {
+        let disk = match disk {
+            None => None,
+            Some(tier) => {
+                let dir = tier.dir.clone();
+                match Disk::open(tier).await {
+                    Ok(d) => Some(Arc::new(d)),
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "disk cache unusable; memory cache only");
+                        None
+                    }
+                }
+            }
+        };
+        Cache::build(max_bytes, disk)
+    }
+
+    fn build(max_bytes: u64, disk: Option<Arc<Disk>>) -> Cache {
+        let stats = Arc::new(Stats::default());
+        let spilling: Arc<Mutex<HashMap<Key, Bytes>>> = Arc::default();
+        let mut builder = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_k: &Key, v: &Value| u32::try_from(v.bytes.len()).unwrap_or(u32::MAX));
+        let spill_tx = disk.as_ref().map(|d| {
+            let (tx, rx) = mpsc::channel(SPILL_QUEUE);
+            tokio::spawn(spill_task(rx, d.clone(), spilling.clone(), stats.clone()));
+            tx
+        });
+        {
+            let stats = stats.clone();
+            let spilling = spilling.clone();
+            builder = builder.eviction_listener(move |key: Arc<Key>, value: Value, cause| {
+                if cause != moka::notification::RemovalCause::Size {
+                    return;
+                }
+                stats.memory_evictions.fetch_add(1, Ordering::Relaxed);
+                let Some(tx) = &spill_tx else { return };
+                if !value.spill {
+                    return;
+                }
+                let key = (*key).clone();
+                lock(&spilling).insert(key.clone(), value.bytes.clone());
+                if tx.try_send((key.clone(), value.bytes)).is_err() {
+                    lock(&spilling).remove(&key);
+                    stats.spill_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        let inner = Inner {
+            memory: builder.build(),
+            flights: Mutex::default(),
+            spilling,
+            disk,
+        };
+        Cache {
+            inner: Arc::new(inner),
+            stats,
+        }
+    }
+
+    /// Stores a recorded value (a freshly written segment is hot: live viewers ask for it next).
+    pub async fn insert(&self, key: Key, value: Bytes) {
+        self.inner
+            .memory
+            .insert(
+                key,
+                Value {
+                    bytes: value,
+                    spill: false,
+                },
+            )
+            .await;
+    }
+
+    /// The cached value, or the value `load` finds (from the recording), loaded once for all
+    /// concurrent callers. A [`Miss`] is shared by every waiter of that load and is not cached.
+    pub async fn get_or_load<E, F>(&self, key: Key, load: F) -> Result<Bytes, Arc<Miss<E>>>
+    where
+        E: Send + Sync + 'static,
+        F: std::future::Future<Output = Result<Option<Bytes>, E>>,
+    {
+        if let Some(v) = self.inner.memory.get(&key).await {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(v.bytes);
+        }
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .memory
+            .try_get_with(key, async move {
+                match load.await {
+                    Ok(Some(bytes)) => Ok(Value {
+                        bytes,
+                        spill: false,
+                    }),
+                    Ok(None) => Err(Miss::Absent),
+                    Err(e) => Err(Miss::Failed(e)),
+                }
+            })
+            .await
+            .map(|v| v.bytes)
+    }
+
+    /// An upstream entry: from memory, from an entry being spilled, from a fetch in progress,
+    /// or from a new fetch (disk tier first, else `pull`), shared by every concurrent caller.
+    pub async fn get_or_pull<P, Fut>(&self, key: Key, expect: Expect, pull: P) -> Fetched
+    where
+        P: FnOnce(Sink) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        if let Some(v) = self.inner.memory.get(&key).await {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Fetched::Ready(v.bytes);
+        }
+        let flight = {
+            let mut flights = lock(&self.inner.flights);
+            if let Some(b) = lock(&self.inner.spilling).get(&key) {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                return Fetched::Ready(b.clone());
+            }
+            if let Some(f) = flights.get(&key) {
+                self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                return Fetched::Streaming(Reader { flight: f.clone() });
+            }
+            let f = Flight::new(expect.length);
+            flights.insert(key.clone(), f.clone());
+            f
+        };
+        let reader = Reader {
+            flight: flight.clone(),
+        };
+        let cache = self.clone();
+        tokio::spawn(async move { cache.run_flight(key, expect, flight, pull).await });
+        Fetched::Streaming(reader)
+    }
+
+    async fn run_flight<P, Fut>(self, key: Key, expect: Expect, flight: Arc<Flight>, pull: P)
+    where
+        P: FnOnce(Sink) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let from_disk = match &self.inner.disk {
+            Some(d) => d
+                .get(&key)
+                .await
+                .filter(|b| b.len() as u64 == expect.length),
+            None => None,
+        };
+        let (result, spill) = match from_disk {
+            Some(bytes) => {
+                self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
+                let mut sink = Sink::new(flight.clone());
+                (sink.push(bytes).map_err(|e| e.to_string()), true)
+            }
+            None => {
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                self.stats.pulls.fetch_add(1, Ordering::Relaxed);
+                (pull(Sink::new(flight.clone())).await, true)
+            }
+        };
+        match flight.finish(result, expect.hash) {
+            Ok(bytes) => {
+                self.inner
+                    .memory
+                    .insert(key.clone(), Value { bytes, spill })
+                    .await
+            }
+            Err(e) => {
+                self.stats.pull_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(?key, error = %e, "upstream pull failed; nothing cached");
+            }
+        }
+        lock(&self.inner.flights).remove(&key);
+    }
+
+    /// Runs moka's pending maintenance (evictions, size counters).
+    pub async fn run_pending_tasks(&self) {
+        self.inner.memory.run_pending_tasks().await;
+    }
+
+    /// Bytes held in memory (approximate until maintenance runs).
+    pub fn weighted_size(&self) -> u64 {
+        self.inner.memory.weighted_size()
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.inner.memory.entry_count()
+    }
+
+    /// Bytes held by the disk tier (0 without one).
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner.disk.as_ref().map_or(0, |d| d.bytes())
+    }
+
+    /// Whether the entry is in the disk tier.
+    pub fn on_disk(&self, key: &Key) -> bool {
+        self.inner.disk.as_ref().is_some_and(|d| d.contains(key))
+    }
+}
+
+async fn spill_task(
+    mut rx: mpsc::Receiver<(Key, Bytes)>,
+    disk: Arc<Disk>,
+    spilling: Arc<Mutex<HashMap<Key, Bytes>>>,
+    stats: Arc<Stats>,
+) {
+    while let Some((key, bytes)) = rx.recv().await {
+        match disk.put(key.clone(), bytes).await {
+            Spilled::Stored { evicted } => {
+                stats.spills.fetch_add(1, Ordering::Relaxed);
+                stats.disk_evictions.fetch_add(evicted, Ordering::Relaxed);
+            }
+            Spilled::Present => {}
+            Spilled::Skipped | Spilled::Failed => {
+                stats.spill_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        lock(&spilling).remove(&key);
+    }
+}

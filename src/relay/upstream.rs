@@ -1,0 +1,324 @@
+//! Talking to an upstream node: its `index.json` (plain and long-poll) and Range pulls of
+//! segments. Reports what happened ([`Trouble`]); never retries another upstream on its own
+//! (that is `failover`'s call). A broken transfer resumes from the *same* URL with a Range for
+//! the missing bytes, so bytes from two upstreams are never spliced into one segment.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+
+use super::failover::{status_is_trouble, Trouble};
+use crate::cache::Sink;
+
+/// Connect timeout: a dead upstream is noticed quickly.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait for response headers of a segment pull.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest silence between two body chunks of a pull before it counts as stalled.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Resumes of one broken pull (each from the same upstream, for the missing bytes).
+pub const MAX_RESUMES: u32 = 3;
+/// Largest `index.json` accepted: a 24-hour window is about 10 MB; this bounds a hostile one.
+pub const MAX_INDEX_BYTES: usize = 64 << 20;
+/// Largest segment accepted from an index: bounds what one pull may buffer.
+pub const MAX_SEGMENT_BYTES: u64 = 256 << 20;
+
+/// A period as an upstream's `index.json` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpPeriod {
+    pub id: u32,
+    pub init: String,
+    pub codecs: String,
+    #[serde(default)]
+    pub width: Option<u32>,
+    #[serde(default)]
+    pub height: Option<u32>,
+    #[serde(default)]
+    pub start_ms: u64,
+    #[serde(default)]
+    pub hash: Option<String>,
+    #[serde(default)]
+    pub length: Option<u64>,
+}
+
+/// A segment as an upstream's `index.json` lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpSegment {
+    pub seq: u64,
+    pub period: u32,
+    pub start_ms: u64,
+    pub duration_ms: u64,
+    pub time: String,
+    pub url: String,
+    #[serde(default)]
+    pub offset: u64,
+    pub length: u64,
+    #[serde(default)]
+    pub hash: Option<String>,
+}
+
+/// An upstream's `index.json`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UpIndex {
+    pub live: bool,
+    #[serde(default)]
+    pub target_duration_ms: u64,
+    pub periods: Vec<UpPeriod>,
+    pub segments: Vec<UpSegment>,
+}
+
+/// A relative URL from an index is only used if it stays below the stream.
+pub fn safe_relative(url: &str) -> bool {
+    !url.is_empty()
+        && !url.starts_with('/')
+        && url
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && url
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+}
+
+/// Parses a 16-hex-digit content hash.
+pub fn parse_hash(h: Option<&str>) -> Option<u64> {
+    h.filter(|h| h.len() == 16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+}
+
+impl UpIndex {
+    /// Checks what a relay relies on; the error says what is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut prev: Option<u64> = None;
+        for s in &self.segments {
+            if prev.is_some_and(|p| s.seq <= p) {
+                return Err(format!("segment seq {} out of order", s.seq));
+            }
+            prev = Some(s.seq);
+            if s.length == 0 || s.length > MAX_SEGMENT_BYTES {
+                return Err(format!("segment {} has length {}", s.seq, s.length));
+            }
+            if !safe_relative(&s.url) {
+                return Err(format!("segment {} has unusable url {:?}", s.seq, s.url));
+            }
+            if crate::time::parse_rfc3339(&s.time).is_none() {
+                return Err(format!("segment {} has bad time {:?}", s.seq, s.time));
+            }
+            if !self.periods.iter().any(|p| p.id == s.period) {
+                return Err(format!(
+                    "segment {} names unknown period {}",
+                    s.seq, s.period
+                ));
+            }
+        }
+        for p in &self.periods {
+            if !safe_relative(&p.init) {
+                return Err(format!(
+                    "period {} has unusable init url {:?}",
+                    p.id, p.init
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP client of a relay (pooled connections).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new()
+    }
+}
+
+fn classify(e: &reqwest::Error) -> Trouble {
+    if e.is_timeout() {
+        Trouble::Timeout
+    } else if e.is_connect() {
+        Trouble::Connect
+    } else if let Some(s) = e.status() {
+        Trouble::Status(s.as_u16())
+    } else {
+        Trouble::BadAnswer(e.to_string())
+    }
+}
+
+impl Client {
+    pub fn new() -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("dvrgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Client { http }
+    }
+
+    /// GET `{base}/streams/{remote}/index.json{query}` within `timeout`.
+    /// `Ok(None)`: the upstream does not have the stream (404).
+    pub async fn index(
+        &self,
+        base: &str,
+        remote: &str,
+        query: &str,
+        timeout: Duration,
+    ) -> Result<Option<UpIndex>, Trouble> {
+        let url = format!(
+            "{}/streams/{remote}/index.json{query}",
+            base.trim_end_matches('/')
+        );
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(None);
+        }
+        if status_is_trouble(status) || status != 200 {
+            return Err(Trouble::Status(status));
+        }
+        let mut body = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| classify(&e))?;
+            if body.len() + chunk.len() > MAX_INDEX_BYTES {
+                return Err(Trouble::BadAnswer("index larger than 64 MiB".into()));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let index: UpIndex = serde_json::from_slice(&body)
+            .map_err(|e| Trouble::BadAnswer(format!("index JSON: {e}")))?;
+        index.validate().map_err(Trouble::BadAnswer)?;
+        Ok(Some(index))
+    }
+
+    /// Pulls `length` bytes at `offset` of `url` into `sink`, resuming a broken transfer from
+    /// the same URL. The sink rejects anything beyond `length`.
+    pub async fn pull(
+        &self,
+        url: &str,
+        offset: u64,
+        length: u64,
+        sink: &mut Sink,
+    ) -> Result<(), String> {
+        let mut resumes = 0;
+        loop {
+            let got = sink.received();
+            if got >= length {
+                return Ok(());
+            }
+            match self
+                .pull_once(url, offset + got, offset + length - 1, sink)
+                .await
+            {
+                Ok(()) if sink.received() >= length => return Ok(()),
+                Ok(()) | Err(PullFault::Broken(_))
+                    if resumes < MAX_RESUMES && sink.received() > got =>
+                {
+                    resumes += 1;
+                    tracing::debug!(%url, received = sink.received(), length, "resuming a broken pull");
+                }
+                Ok(()) => {
+                    return Err(format!(
+                        "{url}: transfer ended at {} of {length} bytes",
+                        sink.received()
+                    ))
+                }
+                Err(PullFault::Broken(why) | PullFault::Fatal(why)) => {
+                    return Err(format!("{url}: {why}"))
+                }
+            }
+        }
+    }
+
+    async fn pull_once(
+        &self,
+        url: &str,
+        first: u64,
+        last: u64,
+        sink: &mut Sink,
+    ) -> Result<(), PullFault> {
+        let resp = tokio::time::timeout(
+            FIRST_BYTE_TIMEOUT,
+            self.http
+                .get(url)
+                .header(reqwest::header::RANGE, format!("bytes={first}-{last}"))
+                .send(),
+        )
+        .await
+        .map_err(|_| PullFault::Fatal("no response headers in time".into()))?
+        .map_err(|e| PullFault::Fatal(classify(&e).to_string()))?;
+        let status = resp.status().as_u16();
+        match status {
+            206 => {
+                let expected = format!("bytes {first}-{last}/");
+                let ok = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with(&expected));
+                if !ok {
+                    return Err(PullFault::Fatal(
+                        "206 with a Content-Range other than requested".into(),
+                    ));
+                }
+            }
+            // A whole-resource answer is usable only when it is exactly what was asked for.
+            200 if first == 0 && resp.content_length() == Some(last + 1) => {}
+            _ => return Err(PullFault::Fatal(format!("answered HTTP {status}"))),
+        }
+        let mut body = resp.bytes_stream();
+        loop {
+            match tokio::time::timeout(STALL_TIMEOUT, body.next()).await {
+                Err(_) => return Err(PullFault::Broken("stalled".into())),
+                Ok(None) => return Ok(()),
+                Ok(Some(Err(e))) => return Err(PullFault::Broken(e.to_string())),
+                Ok(Some(Ok(chunk))) => sink
+                    .push(chunk)
+                    .map_err(|e| PullFault::Fatal(e.to_string()))?,
+            }
+        }
+    }
+}
+
+enum PullFault {
+    /// The transfer broke after it started: resumable.
+    Broken(String),
+    /// Not worth resuming.
+    Fatal(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_urls() {
+        for ok in ["segments/1.m4s", "init/0.mp4", "a/b_c-d.e"] {
+            assert!(safe_relative(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "http://evil/x",
+            "a//b",
+            "a b",
+            "./x",
+        ] {
+            assert!(!safe_relative(bad), "{bad}");
+        }
+        assert_eq!(parse_hash(Some("00000000000000ab")), Some(0xab));
+        assert_eq!(parse_hash(Some("zz")), None);
+    }
+}

@@ -1,0 +1,485 @@
+//! Relays: origin -> intermediate -> edge on real processes. Identical bytes at every hop, live
+//! propagation through long-polls, one upstream pull per hop for concurrent misses, the
+//! control API, and failover between two origins recording the same feed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn relay_of(up: &TestNode, extra: &str) -> TestNode {
+    let upstream = format!("http://{}", up.http);
+    let extra = extra.to_owned();
+    TestNode::start_with(move |_| {
+        format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{upstream}\"]\nidle_timeout = \"3s\"\n{extra}\n")
+    })
+}
+
+async fn index(node: &TestNode, name: &str) -> serde_json::Value {
+    get_json(&node.url(&format!("/streams/{name}/index.json"))).await
+}
+
+async fn metric(node: &TestNode, name: &str) -> f64 {
+    let text = http()
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
+}
+
+async fn publish_and_end(node: &TestNode, name: &str) {
+    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", name)
+        .await
+        .expect("publish");
+    p.send_all(&read_flv(CLIP), 0, false).await.unwrap();
+    p.close().await;
+    let url = node.url(&format!("/streams/{name}"));
+    eventually(Duration::from_secs(15), || {
+        let url = url.clone();
+        async move { (get_json(&url).await["live"] == false).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hops_serve_identical_bytes_and_follow_live() {
+    let origin = TestNode::origin();
+    let intermediate = relay_of(&origin, "");
+    let edge = relay_of(&intermediate, "");
+    let tags = read_flv(CLIP);
+    let mut p = Publisher::connect(origin.rtmp.unwrap(), "live", "cam")
+        .await
+        .expect("publish");
+    let publisher = tokio::spawn(async move {
+        p.send_all(&tags, 0, true).await.expect("send");
+        p.close().await;
+    });
+
+    // The edge learns the stream on demand and follows it live.
+    let first = eventually(Duration::from_secs(15), || async {
+        let r = http()
+            .get(edge.url("/streams/cam/index.json"))
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        v["segments"]
+            .as_array()?
+            .first()
+            .map(|s| s["seq"].as_u64().unwrap())
+    })
+    .await;
+    let started = Instant::now();
+    let next =
+        get_json(&edge.url(&format!("/streams/cam/index.json?after={first}&wait=20s"))).await;
+    assert_eq!(next["segments"][0]["seq"], first + 1);
+    let at_edge = started.elapsed();
+    let at_origin = index(&origin, "cam").await;
+    assert!(at_origin["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["seq"] == first + 1));
+    assert!(
+        at_edge < Duration::from_secs(4),
+        "live segment reached the edge in {at_edge:?}"
+    );
+    let status = get_json(&edge.url("/streams/cam")).await;
+    assert_eq!(status["source"]["kind"], "proxy");
+    assert_eq!(
+        status["source"]["upstream"],
+        format!("http://{}", intermediate.http)
+    );
+    assert_eq!(status["live"], true);
+
+    tokio::time::timeout(Duration::from_secs(30), publisher)
+        .await
+        .unwrap()
+        .unwrap();
+    let ended = |n: &TestNode| {
+        let url = n.url("/streams/cam");
+        async move {
+            eventually(Duration::from_secs(15), || {
+                let url = url.clone();
+                async move { (get_json(&url).await["live"] == false).then_some(()) }
+            })
+            .await
+        }
+    };
+    ended(&origin).await;
+    ended(&edge).await;
+    let o = index(&origin, "cam").await;
+    let e = index(&edge, "cam").await;
+    let i = index(&intermediate, "cam").await;
+    for key in ["seq", "time", "duration_ms", "length", "start_ms", "hash"] {
+        let pick = |ix: &serde_json::Value| {
+            ix["segments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s[key].clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pick(&o), pick(&e), "{key} differs between origin and edge");
+        assert_eq!(
+            pick(&o),
+            pick(&i),
+            "{key} differs between origin and intermediate"
+        );
+    }
+    let c = http();
+    for s in o["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain([&serde_json::json!({"url": "init/0.mp4"})])
+    {
+        let path = format!("/streams/cam/{}", s["url"].as_str().unwrap());
+        let a = c.get(origin.url(&path)).send().await.unwrap();
+        let b = c.get(edge.url(&path)).send().await.unwrap();
+        assert_eq!(b.status(), 200, "{path}");
+        assert_eq!(a.headers()["etag"], b.headers()["etag"], "{path}");
+        assert_eq!(b.headers()["via"], "1.1 test-node");
+        assert_eq!(
+            a.bytes().await.unwrap(),
+            b.bytes().await.unwrap(),
+            "{path} bytes identical"
+        );
+    }
+    let text = c
+        .get(edge.url("/streams/cam/index.m3u8"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
+    // Ranges at the edge, on a cold and on a warm segment.
+    let r = c
+        .get(edge.url("/streams/cam/segments/2.m4s"))
+        .header("Range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    let whole = c
+        .get(origin.url("/streams/cam/segments/2.m4s"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), whole.slice(100..200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_make_one_pull_per_hop() {
+    let origin = TestNode::origin();
+    publish_and_end(&origin, "cam").await;
+    let intermediate = relay_of(&origin, "");
+    let edge = relay_of(&intermediate, "");
+    index(&edge, "cam").await;
+    let before_edge = metric(&edge, "dvrgate_upstream_pulls_total").await;
+    let before_mid = metric(&intermediate, "dvrgate_upstream_pulls_total").await;
+    let url = edge.url("/streams/cam/segments/3.m4s");
+    let c = http();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (c, url) = (c.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            c.get(&url).send().await.unwrap().bytes().await.unwrap()
+        }));
+    }
+    let expected = c
+        .get(origin.url("/streams/cam/segments/3.m4s"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), expected);
+    }
+    assert_eq!(
+        metric(&edge, "dvrgate_upstream_pulls_total").await - before_edge,
+        1.0,
+        "one pull at the edge"
+    );
+    assert_eq!(
+        metric(&intermediate, "dvrgate_upstream_pulls_total").await - before_mid,
+        1.0,
+        "one pull at the intermediate"
+    );
+    // Now warm: no more pulls.
+    c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(
+        metric(&edge, "dvrgate_upstream_pulls_total").await - before_edge,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn unknown_names_are_cheap_404s() {
+    let origin = TestNode::origin();
+    let edge = relay_of(&origin, "");
+    let c = http();
+    for i in 0..50 {
+        let r = c
+            .get(edge.url(&format!("/streams/nothing{i}/index.m3u8")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+    }
+    assert!(
+        get_json(&edge.url("/streams"))
+            .await
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "no state for missing names"
+    );
+    // A dead upstream is a 502/504, not a 404 or a 500.
+    let dead = TestNode::start_with(|_| {
+        "[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"http://127.0.0.1:9\"]\n".into()
+    });
+    let r = c
+        .get(dead.url("/streams/any/index.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status() == 502 || r.status() == 504, "{}", r.status());
+}
+
+#[tokio::test]
+async fn control_api_creates_lists_and_stops_proxies() {
+    let origin = TestNode::origin();
+    publish_and_end(&origin, "cam").await;
+    let up = format!("http://{}", origin.http);
+    let allow = up.clone();
+    let relay = TestNode::start_with(move |_| {
+        format!("[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"s3cret\"\nallow_upstreams = [\"{allow}\"]\n\n[rtmp]\nlisten = \"off\"\n")
+    });
+    let c = http();
+    let api = relay.url("/api/proxies");
+    let body = serde_json::json!({"local": "copy", "remote": "cam", "upstreams": [up]});
+    let r = c.post(&api).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no token");
+    let r = c
+        .post(&api)
+        .bearer_auth("wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "wrong token");
+    let bad =
+        serde_json::json!({"local": "x", "remote": "cam", "upstreams": ["http://10.9.9.9:1"]});
+    let r = c
+        .post(&api)
+        .bearer_auth("s3cret")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "NetConnection.Connect.Rejected"
+    );
+    let r = c
+        .post(&api)
+        .bearer_auth("s3cret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "ProxyStream.Proxy.Start"
+    );
+    let r = c
+        .post(&api)
+        .bearer_auth("s3cret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "local taken");
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "ProxyStream.Proxy.BadName"
+    );
+    let bad_name = serde_json::json!({"local": "a/b", "remote": "cam", "upstreams": [up]});
+    assert_eq!(
+        c.post(&api)
+            .bearer_auth("s3cret")
+            .json(&bad_name)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    let list: serde_json::Value = c
+        .get(&api)
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["local"], "copy");
+    assert_eq!(list[0]["upstream"], up);
+    let segs = eventually(Duration::from_secs(10), || async {
+        let ix = index(&relay, "copy").await;
+        let n = ix["segments"].as_array().unwrap().len();
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert_eq!(
+        segs,
+        index(&origin, "cam").await["segments"]
+            .as_array()
+            .unwrap()
+            .len()
+    );
+    let r = c
+        .delete(relay.url("/api/proxies/copy"))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "ProxyStream.Proxy.Stop"
+    );
+    assert_eq!(
+        c.get(relay.url("/streams/copy"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_keeps_a_continuous_timeline() {
+    let mut a = TestNode::origin();
+    let b = TestNode::origin();
+    let (ua, ub) = (format!("http://{}", a.http), format!("http://{}", b.http));
+    let relay = TestNode::start_with(move |_| {
+        format!(
+            "[rtmp]\nlisten = \"off\"\n\n[[proxy]]\nlocal = \"cam\"\nremote = \"cam\"\nupstreams = [\"{ua}\", \"{ub}\"]\n\n[relay]\nidle_timeout = \"2s\"\n"
+        )
+    });
+    let events = http()
+        .get(relay.url("/streams/cam/events"))
+        .send()
+        .await
+        .unwrap();
+    // One feed pushed to both origins at once (two publishers, same tags, same pacing).
+    let tags = read_flv(CLIP);
+    let mut pa = Publisher::connect(a.rtmp.unwrap(), "live", "cam")
+        .await
+        .expect("publish a");
+    let mut pb = Publisher::connect(b.rtmp.unwrap(), "live", "cam")
+        .await
+        .expect("publish b");
+    let feed = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut a_alive = true;
+        for round in 0..2u32 {
+            for t in &tags {
+                let ts = round * 10_033 + t.timestamp_ms;
+                if round > 0 && t.body.get(1) == Some(&0) {
+                    continue;
+                }
+                tokio::time::sleep_until(start + Duration::from_millis(u64::from(ts))).await;
+                let tag = FlvTag {
+                    timestamp_ms: ts,
+                    ..t.clone()
+                };
+                if a_alive && pa.send(&tag).await.is_err() {
+                    a_alive = false;
+                }
+                pb.send(&tag).await.expect("b keeps publishing");
+            }
+        }
+        pb.close().await;
+    });
+    eventually(Duration::from_secs(15), || async {
+        (index(&relay, "cam").await["segments"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 3)
+            .then_some(())
+    })
+    .await;
+    a.stop_hard();
+    tokio::time::timeout(Duration::from_secs(40), feed)
+        .await
+        .expect("feed finished")
+        .unwrap();
+    let ix = eventually(Duration::from_secs(20), || async {
+        let ix = index(&relay, "cam").await;
+        (ix["live"] == false).then_some(ix)
+    })
+    .await;
+    let segs = ix["segments"].as_array().unwrap();
+    let times: Vec<i64> = segs
+        .iter()
+        .map(|s| dvrgate::time::parse_rfc3339(s["time"].as_str().unwrap()).unwrap())
+        .collect();
+    for (i, w) in segs.windows(2).enumerate() {
+        assert_eq!(
+            w[1]["seq"].as_u64().unwrap(),
+            w[0]["seq"].as_u64().unwrap() + 1,
+            "relay seq contiguous at {i}"
+        );
+        let gap = times[i + 1] - (times[i] + w[0]["duration_ms"].as_i64().unwrap());
+        assert!(gap > -1000, "no repeated segment at {i}: gap {gap} ms");
+        assert!(gap < 1000, "no skipped segment at {i}: gap {gap} ms");
+    }
+    let total: u64 = segs
+        .iter()
+        .map(|s| s["duration_ms"].as_u64().unwrap())
+        .sum();
+    assert!(total >= 19_000, "the whole feed is there: {total} ms");
+    let status = get_json(&relay.url("/streams/cam")).await;
+    assert_eq!(
+        status["source"]["upstream"],
+        format!("http://{}", b.http),
+        "no failback"
+    );
+    let text = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut body = events;
+        let mut out = String::new();
+        while let Ok(Some(chunk)) = body.chunk().await {
+            out.push_str(&String::from_utf8_lossy(&chunk));
+            if out.contains("ProxyStream.Proxy.Failover") {
+                break;
+            }
+        }
+        out
+    })
+    .await
+    .unwrap_or_default();
+    assert!(text.contains("NetConnection.Proxy.NotResponding"), "{text}");
+    assert!(text.contains("ProxyStream.Proxy.Failover"), "{text}");
+}
