@@ -79,6 +79,8 @@ pub struct HttpConfig {
     /// URL prefixes `/api/proxies` may use; unset = any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_upstreams: Option<Vec<String>>,
+    /// Longest section `clip.mp4` exports.
+    pub max_clip: Dur,
 }
 
 impl Default for HttpConfig {
@@ -87,6 +89,7 @@ impl Default for HttpConfig {
             listen: "0.0.0.0:8080".into(),
             admin_token: None,
             allow_upstreams: None,
+            max_clip: Dur::secs(3600),
         }
     }
 }
@@ -301,6 +304,9 @@ impl Config {
                 "record.playlist_window",
                 "must be at least record.segment_target",
             ));
+        }
+        if self.http.max_clip.0 < Duration::from_secs(1) {
+            return Err(invalid("http.max_clip", "must be at least 1s"));
         }
         if self.cache.memory.0 == 0 {
             return Err(invalid("cache.memory", "must be > 0"));

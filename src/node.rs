@@ -148,6 +148,7 @@ pub async fn start(
     );
     state.admin_token = config.http.admin_token.clone();
     state.allow_upstreams = config.http.allow_upstreams.clone();
+    state.max_clip_ms = u64::try_from(config.http.max_clip.0.as_millis()).unwrap_or(u64::MAX);
 
     let http_addr = listeners.http.local_addr()?;
     let rtmp_addr = listeners

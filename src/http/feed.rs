@@ -3,8 +3,45 @@
 
 use std::sync::Arc;
 
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use super::ApiError;
+use crate::cache::{Cache, Fetched, Key, Miss, Reader};
 use crate::relay::Proxy;
 use crate::store::Stream;
+
+/// Bytes to send: in hand, or arriving from an upstream pull shared with other viewers.
+pub enum Payload {
+    Ready(Bytes),
+    Streaming(Reader),
+}
+
+impl From<Fetched> for Payload {
+    fn from(f: Fetched) -> Payload {
+        match f {
+            Fetched::Ready(b) => Payload::Ready(b),
+            Fetched::Streaming(r) => Payload::Streaming(r),
+        }
+    }
+}
+
+impl Payload {
+    /// The whole body (waits for a streaming pull to finish; one copy of its chunks).
+    pub async fn collect(self) -> Result<Bytes, ApiError> {
+        match self {
+            Payload::Ready(b) => Ok(b),
+            Payload::Streaming(r) => {
+                let mut buf = BytesMut::with_capacity(usize::try_from(r.len()).unwrap_or(0));
+                let mut body = std::pin::pin!(r.all());
+                while let Some(chunk) = body.next().await {
+                    buf.extend_from_slice(&chunk.map_err(|e| ApiError::Upstream(e.to_string()))?);
+                }
+                Ok(buf.freeze())
+            }
+        }
+    }
+}
 
 /// A readable stream.
 #[derive(Debug, Clone)]
@@ -19,6 +56,61 @@ impl Feed {
         match self {
             Feed::Recorded(s) => s,
             Feed::Relayed(p) => &p.stream,
+        }
+    }
+
+    /// A media segment's bytes: from the cache, else the recording or one shared upstream pull.
+    pub async fn segment(&self, cache: &Cache, seq: u64) -> Result<Payload, ApiError> {
+        let not_found = || ApiError::SegmentNotFound {
+            stream: self.stream().name.clone(),
+            seq,
+        };
+        match self {
+            Feed::Recorded(stream) => {
+                let key = Key::Segment {
+                    stream: stream.name.as_str().into(),
+                    seq,
+                };
+                cache
+                    .get_or_load(key, stream.read_segment(seq))
+                    .await
+                    .map(Payload::Ready)
+                    .map_err(|e| match &*e {
+                        Miss::Absent => not_found(),
+                        Miss::Failed(err) => ApiError::Internal(err.to_string()),
+                    })
+            }
+            Feed::Relayed(proxy) => proxy
+                .segment(seq)
+                .await
+                .map(Payload::from)
+                .ok_or_else(not_found),
+        }
+    }
+
+    /// A period's init segment, like [`Feed::segment`].
+    pub async fn init(&self, cache: &Cache, period: u32) -> Result<Payload, ApiError> {
+        let not_found = || ApiError::NotFound(format!("no init segment {period}"));
+        match self {
+            Feed::Recorded(stream) => {
+                let key = Key::Init {
+                    stream: stream.name.as_str().into(),
+                    period,
+                };
+                cache
+                    .get_or_load(key, stream.read_init(period))
+                    .await
+                    .map(Payload::Ready)
+                    .map_err(|e| match &*e {
+                        Miss::Absent => not_found(),
+                        Miss::Failed(err) => ApiError::Internal(err.to_string()),
+                    })
+            }
+            Feed::Relayed(proxy) => proxy
+                .init(period)
+                .await
+                .map(Payload::from)
+                .ok_or_else(not_found),
         }
     }
 

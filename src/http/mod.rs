@@ -6,6 +6,7 @@
 //! Long-lived responses (SSE, long-polls) end when the node's shutdown token fires.
 
 pub mod api;
+pub mod dvr;
 pub mod error;
 pub mod etag;
 pub mod events;
@@ -38,6 +39,9 @@ use crate::metrics::Metrics;
 use crate::relay::Relays;
 use crate::store::Store;
 
+/// Longest a request for a relayed stream waits for the relay's first upstream answer.
+pub const RELAY_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Longest `?wait=` of a long-poll: bounds how long a request (and its task) can be parked.
 pub const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -54,6 +58,8 @@ pub struct AppState {
     /// `http.allow_upstreams`.
     pub allow_upstreams: Option<Vec<String>>,
     pub metrics: Arc<Metrics>,
+    /// `http.max_clip`: longest `clip.mp4`.
+    pub max_clip_ms: u64,
     /// Configured segment target (floor of playlist target durations).
     pub segment_target_ms: u64,
     /// How much of the DVR window a live playlist lists.
@@ -91,6 +97,7 @@ impl AppState {
             bus,
             admin_token: None,
             allow_upstreams: None,
+            max_clip_ms: 3_600_000,
             metrics,
             segment_target_ms,
             playlist_window_ms,
@@ -107,7 +114,10 @@ impl AppState {
             return Ok(Feed::Recorded(s));
         }
         match self.relays.on_demand(name).await {
-            Ok(p) => Ok(Feed::Relayed(p)),
+            Ok(p) => {
+                p.synced(RELAY_SYNC_WAIT).await;
+                Ok(Feed::Relayed(p))
+            }
             Err(crate::relay::Error::NotFound(_) | crate::relay::Error::BadName(_)) => {
                 Err(ApiError::StreamNotFound(name.to_owned()))
             }
@@ -144,6 +154,8 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{name}/index.m3u8", get(hls::playlist))
         .route("/streams/{name}/init/{file}", get(segments::init))
         .route("/streams/{name}/segments/{file}", get(segments::segment))
+        .route("/streams/{name}/seek", get(dvr::seek))
+        .route("/streams/{name}/clip.mp4", get(dvr::clip))
         .route("/streams/{name}/events", get(events::stream_events))
         .route("/api/proxies", get(api::list).post(api::create))
         .route("/api/proxies/{file}", axum::routing::delete(api::delete))

@@ -6,11 +6,10 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 
+use super::feed::Payload;
 use super::range::{self, Range};
-use super::{etag, ApiError, AppState, Feed, FileParam, StreamName, IMMUTABLE};
-use crate::cache::{Fetched, Key, Miss, Reader};
+use super::{etag, ApiError, AppState, FileParam, StreamName, IMMUTABLE};
 
 /// Parses `"<n>.<ext>"` with a plain decimal `n` (no sign, no leading `+`, at most 20 digits).
 pub fn parse_numbered(file: &str, ext: &str) -> Option<u64> {
@@ -19,21 +18,6 @@ pub fn parse_numbered(file: &str, ext: &str) -> Option<u64> {
         return None;
     }
     n.parse().ok()
-}
-
-/// Bytes to send: in hand, or arriving from an upstream pull shared with other viewers.
-pub enum Payload {
-    Ready(Bytes),
-    Streaming(Reader),
-}
-
-impl From<Fetched> for Payload {
-    fn from(f: Fetched) -> Payload {
-        match f {
-            Fetched::Ready(b) => Payload::Ready(b),
-            Fetched::Streaming(r) => Payload::Streaming(r),
-        }
-    }
 }
 
 /// `GET /streams/{name}/segments/{seq}.m4s`
@@ -62,24 +46,7 @@ pub async fn segment(
     if let Some(r) = not_modified(&headers, &etag) {
         return Ok(r);
     }
-    let payload = match &feed {
-        Feed::Recorded(stream) => {
-            let key = Key::Segment {
-                stream: name.as_str().into(),
-                seq,
-            };
-            match st.cache.get_or_load(key, stream.read_segment(seq)).await {
-                Ok(b) => Payload::Ready(b),
-                Err(e) => {
-                    return Err(match &*e {
-                        Miss::Absent => not_found(),
-                        Miss::Failed(err) => ApiError::Internal(err.to_string()),
-                    })
-                }
-            }
-        }
-        Feed::Relayed(proxy) => proxy.segment(seq).await.ok_or_else(not_found)?.into(),
-    };
+    let payload = feed.segment(&st.cache, seq).await?;
     Ok(serve(&headers, payload, length, &etag, "video/iso.segment"))
 }
 
@@ -107,24 +74,7 @@ pub async fn init(
     if let Some(r) = not_modified(&headers, &etag) {
         return Ok(r);
     }
-    let payload = match &feed {
-        Feed::Recorded(stream) => {
-            let key = Key::Init {
-                stream: name.as_str().into(),
-                period,
-            };
-            match st.cache.get_or_load(key, stream.read_init(period)).await {
-                Ok(b) => Payload::Ready(b),
-                Err(e) => {
-                    return Err(match &*e {
-                        Miss::Absent => not_found(),
-                        Miss::Failed(err) => ApiError::Internal(err.to_string()),
-                    })
-                }
-            }
-        }
-        Feed::Relayed(proxy) => proxy.init(period).await.ok_or_else(not_found)?.into(),
-    };
+    let payload = feed.init(&st.cache, period).await?;
     Ok(serve(&headers, payload, length, &etag, "video/mp4"))
 }
 

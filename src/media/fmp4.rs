@@ -413,10 +413,15 @@ pub fn media_segment(sequence: u32, fragments: &[Fragment]) -> Result<Bytes, Err
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::media::avc::tests::fixture_record;
     use mp4_atom::{Any, Atom, Decode, Moof, Moov};
+
+    /// An init segment with an AVC track 1 and an AAC track 2.
+    pub(crate) fn tracks_init() -> Bytes {
+        init_segment(&tracks()).expect("init")
+    }
 
     fn tracks() -> Vec<Track> {
         vec![

@@ -4,7 +4,8 @@
 //! [`segmenter::Output`] (a period's init segment, or a finished media segment as moof+mdat).
 //!
 //! - [`flv`] reads FLV files and tag bodies; [`avc`] and [`aac`] read the sequence headers
-//!   (codecs strings, picture size, sample rate); [`fmp4`] writes the boxes.
+//!   (codecs strings, picture size, sample rate); [`fmp4`] writes the boxes; [`clip`] turns a
+//!   run of recorded segments into a standalone MP4.
 //! - [`segmenter`] owns the timeline: segments tile it exactly (`start_ms + duration_ms` is the
 //!   next `start_ms`, across periods) and `mfhd` sequence numbers grow by one per segment.
 //! - Every input is hostile: parsers bound their reads and never panic (property-tested), and
@@ -12,6 +13,7 @@
 
 pub mod aac;
 pub mod avc;
+pub mod clip;
 pub mod flv;
 pub mod fmp4;
 pub mod segmenter;

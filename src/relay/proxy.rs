@@ -88,6 +88,8 @@ pub struct Proxy {
     /// Last time a viewer asked for this stream (unix ms).
     last_access_ms: AtomicI64,
     cancel: CancellationToken,
+    /// True once the first answer from an upstream (index or trouble) has been handled.
+    synced: tokio::sync::watch::Sender<bool>,
     ctx: Context,
 }
 
@@ -116,11 +118,19 @@ impl Proxy {
             }),
             last_access_ms: AtomicI64::new(crate::time::now_ms()),
             cancel: CancellationToken::new(),
+            synced: tokio::sync::watch::channel(false).0,
             ctx,
         });
         proxy.stream.set_live(true);
         tokio::spawn(proxy.clone().follow());
         proxy
+    }
+
+    /// Waits (at most `limit`) until the relay has heard from an upstream once, so that a
+    /// viewer's first request sees the upstream's index rather than an empty one.
+    pub async fn synced(&self, limit: Duration) {
+        let mut rx = self.synced.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s)).await;
     }
 
     /// Stops following; pending requests still finish.
@@ -241,6 +251,7 @@ impl Proxy {
                     }
                     self.lock().state = if ix.live { "following" } else { "ended" };
                     self.stream.set_live(ix.live);
+                    self.synced.send_replace(true);
                     if !ix.live {
                         if was_live {
                             tracing::info!("upstream stream ended");
@@ -259,6 +270,7 @@ impl Proxy {
                 Ok(None) => Trouble::BadAnswer("the upstream does not have the stream".into()),
                 Err(t) => t,
             };
+            self.synced.send_replace(true);
             tracing::warn!(upstream = %base, trouble = %trouble, "upstream not responding");
             self.ctx.bus.emit(
                 Event::new(
