@@ -26,3 +26,52 @@ cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
 # rss_kib PID
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# start_node NAME CONFIG_FILE: like start_dvrgate, for several nodes; sets NODE_PID.
+start_node() {
+  "$BIN" serve --config "$2" 2>"$WORK/$1.log" &
+  NODE_PID=$!; PIDS+=("$NODE_PID")
+  local port; port=$(sed -n 's/^listen = "127.0.0.1:\([0-9]*\)"/\1/p' "$2" | head -1)
+  for _ in $(seq 200); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return 0; sleep 0.1; done
+  echo "$1 did not start:"; cat "$WORK/$1.log"; exit 1
+}
+
+# chain [EDGE_EXTRA_TOML]: origin -> intermediate -> edge on free loopback ports. Sets
+# ORIGIN, INTER, EDGE (http://127.0.0.1:PORT), RTMP (port) and EDGE_PID.
+chain() {
+  local o i e; o=$(free_port); i=$(free_port); e=$(free_port); RTMP=$(free_port)
+  printf '[node]\nname = "origin"\n[http]\nlisten = "127.0.0.1:%s"\n[rtmp]\nlisten = "127.0.0.1:%s"\n[record]\ndir = "%s/rec"\n' \
+    "$o" "$RTMP" "$WORK" > "$WORK/origin.toml"
+  printf '[node]\nname = "intermediate"\n[http]\nlisten = "127.0.0.1:%s"\n[rtmp]\nlisten = "off"\n[relay]\nupstreams = ["http://127.0.0.1:%s"]\n' \
+    "$i" "$o" > "$WORK/intermediate.toml"
+  printf '[node]\nname = "edge"\n[http]\nlisten = "127.0.0.1:%s"\n[rtmp]\nlisten = "off"\n[relay]\nupstreams = ["http://127.0.0.1:%s"]\n%s\n' \
+    "$e" "$i" "${1:-}" > "$WORK/edge.toml"
+  start_node origin "$WORK/origin.toml"
+  start_node intermediate "$WORK/intermediate.toml"
+  start_node edge "$WORK/edge.toml"; EDGE_PID=$NODE_PID
+  ORIGIN="http://127.0.0.1:$o"; INTER="http://127.0.0.1:$i"; EDGE="http://127.0.0.1:$e"
+}
+
+# start_nginx_static DIR: nginx serving DIR on a free port (1 worker); sets NGINX_URL.
+start_nginx_static() {
+  local port; port=$(free_port)
+  cat > "$WORK/nginx-static.conf" <<CONF
+daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 4096;
+error_log $WORK/nginx.err warn; pid $WORK/nginx-static.pid;
+events { worker_connections 4096; }
+http { access_log off; sendfile on; tcp_nopush on; open_file_cache max=100;
+       server { listen 127.0.0.1:$port; root $1; } }
+CONF
+  nginx -c "$WORK/nginx-static.conf" -p "$WORK" & PIDS+=($!)
+  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/" -r 0-0 2>/dev/null; [ $? -ne 7 ] && break; sleep 0.1; done
+  NGINX_URL="http://127.0.0.1:$port"
+}
+
+# publish_fast FLV NAME: ffmpeg pushes a pre-encoded file as fast as it can (-c copy).
+publish_fast() { ffmpeg -v error -i "$1" -c copy -f flv "rtmp://127.0.0.1:$RTMP/live/$2" </dev/null; }
+
+# wait_ended URL: waits (at most 30 s) until the stream status says live=false.
+wait_ended() {
+  for _ in $(seq 300); do curl -s "$1" | grep -q '"live":false' && return 0; sleep 0.1; done
+  echo "stream did not end: $1"; exit 1
+}

@@ -6,7 +6,7 @@
 //!   seq/period, and a key never names two different bodies). Serving a hit clones a `Bytes`
 //!   handle, never the bytes.
 //! - For [`Cache::get_or_pull`], at most one fetch per key runs at a time, whichever tier it
-//!   reads from: concurrent requests share it (a [`Flight`]) and receive bytes as they arrive.
+//!   reads from: concurrent requests share it (a flight) and receive bytes as they arrive.
 //!   An entry on its way from memory to disk sits in `spilling`, so it is found in that window.
 //! - Nothing enters either tier before it is verified (length, and hash when the index gives
 //!   one). A failed fetch is not cached; the next request starts a new one.

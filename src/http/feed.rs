@@ -1,5 +1,5 @@
 //! A stream as the read API sees it: recorded here, or relayed from an upstream. Both keep the
-//! same [`StreamIndex`]; they differ in where segment bytes come from.
+//! same [`StreamIndex`](crate::store::StreamIndex); they differ in where segment bytes come from.
 
 use std::sync::Arc;
 
