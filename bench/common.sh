@@ -52,18 +52,21 @@ chain() {
   ORIGIN="http://127.0.0.1:$o"; INTER="http://127.0.0.1:$i"; EDGE="http://127.0.0.1:$e"
 }
 
-# start_nginx_static DIR: nginx serving DIR on a free port (1 worker); sets NGINX_URL.
+# start_nginx_static DIR: nginx serving DIR on a free port (one worker per core, sendfile); sets NGINX_URL.
 start_nginx_static() {
   local port; port=$(free_port)
+  chmod -R a+rX "$WORK" "$1"   # nginx workers run unprivileged
   cat > "$WORK/nginx-static.conf" <<CONF
-daemon off; master_process off; worker_processes 1; worker_rlimit_nofile 4096;
+daemon off; worker_processes auto; worker_rlimit_nofile 4096;
 error_log $WORK/nginx.err warn; pid $WORK/nginx-static.pid;
 events { worker_connections 4096; }
 http { access_log off; sendfile on; tcp_nopush on; open_file_cache max=100;
        server { listen 127.0.0.1:$port; root $1; } }
 CONF
   nginx -c "$WORK/nginx-static.conf" -p "$WORK" & PIDS+=($!)
-  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/" -r 0-0 2>/dev/null; [ $? -ne 7 ] && break; sleep 0.1; done
+  for _ in $(seq 50); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" || true)" != 000 ] && break; sleep 0.1
+  done
   NGINX_URL="http://127.0.0.1:$port"
 }
 

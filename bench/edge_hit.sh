@@ -28,6 +28,7 @@ run() {
   wrk -t2 -c"$C" -d"${SECS}s" "$2" > "$WORK/wrk.out"
   awk -v n="$1" '/Requests\/sec/ {r=$2} /Transfer\/sec/ {t=$2} /Latency/ && !l {l=$2}
     END { printf "%-28s %9.0f req/s  %9s/s  latency avg %s\n", n, r, t, l }' "$WORK/wrk.out"
+  if grep -q "Non-2xx" "$WORK/wrk.out"; then echo "  $1 answered errors:"; grep "Non-2xx" "$WORK/wrk.out"; fi
   awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out" >> "$WORK/rps"
 }
 run "dvrgate edge (cache hit)" "$URL"

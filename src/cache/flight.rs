@@ -26,7 +26,11 @@ impl PullError {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Chunks readers may have, in order; `starts[i]` is the offset of `visible[i]`. Once the
+    /// entry is verified this becomes the one contiguous `Bytes` that is cached, so the
+    /// arrival chunks are freed while slow readers finish (no second copy kept alive).
     visible: Vec<Bytes>,
+    starts: Vec<u64>,
     held: Option<Bytes>,
     received: u64,
     outcome: Option<Result<(), PullError>>,
@@ -78,10 +82,10 @@ impl Flight {
             }
         };
         match &verdict {
-            Ok(_) => {
-                if let Some(last) = st.held.take() {
-                    st.visible.push(last);
-                }
+            Ok(whole) => {
+                st.held = None;
+                st.visible = vec![whole.clone()];
+                st.starts = vec![0];
                 st.outcome = Some(Ok(()));
             }
             Err(e) => st.outcome = Some(Err(e.clone())),
@@ -100,14 +104,13 @@ impl Flight {
         struct Cursor {
             flight: Arc<Flight>,
             rx: watch::Receiver<()>,
-            index: usize,
+            /// Next byte to send.
             pos: u64,
         }
         let cursor = Cursor {
             flight: self.clone(),
             rx: self.changed.subscribe(),
-            index: 0,
-            pos: 0,
+            pos: first,
         };
         futures_util::stream::unfold(Some(cursor), move |cursor| async move {
             let mut c = cursor?;
@@ -117,23 +120,21 @@ impl Flight {
                 }
                 let step = {
                     let st = c.flight.lock();
-                    match st.visible.get(c.index) {
-                        Some(chunk) => Ok(chunk.clone()),
-                        None => Err(st.outcome.clone()),
+                    // The chunk holding `pos`: the last one starting at or before it.
+                    let i = st.starts.partition_point(|&s| s <= c.pos);
+                    match i.checked_sub(1).map(|i| (st.starts[i], &st.visible[i])) {
+                        Some((start, chunk)) if c.pos < start + chunk.len() as u64 => {
+                            let from = (c.pos - start) as usize;
+                            let to = ((last + 1).min(start + chunk.len() as u64) - start) as usize;
+                            Ok(chunk.slice(from..to))
+                        }
+                        _ => Err(st.outcome.clone()),
                     }
                 };
                 match step {
-                    Ok(chunk) => {
-                        let start = c.pos;
-                        let end = start + chunk.len() as u64; // exclusive
-                        c.index += 1;
-                        c.pos = end;
-                        if end <= first || chunk.is_empty() {
-                            continue;
-                        }
-                        let from = first.saturating_sub(start) as usize;
-                        let to = ((last + 1).min(end) - start) as usize;
-                        return Some((Ok(chunk.slice(from..to)), Some(c)));
+                    Ok(part) => {
+                        c.pos += part.len() as u64;
+                        return Some((Ok(part), Some(c)));
                     }
                     Err(Some(Ok(()))) => return None,
                     Err(Some(Err(e))) => return Some((Err(e), None)),
@@ -193,10 +194,12 @@ impl Sink {
             if total > expected {
                 return Err(Oversized { expected });
             }
+            let start = st.received;
             st.received = total;
             if total == expected {
                 st.held = Some(chunk);
             } else {
+                st.starts.push(start);
                 st.visible.push(chunk);
             }
         }
