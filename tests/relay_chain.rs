@@ -483,3 +483,42 @@ async fn failover_keeps_a_continuous_timeline() {
     assert!(text.contains("NetConnection.Proxy.NotResponding"), "{text}");
     assert!(text.contains("ProxyStream.Proxy.Failover"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edge_lists_what_its_upstreams_offer() {
+    let origin = TestNode::origin();
+    let intermediate = relay_of(&origin, "");
+    let edge = relay_of(&intermediate, "");
+    publish_and_end(&origin, "cam").await;
+    // Nobody has watched through the edge yet: it lists the stream as available upstream.
+    let list = get_json(&edge.url("/streams")).await;
+    let cam = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "cam")
+        .unwrap_or_else(|| panic!("cam missing at the edge: {list}"));
+    assert_eq!(cam["source"]["kind"], "proxy", "{cam}");
+    assert_eq!(cam["source"]["state"], "available", "{cam}");
+    assert_eq!(
+        cam["source"]["upstream"],
+        format!("http://{}", intermediate.http)
+    );
+    assert_eq!(cam["node"], "test-node");
+    // Once watched, it is a relay of its own.
+    let ix = index(&edge, "cam").await;
+    assert!(!ix["segments"].as_array().unwrap().is_empty());
+    let st = get_json(&edge.url("/streams/cam")).await;
+    assert_eq!(st["source"]["kind"], "proxy");
+    assert_ne!(st["source"]["state"], "available", "{st}");
+    let list = get_json(&edge.url("/streams")).await;
+    assert_eq!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["name"] == "cam")
+            .count(),
+        1,
+        "{list}"
+    );
+}

@@ -73,8 +73,24 @@ pub fn status(st: &AppState, feed: &Feed) -> serde_json::Value {
 }
 
 /// `GET /streams`
+/// On a node with `[relay] upstreams`, also the upstreams' streams not relayed here yet.
 pub async fn list(State(st): State<AppState>) -> Response {
-    let all: Vec<_> = st.feeds().iter().map(|f| status(&st, f)).collect();
+    let mut all: Vec<_> = st.feeds().iter().map(|f| status(&st, f)).collect();
+    let offered = st.relays.available().await;
+    if !offered.is_empty() {
+        let have: std::collections::HashSet<String> = all
+            .iter()
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect();
+        for s in offered.iter() {
+            if s["name"].as_str().is_some_and(|n| !have.contains(n)) {
+                let mut s = s.clone();
+                s["node"] = serde_json::json!(&*st.node_name);
+                all.push(s);
+            }
+        }
+        all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    }
     let mut r = axum::Json(all).into_response();
     cache_control(&mut r, LIVE);
     r

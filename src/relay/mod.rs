@@ -26,6 +26,10 @@ pub const IDLE_REAP: Duration = Duration::from_secs(60);
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(3);
 /// Most names remembered as missing.
 const NEGATIVE_CAPACITY: u64 = 10_000;
+/// How long the upstreams' stream list is reused for `/streams`.
+const LISTING_TTL: Duration = Duration::from_secs(2);
+/// How long asking an upstream for its stream list may take.
+const LISTING_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long probing the upstreams for an unknown stream may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -49,6 +53,8 @@ pub struct Relays {
     proxies: RwLock<HashMap<String, Arc<Proxy>>>,
     /// Single flight of on-demand creation and the negative cache: `None` = nowhere.
     probes: moka::future::Cache<String, Option<Arc<Proxy>>>,
+    /// The on-demand upstreams' stream list (one entry), for `/streams`.
+    listing: moka::future::Cache<(), Arc<Vec<serde_json::Value>>>,
 }
 
 impl std::fmt::Debug for Relays {
@@ -68,6 +74,10 @@ impl Relays {
             probes: moka::future::Cache::builder()
                 .max_capacity(NEGATIVE_CAPACITY)
                 .time_to_live(NEGATIVE_TTL)
+                .build(),
+            listing: moka::future::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(LISTING_TTL)
                 .build(),
         }
     }
@@ -184,6 +194,52 @@ impl Relays {
             Ok(None) => Err(Error::NotFound(name.to_owned())),
             Err(e) => Err(Error::Upstream((*e).clone())),
         }
+    }
+
+    /// Streams the on-demand upstreams offer that this node does not relay yet, as status
+    /// objects whose `source` says where they would come from (`"state": "available"`): what
+    /// a viewer can pick at an edge before anyone watched them. The first upstream that
+    /// answers wins; the list is reused for a couple of seconds; an error is an empty list.
+    pub async fn available(&self) -> Arc<Vec<serde_json::Value>> {
+        if self.on_demand.is_empty() {
+            return Arc::default();
+        }
+        self.listing
+            .get_with((), async {
+                for base in &self.on_demand {
+                    match self.ctx.client.streams(base, LISTING_TIMEOUT).await {
+                        Ok(list) => {
+                            let offered = list
+                                .into_iter()
+                                .filter_map(|mut s| {
+                                    let name = s.get("name")?.as_str()?.to_owned();
+                                    if !crate::names::is_valid(&name) || self.get_quiet(&name).is_some() {
+                                        return None;
+                                    }
+                                    s["source"] = serde_json::json!({
+                                        "kind": "proxy",
+                                        "remote": name,
+                                        "upstream": base,
+                                        "upstreams": self.on_demand,
+                                        "state": "available",
+                                        "on_demand": true,
+                                    });
+                                    Some(s)
+                                })
+                                .collect();
+                            return Arc::new(offered);
+                        }
+                        Err(t) => tracing::debug!(upstream = %base, trouble = %t, "no stream list from upstream"),
+                    }
+                }
+                Arc::default()
+            })
+            .await
+    }
+
+    /// Like [`Relays::get`] without marking the stream as used.
+    fn get_quiet(&self, local: &str) -> Option<Arc<Proxy>> {
+        self.proxies.read().ok()?.get(local).cloned()
     }
 
     /// Drops on-demand proxies nobody asked for within [`IDLE_REAP`]. Returns how many.

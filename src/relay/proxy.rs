@@ -343,14 +343,15 @@ impl Proxy {
             let Some(time_ms) = crate::time::parse_rfc3339(&s.time) else {
                 continue;
             };
-            if resync {
-                if let Some(p) = &prev {
-                    // Align by wall clock: skip what the relay already has.
-                    let mid = p.time_ms + (p.duration_ms / 2) as i64;
-                    if time_ms <= mid {
-                        st.cursor = Some(s.seq);
-                        continue;
-                    }
+            if let Some(p) = &prev {
+                // Align by wall clock: skip what the relay already has. Not only at a resync:
+                // a new upstream that lags behind the old one lists the relay's newest
+                // segments again in its next answers. (One upstream's times only grow, so
+                // this never drops a segment of a stream that stays on one upstream.)
+                let mid = p.time_ms + (p.duration_ms / 2) as i64;
+                if time_ms <= mid {
+                    st.cursor = Some(s.seq);
+                    continue;
                 }
             }
             let Some(up_period) = ix.periods.iter().find(|p| p.id == s.period) else {

@@ -201,6 +201,39 @@ impl Client {
         Ok(Some(index))
     }
 
+    /// GET `{base}/streams` within `timeout`: the upstream's status objects (at most
+    /// [`MAX_INDEX_BYTES`] of JSON).
+    pub async fn streams(
+        &self,
+        base: &str,
+        timeout: Duration,
+    ) -> Result<Vec<serde_json::Value>, Trouble> {
+        let url = format!("{}/streams", base.trim_end_matches('/'));
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(Trouble::Status(status));
+        }
+        if resp
+            .content_length()
+            .is_some_and(|l| l > MAX_INDEX_BYTES as u64)
+        {
+            return Err(Trouble::BadAnswer("stream list too large".into()));
+        }
+        let body = resp.bytes().await.map_err(|e| classify(&e))?;
+        if body.len() > MAX_INDEX_BYTES {
+            return Err(Trouble::BadAnswer("stream list too large".into()));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| Trouble::BadAnswer(format!("stream list JSON: {e}")))
+    }
+
     /// Pulls `length` bytes at `offset` of `url` into `sink`, resuming a broken transfer from
     /// the same URL. The sink rejects anything beyond `length`.
     pub async fn pull(
