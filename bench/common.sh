@@ -36,14 +36,15 @@ start_node() {
   echo "$1 did not start:"; cat "$WORK/$1.log"; exit 1
 }
 
-# chain [EDGE_EXTRA_TOML]: origin -> intermediate -> edge on free loopback ports. Sets
+# chain [EXTRA_TOML]: origin -> intermediate -> edge on free loopback ports, EXTRA_TOML added to
+# every node's config (e.g. a [cache] section). Sets
 # ORIGIN, INTER, EDGE (http://127.0.0.1:PORT), RTMP (port) and EDGE_PID.
 chain() {
   local o i e; o=$(free_port); i=$(free_port); e=$(free_port); RTMP=$(free_port)
-  printf '[node]\nname = "origin"\n[http]\nlisten = "127.0.0.1:%s"\n[rtmp]\nlisten = "127.0.0.1:%s"\n[record]\ndir = "%s/rec"\n' \
-    "$o" "$RTMP" "$WORK" > "$WORK/origin.toml"
-  printf '[node]\nname = "intermediate"\n[http]\nlisten = "127.0.0.1:%s"\n[rtmp]\nlisten = "off"\n[relay]\nupstreams = ["http://127.0.0.1:%s"]\n' \
-    "$i" "$o" > "$WORK/intermediate.toml"
+  printf '[node]\nname = "origin"\n[http]\nlisten = "127.0.0.1:%s"\n[rtmp]\nlisten = "127.0.0.1:%s"\n[record]\ndir = "%s/rec"\n%s\n' \
+    "$o" "$RTMP" "$WORK" "${1:-}" > "$WORK/origin.toml"
+  printf '[node]\nname = "intermediate"\n[http]\nlisten = "127.0.0.1:%s"\n[rtmp]\nlisten = "off"\n[relay]\nupstreams = ["http://127.0.0.1:%s"]\n%s\n' \
+    "$i" "$o" "${1:-}" > "$WORK/intermediate.toml"
   printf '[node]\nname = "edge"\n[http]\nlisten = "127.0.0.1:%s"\n[rtmp]\nlisten = "off"\n[relay]\nupstreams = ["http://127.0.0.1:%s"]\n%s\n' \
     "$e" "$i" "${1:-}" > "$WORK/edge.toml"
   start_node origin "$WORK/origin.toml"
