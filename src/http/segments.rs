@@ -1,6 +1,10 @@
 //! Init and media segments: immutable bytes from the cache (else the recording), with strong
 //! ETags, single byte ranges (206/416), 304 on `If-None-Match`, and year-long immutable caching.
 //! A segment that does not exist (yet) is a `no-store` 404 so that CDNs ask again.
+//!
+//! A relayed segment not in the cache is answered as its upstream pull delivers it. The status
+//! waits for the first byte: a pull that fails before it is a 502; one that fails later ends
+//! the body short (the status is sent by then). Either way no client gets a whole wrong body.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -78,7 +82,7 @@ pub async fn segment(
                 }
             }
         }
-        Feed::Relayed(proxy) => proxy.segment(seq).await.ok_or_else(not_found)?.into(),
+        Feed::Relayed(proxy) => relayed(proxy.segment(seq).await.ok_or_else(not_found)?).await?,
     };
     Ok(serve(&headers, payload, length, &etag, "video/iso.segment"))
 }
@@ -123,9 +127,21 @@ pub async fn init(
                 }
             }
         }
-        Feed::Relayed(proxy) => proxy.init(period).await.ok_or_else(not_found)?.into(),
+        Feed::Relayed(proxy) => relayed(proxy.init(period).await.ok_or_else(not_found)?).await?,
     };
     Ok(serve(&headers, payload, length, &etag, "video/mp4"))
+}
+
+/// A relayed entry, once its first bytes are there: a pull that failed before them is an
+/// upstream failure (502) while the status can still say so.
+async fn relayed(fetched: Fetched) -> Result<Payload, ApiError> {
+    if let Fetched::Streaming(reader) = &fetched {
+        reader
+            .started()
+            .await
+            .map_err(|e| ApiError::Upstream(e.to_string()))?;
+    }
+    Ok(fetched.into())
 }
 
 /// 304 when `If-None-Match` matches: answered from the index, before any byte is fetched.
