@@ -5,7 +5,8 @@
 //!   entry: it is held back until the whole entry is verified (length and, when known, hash),
 //!   so no reader ever receives a complete body that turned out to be wrong.
 //! - A [`Sink`] never accepts more than the expected length.
-//! - The outcome is set once; readers that see an error end their stream with it.
+//! - The outcome is set once; readers that see an error end their stream with it. A fetch that
+//!   stops without finishing (its task panicked) is abandoned, so no reader waits forever.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -93,6 +94,39 @@ impl Flight {
         drop(st);
         self.changed.send_replace(());
         verdict
+    }
+
+    /// Ends a fetch that stopped without [`Flight::finish`]: readers get an error. No-op after
+    /// `finish`.
+    pub(crate) fn abandon(&self) {
+        let mut st = self.lock();
+        if st.outcome.is_some() {
+            return;
+        }
+        st.outcome = Some(Err(PullError::new("fetch abandoned")));
+        drop(st);
+        self.changed.send_replace(());
+    }
+
+    /// Waits until the first bytes are readable or the fetch is over. `Err`: it failed before
+    /// any byte became readable.
+    pub(crate) async fn started(&self) -> Result<(), PullError> {
+        // Subscribed before looking, so a change in between is not missed.
+        let mut rx = self.changed.subscribe();
+        loop {
+            {
+                let st = self.lock();
+                match &st.outcome {
+                    Some(Err(e)) if st.visible.is_empty() => return Err(e.clone()),
+                    Some(_) => return Ok(()),
+                    None if !st.visible.is_empty() => return Ok(()),
+                    None => {}
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(PullError::new("fetch abandoned"));
+            }
+        }
     }
 
     /// A stream of bytes `first..=last` of the entry as they arrive.
@@ -237,6 +271,12 @@ impl Reader {
     /// The whole entry, as it arrives.
     pub fn all(&self) -> impl Stream<Item = Result<Bytes, PullError>> + Send + use<> {
         self.flight.read(0, self.flight.expected.saturating_sub(1))
+    }
+
+    /// Waits until the first bytes are readable or the fetch is over. `Err`: it failed before
+    /// sending anything, so a response can still say so in its status.
+    pub async fn started(&self) -> Result<(), PullError> {
+        self.flight.started().await
     }
 
     pub fn len(&self) -> u64 {

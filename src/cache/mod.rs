@@ -11,6 +11,8 @@
 //! - Nothing enters either tier before it is verified (length, and hash when the index gives
 //!   one). A failed fetch is not cached; the next request starts a new one.
 //! - A fetch runs as its own task: a viewer that goes away does not cancel it for the others.
+//!   However that task ends (even by a panicking pull), the fetch ends with it: its waiters
+//!   get an outcome and the key is free for a new fetch.
 //! - Recorded entries (origin) never spill: the recording is their disk copy.
 //!
 //! moka notes: size and eviction counters move only after `run_pending_tasks`; the eviction
@@ -268,6 +270,11 @@ impl Cache {
         P: FnOnce(Sink) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
+        let _landing = Landing {
+            inner: self.inner.clone(),
+            key: key.clone(),
+            flight: flight.clone(),
+        };
         let from_disk = match &self.inner.disk {
             Some(d) => d
                 .get(&key)
@@ -299,7 +306,6 @@ impl Cache {
                 tracing::warn!(?key, error = %e, "upstream pull failed; nothing cached");
             }
         }
-        lock(&self.inner.flights).remove(&key);
     }
 
     /// Runs moka's pending maintenance (evictions, size counters).
@@ -324,6 +330,28 @@ impl Cache {
     /// Whether the entry is in the disk tier.
     pub fn on_disk(&self, key: &Key) -> bool {
         self.inner.disk.as_ref().is_some_and(|d| d.contains(key))
+    }
+}
+
+/// Ends a flight when its task does, however it ends: after `finish` it only frees the key;
+/// if the pull panicked, readers get an error instead of waiting forever, and the next request
+/// starts a new fetch.
+struct Landing {
+    inner: Arc<Inner>,
+    key: Key,
+    flight: Arc<Flight>,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        self.flight.abandon();
+        let mut flights = lock(&self.inner.flights);
+        if flights
+            .get(&self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            flights.remove(&self.key);
+        }
     }
 }
 

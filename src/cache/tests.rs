@@ -202,6 +202,74 @@ async fn bad_bodies_are_never_cached_or_completed() {
 }
 
 #[tokio::test]
+async fn a_panicking_pull_ends_its_waiters_and_frees_the_key() {
+    let cache = Cache::new(64 << 20);
+    let data = body(6, 1000);
+    let d = data.clone();
+    let f = cache
+        .get_or_pull(key(6), expect(&data), move |mut s| async move {
+            s.push(d.slice(0..10)).map_err(|e| e.to_string())?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            panic!("a bug in a pull");
+        })
+        .await;
+    let got = tokio::time::timeout(Duration::from_secs(5), collect(f))
+        .await
+        .expect("the waiter is not left hanging");
+    assert!(got.is_err());
+    let d = data.clone();
+    let f = cache
+        .get_or_pull(key(6), expect(&data), move |mut s| async move {
+            s.push(d).map_err(|e| e.to_string())
+        })
+        .await;
+    assert_eq!(
+        collect(f).await.unwrap(),
+        data,
+        "a new fetch, not the dead one"
+    );
+}
+
+#[tokio::test]
+async fn started_tells_a_failure_before_the_first_byte() {
+    let cache = Cache::new(64 << 20);
+    let data = body(7, 1000);
+    let Fetched::Streaming(r) = cache
+        .get_or_pull(key(7), expect(&data), |_s| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Err("HTTP 500".to_string())
+        })
+        .await
+    else {
+        panic!("a miss streams");
+    };
+    assert!(r.started().await.is_err());
+    let d = data.clone();
+    let Fetched::Streaming(r) = cache
+        .get_or_pull(key(8), expect(&data), move |s| {
+            slow_pull(s, d, 4, Duration::from_millis(20))
+        })
+        .await
+    else {
+        panic!("a miss streams");
+    };
+    r.started().await.expect("bytes arrive");
+    assert_eq!(collect(Fetched::Streaming(r)).await.unwrap(), data);
+    // A body that arrives in one piece and fails verification: nothing was ever readable.
+    let mut bad = data.to_vec();
+    bad[0] ^= 1;
+    let Fetched::Streaming(r) = cache
+        .get_or_pull(key(9), expect(&data), move |mut s| async move {
+            s.push(bad.into()).map_err(|e| e.to_string())
+        })
+        .await
+    else {
+        panic!("a miss streams");
+    };
+    assert!(r.started().await.is_err());
+}
+
+#[tokio::test]
 async fn evicted_entries_spill_to_disk_and_come_back_without_a_pull() {
     let dir = tempfile::tempdir().unwrap();
     let disk_max = 2_000_000;

@@ -27,6 +27,18 @@ impl From<Fetched> for Payload {
 }
 
 impl Payload {
+    /// A relayed answer: waits until the shared pull has its first bytes, so that a pull that
+    /// fails before sending anything is still an error status (502), not a broken 200.
+    async fn relayed(fetched: Fetched) -> Result<Payload, ApiError> {
+        if let Fetched::Streaming(reader) = &fetched {
+            reader
+                .started()
+                .await
+                .map_err(|e| ApiError::Upstream(e.to_string()))?;
+        }
+        Ok(fetched.into())
+    }
+
     /// The whole body (waits for a streaming pull to finish; one copy of its chunks).
     pub async fn collect(self) -> Result<Bytes, ApiError> {
         match self {
@@ -61,56 +73,39 @@ impl Feed {
 
     /// A media segment's bytes: from the cache, else the recording or one shared upstream pull.
     pub async fn segment(&self, cache: &Cache, seq: u64) -> Result<Payload, ApiError> {
+        let name = &self.stream().name;
+        let key = Key::Segment {
+            stream: name.as_str().into(),
+            seq,
+        };
         let not_found = || ApiError::SegmentNotFound {
-            stream: self.stream().name.clone(),
+            stream: name.clone(),
             seq,
         };
         match self {
             Feed::Recorded(stream) => {
-                let key = Key::Segment {
-                    stream: stream.name.as_str().into(),
-                    seq,
-                };
-                cache
-                    .get_or_load(key, stream.read_segment(seq))
-                    .await
-                    .map(Payload::Ready)
-                    .map_err(|e| match &*e {
-                        Miss::Absent => not_found(),
-                        Miss::Failed(err) => ApiError::Internal(err.to_string()),
-                    })
+                recorded(cache, key, stream.read_segment(seq), not_found).await
             }
-            Feed::Relayed(proxy) => proxy
-                .segment(seq)
-                .await
-                .map(Payload::from)
-                .ok_or_else(not_found),
+            Feed::Relayed(proxy) => {
+                Payload::relayed(proxy.segment(seq).await.ok_or_else(not_found)?).await
+            }
         }
     }
 
     /// A period's init segment, like [`Feed::segment`].
     pub async fn init(&self, cache: &Cache, period: u32) -> Result<Payload, ApiError> {
+        let key = Key::Init {
+            stream: self.stream().name.as_str().into(),
+            period,
+        };
         let not_found = || ApiError::NotFound(format!("no init segment {period}"));
         match self {
             Feed::Recorded(stream) => {
-                let key = Key::Init {
-                    stream: stream.name.as_str().into(),
-                    period,
-                };
-                cache
-                    .get_or_load(key, stream.read_init(period))
-                    .await
-                    .map(Payload::Ready)
-                    .map_err(|e| match &*e {
-                        Miss::Absent => not_found(),
-                        Miss::Failed(err) => ApiError::Internal(err.to_string()),
-                    })
+                recorded(cache, key, stream.read_init(period), not_found).await
             }
-            Feed::Relayed(proxy) => proxy
-                .init(period)
-                .await
-                .map(Payload::from)
-                .ok_or_else(not_found),
+            Feed::Relayed(proxy) => {
+                Payload::relayed(proxy.init(period).await.ok_or_else(not_found)?).await
+            }
         }
     }
 
@@ -121,4 +116,21 @@ impl Feed {
             Feed::Relayed(p) => p.source_json(),
         }
     }
+}
+
+/// Recorded bytes through the cache: one read of the recording for all concurrent misses.
+async fn recorded(
+    cache: &Cache,
+    key: Key,
+    load: impl std::future::Future<Output = Result<Option<Bytes>, crate::store::Error>>,
+    not_found: impl Fn() -> ApiError,
+) -> Result<Payload, ApiError> {
+    cache
+        .get_or_load(key, load)
+        .await
+        .map(Payload::Ready)
+        .map_err(|e| match &*e {
+            Miss::Absent => not_found(),
+            Miss::Failed(err) => ApiError::Internal(err.to_string()),
+        })
 }

@@ -1,6 +1,11 @@
 //! Init and media segments: immutable bytes from the cache (else the recording), with strong
 //! ETags, single byte ranges (206/416), 304 on `If-None-Match`, and year-long immutable caching.
 //! A segment that does not exist (yet) is a `no-store` 404 so that CDNs ask again.
+//!
+//! A relayed segment not in the cache is answered as its upstream pull delivers it. The status
+//! waits for the first byte ([`Feed::segment`](super::Feed::segment)): a pull that fails before
+//! it is a 502; one that fails later ends the body short (the status is sent by then). Either
+//! way no client gets a whole wrong body.
 
 use axum::body::Body;
 use axum::extract::State;

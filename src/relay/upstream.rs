@@ -21,8 +21,13 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_RESUMES: u32 = 3;
 /// Largest `index.json` accepted: a 24-hour window is about 10 MB; this bounds a hostile one.
 pub const MAX_INDEX_BYTES: usize = 64 << 20;
-/// Largest segment accepted from an index: bounds what one pull may buffer.
+/// Largest segment (or init segment) accepted from an index: bounds what one pull may buffer.
 pub const MAX_SEGMENT_BYTES: u64 = 256 << 20;
+/// Largest seq, media time or byte offset accepted from an index: 2^53, so the numbers stay
+/// exact in JSON (and in browsers) and the relay's arithmetic on them cannot overflow.
+pub const MAX_INDEX_NUMBER: u64 = 1 << 53;
+/// Longest segment accepted from an index (segments are cut at keyframes seconds apart).
+pub const MAX_SEGMENT_DURATION_MS: u64 = 24 * 3600 * 1000;
 
 /// A period as an upstream's `index.json` lists it.
 #[derive(Debug, Clone, Deserialize)]
@@ -87,7 +92,9 @@ pub fn parse_hash(h: Option<&str>) -> Option<u64> {
 }
 
 impl UpIndex {
-    /// Checks what a relay relies on; the error says what is wrong.
+    /// Checks what a relay relies on; the error says what is wrong. A valid index has
+    /// increasing seqs, URLs below the stream, bounded lengths and numbers small enough that
+    /// nothing computed from them overflows.
     pub fn validate(&self) -> Result<(), String> {
         let mut prev: Option<u64> = None;
         for s in &self.segments {
@@ -97,6 +104,21 @@ impl UpIndex {
             prev = Some(s.seq);
             if s.length == 0 || s.length > MAX_SEGMENT_BYTES {
                 return Err(format!("segment {} has length {}", s.seq, s.length));
+            }
+            if s.seq > MAX_INDEX_NUMBER
+                || s.start_ms > MAX_INDEX_NUMBER
+                || s.offset > MAX_INDEX_NUMBER
+            {
+                return Err(format!(
+                    "segment {} has seq, start_ms or offset beyond 2^53",
+                    s.seq
+                ));
+            }
+            if s.duration_ms > MAX_SEGMENT_DURATION_MS {
+                return Err(format!(
+                    "segment {} has duration {} ms",
+                    s.seq, s.duration_ms
+                ));
             }
             if !safe_relative(&s.url) {
                 return Err(format!("segment {} has unusable url {:?}", s.seq, s.url));
@@ -117,6 +139,9 @@ impl UpIndex {
                     "period {} has unusable init url {:?}",
                     p.id, p.init
                 ));
+            }
+            if let Some(length) = p.length.filter(|&l| l == 0 || l > MAX_SEGMENT_BYTES) {
+                return Err(format!("period {} has init length {length}", p.id));
             }
         }
         Ok(())
@@ -172,9 +197,35 @@ impl Client {
             "{}/streams/{remote}/index.json{query}",
             base.trim_end_matches('/')
         );
+        let Some(index) = self.get_json::<UpIndex>(&url, timeout, "index").await? else {
+            return Ok(None);
+        };
+        index.validate().map_err(Trouble::BadAnswer)?;
+        Ok(Some(index))
+    }
+
+    /// GET `{base}/streams` within `timeout`: the upstream's status objects.
+    pub async fn streams(
+        &self,
+        base: &str,
+        timeout: Duration,
+    ) -> Result<Vec<serde_json::Value>, Trouble> {
+        let url = format!("{}/streams", base.trim_end_matches('/'));
+        self.get_json(&url, timeout, "stream list")
+            .await?
+            .ok_or(Trouble::Status(404))
+    }
+
+    /// GET a JSON document of at most [`MAX_INDEX_BYTES`] within `timeout`; `Ok(None)` on 404.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Option<T>, Trouble> {
         let resp = self
             .http
-            .get(&url)
+            .get(url)
             .timeout(timeout)
             .send()
             .await
@@ -191,47 +242,13 @@ impl Client {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| classify(&e))?;
             if body.len() + chunk.len() > MAX_INDEX_BYTES {
-                return Err(Trouble::BadAnswer("index larger than 64 MiB".into()));
+                return Err(Trouble::BadAnswer(format!("{what} larger than 64 MiB")));
             }
             body.extend_from_slice(&chunk);
         }
-        let index: UpIndex = serde_json::from_slice(&body)
-            .map_err(|e| Trouble::BadAnswer(format!("index JSON: {e}")))?;
-        index.validate().map_err(Trouble::BadAnswer)?;
-        Ok(Some(index))
-    }
-
-    /// GET `{base}/streams` within `timeout`: the upstream's status objects (at most
-    /// [`MAX_INDEX_BYTES`] of JSON).
-    pub async fn streams(
-        &self,
-        base: &str,
-        timeout: Duration,
-    ) -> Result<Vec<serde_json::Value>, Trouble> {
-        let url = format!("{}/streams", base.trim_end_matches('/'));
-        let resp = self
-            .http
-            .get(&url)
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| classify(&e))?;
-        let status = resp.status().as_u16();
-        if status != 200 {
-            return Err(Trouble::Status(status));
-        }
-        if resp
-            .content_length()
-            .is_some_and(|l| l > MAX_INDEX_BYTES as u64)
-        {
-            return Err(Trouble::BadAnswer("stream list too large".into()));
-        }
-        let body = resp.bytes().await.map_err(|e| classify(&e))?;
-        if body.len() > MAX_INDEX_BYTES {
-            return Err(Trouble::BadAnswer("stream list too large".into()));
-        }
         serde_json::from_slice(&body)
-            .map_err(|e| Trouble::BadAnswer(format!("stream list JSON: {e}")))
+            .map(Some)
+            .map_err(|e| Trouble::BadAnswer(format!("{what} JSON: {e}")))
     }
 
     /// Pulls `length` bytes at `offset` of `url` into `sink`, resuming a broken transfer from
@@ -353,5 +370,48 @@ mod tests {
         }
         assert_eq!(parse_hash(Some("00000000000000ab")), Some(0xab));
         assert_eq!(parse_hash(Some("zz")), None);
+    }
+
+    #[test]
+    fn hostile_numbers_are_refused() {
+        let good = [
+            ("seq", 5),
+            ("offset", 0),
+            ("start_ms", 0),
+            ("duration_ms", 2000),
+            ("init_length", 10),
+        ];
+        let index = |field: &str, value: u64| -> UpIndex {
+            let v = |name: &str| {
+                if name == field {
+                    value
+                } else {
+                    good.iter().find(|g| g.0 == name).map_or(0, |g| g.1)
+                }
+            };
+            serde_json::from_str(&format!(
+                r#"{{"live":true,
+                "periods":[{{"id":0,"init":"init/0.mp4","codecs":"c","length":{}}}],
+                "segments":[{{"seq":{},"period":0,"start_ms":{},"duration_ms":{},"offset":{},
+                "time":"2026-11-30T15:04:05.250Z","url":"segments/5.m4s","length":10}}]}}"#,
+                v("init_length"),
+                v("seq"),
+                v("start_ms"),
+                v("duration_ms"),
+                v("offset"),
+            ))
+            .unwrap()
+        };
+        assert!(index("", 0).validate().is_ok());
+        for (field, value) in [
+            ("seq", u64::MAX),
+            ("offset", u64::MAX - 1),
+            ("start_ms", u64::MAX),
+            ("duration_ms", u64::MAX),
+            ("init_length", 1 << 40),
+            ("init_length", 0),
+        ] {
+            assert!(index(field, value).validate().is_err(), "{field} = {value}");
+        }
     }
 }
