@@ -1567,7 +1567,9 @@
       if (st.live) {
         el.behind.textContent = Number.isFinite(behind) ? `-${(behind / 1000).toFixed(1)} s behind live` : '';
       } else {
-        el.behind.textContent = `ended ${fmtClock(st.liveEdgeMs)}${Number.isFinite(behind) ? ` · -${(behind / 1000).toFixed(1)} s from end` : ''}`;
+        let where = '';
+        if (Number.isFinite(behind)) where = behind < 50 ? ' · at the end' : ` · -${(behind / 1000).toFixed(1)} s from end`;
+        el.behind.textContent = `ended ${fmtClock(st.liveEdgeMs)}${where}`;
       }
       const atLive = st.live && behind < 2.5 * st.targetDurationMs + 1500;
       el.live.classList.toggle('at-live', !!atLive);

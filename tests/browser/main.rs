@@ -376,6 +376,18 @@ async fn player_through_two_relays() {
         .js("return document.getElementById('badge').textContent")
         .await;
     assert_eq!(badge, "ENDED");
+    // Played to its end, it says so.
+    timed_seek(&b, "seek near the end", "v.currentTime = ix.mediaEnd - 1;").await;
+    let overlay = "return document.getElementById('overlay').hidden ? '' : document.getElementById('overlay-title').textContent";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.js(overlay).await != "Stream ended" {
+        assert!(
+            Instant::now() < deadline,
+            "no 'Stream ended': {:#}",
+            b.state().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The edge's upstream goes away: its status event shows in the panel, and a stream the
     // edge does not have yet cannot be fetched.
@@ -407,6 +419,7 @@ async fn player_through_two_relays() {
         .js("return document.getElementById('overlay-title').textContent")
         .await;
     assert_eq!(title, "Upstream unavailable");
+    b.screenshot("player-upstream-down").await;
     b.close().await;
     println!("browser test took {:?}", started.elapsed());
 }
