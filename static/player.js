@@ -123,6 +123,7 @@
       this.periods = new Map();
       this.live = false;
       this.targetMs = 2000;
+      this.bytes = 0; // media bytes listed
     }
 
     merge(doc) {
@@ -146,6 +147,7 @@
           offset: s.offset || 0,
           length: s.length || 0,
         });
+        this.bytes += s.length || 0;
         added++;
       }
       return added;
@@ -155,6 +157,7 @@
     trimBefore(seq) {
       let i = 0;
       while (i < this.segs.length - 1 && this.segs[i].seq < seq) i++;
+      for (const s of this.segs.slice(0, i)) this.bytes -= s.length;
       if (i) this.segs.splice(0, i);
       return i;
     }
@@ -245,14 +248,16 @@
       const live = !!(ix && ix.live);
       const wall = this.wallAt(v.currentTime);
       const edge = ix ? ix.wallEnd : NaN;
-      let seekable = [0, 0];
+      // What the element itself says is seekable (MSE: the live seekable range over the DVR
+      // window), and the window per the index, in media time.
+      const r = v.seekable;
+      const seekable = r.length ? [r.start(0), r.end(r.length - 1)] : null;
+      let window = null;
       if (s && s.mode === 'hls') {
-        const r = v.seekable;
-        if (r.length) seekable = [r.start(0), r.end(r.length - 1)];
-        else if (ix.segs.length && Number.isFinite(this.hlsWall0())) {
-          seekable = [(ix.wallStart - this.hlsWall0()) / 1000, (ix.wallEnd - this.hlsWall0()) / 1000];
+        if (ix.segs.length && Number.isFinite(this.hlsWall0())) {
+          window = [(ix.wallStart - this.hlsWall0()) / 1000, (ix.wallEnd - this.hlsWall0()) / 1000];
         }
-      } else if (ix && ix.segs.length) seekable = [ix.mediaStart, ix.mediaEnd];
+      } else if (ix && ix.segs.length) window = [ix.mediaStart, ix.mediaEnd];
       return {
         stream: s ? s.name : null,
         live,
@@ -267,7 +272,11 @@
         seeking: v.seeking,
         readyState: v.readyState,
         seekable,
+        window,
         targetDurationMs: ix ? ix.targetMs : null,
+        fetching: s && s.job ? s.job.seg.seq : null,
+        startup: s && s.startup ? { ...s.startup } : null,
+        lastSeek: s && s.lastSeek ? { ...s.lastSeek } : null,
         error: this.error ? this.error.message : this.netError ? this.netError.message : null,
         errorCode: this.error ? this.error.code : this.netError ? 'network' : null,
       };
@@ -383,6 +392,10 @@
         failures: 0,
         recoveries: 0,
         startT: t,
+        openedAt: performance.now(),
+        seekMark: null, // the seek (or start-up) waiting for its first frame
+        startup: null, // { ms, wantWallMs, landedWallMs } of the first frame
+        lastSeek: null, // the same for the latest completed seek
       };
       this.s = s;
       this.error = null;
@@ -440,6 +453,13 @@
       else if (ix.live) startMedia = this.liveTarget();
       else startMedia = ix.mediaStart;
 
+      // Start-up is timed like a seek: from opening the stream to its first frame.
+      s.seekMark = {
+        kind: 'open',
+        at: s.openedAt,
+        wantWallMs: Number.isFinite(startWall) ? startWall : ix.wallAt(startMedia),
+        edgeMs: ix.wallEnd,
+      };
       if (this.canMSE && !this.forceHls && this.supported(s)) await this.startMSE(s, startMedia);
       else if (this.video.canPlayType('application/vnd.apple.mpegurl')) {
         this.startHLS(s, Number.isFinite(startWall) ? startWall : ix.live ? ix.wallEnd - 1.5 * ix.targetMs : NaN);
@@ -519,11 +539,14 @@
           const doc = await getJSON(url, s.ac.signal);
           if (s.ac.signal.aborted) return;
           const added = ix.merge(doc);
+          // The first media (a relay may list none yet when it has just learnt the stream):
+          // wake whoever waits for it rather than letting them sleep out their poll.
+          if (added && ix.segs.length === added) for (const k of [...s.kick]) k();
           if (n || (this.error && this.error.code === 'network')) this.setError(null);
           if (n) this.netOk();
           n = 0;
           if (added || wasLive !== ix.live) this.onIndex(s, wasLive !== ix.live);
-          if (!last) await sleep(2000, s.ac.signal, s.kick);
+          if (!ix.last) await sleep(ix.live ? 1000 : 2000, s.ac.signal, s.kick);
           else if (!ix.live) await sleep(10000, s.ac.signal, s.kick);
           else if (SNAPSHOT) await sleep(1000, s.ac.signal);
           else if (!added) await sleep(200, s.ac.signal); // wait passed with nothing new
@@ -664,6 +687,11 @@
       if (!ms || ms.readyState === 'closed') return null;
       const t = this.target(s);
       const ix = s.index;
+      // Nothing to play at the playhead (a seek): fetch that first, evict afterwards.
+      if (!this.bufferedRange(s, t)) {
+        const seg = this.nextSegment(s, t);
+        if (seg) return { type: 'segment', seg };
+      }
       if (s.sb) {
         const b = s.sb.buffered;
         if (b.length) {
@@ -897,6 +925,7 @@
       const v = this.video;
       v.addEventListener('seeking', () => {
         const s = this.s;
+        this.markSeek();
         if (!s || s.mode !== 'mse') return;
         const ix = s.index;
         const t = v.currentTime;
@@ -926,6 +955,7 @@
           if (Math.abs(v.currentTime - t) > 0.01) v.currentTime = t;
         }
       });
+      for (const ev of ['seeked', 'loadeddata', 'canplay', 'playing']) v.addEventListener(ev, () => this.checkFrame());
       v.addEventListener('timeupdate', () => this.s && this.pump(this.s));
       v.addEventListener('ended', () => { if (this.s) this.s.resumeOnLive = true; });
       v.addEventListener('error', () => {
@@ -935,6 +965,51 @@
         else this.setError('media', 'Playback failed', v.error.message || `Media error ${v.error.code}`);
       });
       setInterval(() => this.tick(), 250);
+    }
+
+    /** A seek started (the element's `seeking`, whoever set currentTime): time it to its first frame. */
+    markSeek() {
+      const s = this.s;
+      if (!s) return;
+      const m = s.seekMark;
+      // Positioning the element during start-up belongs to the start-up.
+      if (m && !m.done && m.kind === 'open') return;
+      s.seekMark = {
+        kind: 'seek',
+        at: performance.now(),
+        wantWallMs: this.wallAt(this.video.currentTime),
+        edgeMs: s.index.wallEnd,
+      };
+    }
+
+    /** Once a seek has completed, the next frame presented is its first. */
+    checkFrame() {
+      const s = this.s;
+      const v = this.video;
+      const m = s && s.seekMark;
+      if (!m || m.done || m.waiting || v.seeking || v.readyState < 2) return;
+      m.waiting = true;
+      m.seekedAt = performance.now();
+      const finish = (mediaTime, at) => {
+        if (m.done || s !== this.s || s.seekMark !== m) return;
+        m.done = true;
+        const landed = this.wallAt(mediaTime);
+        const rec = {
+          kind: m.kind,
+          ms: Math.round(at - m.at),
+          seekedMs: Math.round(m.seekedAt - m.at), // media in place; the rest is decode + paint
+          wantWallMs: Number.isFinite(m.wantWallMs) ? Math.round(m.wantWallMs) : null,
+          landedWallMs: Number.isFinite(landed) ? Math.round(landed) : null,
+          // The live edge when the seek started (LIVE lands relative to it).
+          edgeAtSeekMs: Number.isFinite(m.edgeMs) ? m.edgeMs : null,
+        };
+        if (m.kind === 'open') s.startup = rec;
+        s.lastSeek = rec;
+        this.emit('first-frame', rec);
+      };
+      if (v.requestVideoFrameCallback) {
+        v.requestVideoFrameCallback((now, meta) => finish(meta.mediaTime, meta.presentationTime || now));
+      } else finish(v.currentTime, performance.now());
     }
 
     /** Periodic: keep the buffer topped up and step over small gaps in the media. */
@@ -1109,10 +1184,16 @@
       });
       p.addEventListener('loading', (e) => { this.loading = e.detail; this.setOverlay(); });
       p.addEventListener('index', () => {
+        // A relay learns a stream on demand: list it in the picker as soon as it plays.
+        if (p.s && !this.streams.some((x) => x.name === p.s.name) && Date.now() - (this.listedAt || 0) > 3000) {
+          this.listedAt = Date.now();
+          this.refreshStreams();
+        }
         if (this.loading && !this.loading.soft) this.loading = null;
         this.setOverlay();
         this.renderBadge();
         this.renderCoverage();
+        this.renderMeta();
       });
       p.addEventListener('error-state', () => this.setOverlay());
       p.addEventListener('live-change', (e) => {
@@ -1122,7 +1203,7 @@
       });
       p.addEventListener('banner', (e) => this.banner(e.detail.message, e.detail.ttl));
       p.addEventListener('toast', (e) => this.toast(e.detail.message));
-      p.addEventListener('status', (e) => this.renderMeta(e.detail.status));
+      p.addEventListener('status', () => this.renderMeta());
       p.addEventListener('status-event', (e) => this.addEvent(e.detail.event));
       p.addEventListener('events-state', (e) => {
         el['events-state'].className = `events-state ${e.detail.state}`;
@@ -1141,6 +1222,21 @@
       });
       v.addEventListener('canplay', () => {
         if (this.loading && this.loading.soft) { this.loading = null; this.setOverlay(); }
+      });
+      // Played to the end of a stream that is no longer live.
+      v.addEventListener('ended', () => {
+        const st = p.state();
+        if (st.live || !st.stream || this.loading) return;
+        this.loading = {
+          message: 'Stream ended',
+          detail: `The recording ends at ${fmtClock(st.liveEdgeMs)}. Seek back on the timeline to watch it again; playback resumes if the stream goes live.`,
+          idle: true,
+          ended: true,
+        };
+        this.setOverlay();
+      });
+      v.addEventListener('seeking', () => {
+        if (this.loading && this.loading.ended) { this.loading = null; this.setOverlay(); }
       });
       window.addEventListener('resize', () => { this.ticksKey = ''; });
     }
@@ -1187,6 +1283,7 @@
         const list = await getJSON('streams');
         this.streams = Array.isArray(list) ? list : [];
         this.syncPicker(this.p.s ? this.p.s.name : null);
+        if (this.p.error && this.p.error.code === 'not-found') this.setOverlay();
       } catch (e) {
         if (throwing) throw e;
       }
@@ -1224,7 +1321,14 @@
     setOverlay() {
       const { el } = this;
       const err = this.p.error;
-      const info = err ? { message: err.message, detail: err.detail, error: true } : this.loading;
+      let info = err ? { message: err.message, detail: err.detail, error: true } : this.loading;
+      if (err && err.code === 'not-found') {
+        const others = this.streams.map((x) => x.name).filter((n) => !this.p.s || n !== this.p.s.name);
+        if (others.length) {
+          const list = others.slice(0, 5).join(', ') + (others.length > 5 ? '…' : '');
+          info = { ...info, detail: `${err.detail} Pick another stream above: ${list}.` };
+        }
+      }
       if (!info) { el.overlay.hidden = true; return; }
       el.overlay.hidden = false;
       el.overlay.classList.toggle('error', !!info.error);
@@ -1297,21 +1401,31 @@
       this.el.live.disabled = !s.index.live;
     }
 
-    renderMeta(st) {
-      if (!st) return;
+    /** The line under the player: picture and DVR window from the index (always current),
+     * where the stream comes from from its status object. */
+    renderMeta() {
+      const s = this.p.s;
+      if (!s) return;
+      const st = s.status || {};
+      const ix = s.index;
       const parts = [];
-      if (st.width && st.height) parts.push(`${st.width}×${st.height}`);
-      if (st.codecs) parts.push(st.codecs);
-      if (st.dvr) {
-        if (st.dvr.duration_ms != null) parts.push(`DVR ${fmtDuration(st.dvr.duration_ms)}`);
-        if (st.dvr.bytes != null) parts.push(fmtBytes(st.dvr.bytes));
+      const period = ix.last ? ix.periods.get(ix.last.period) : null;
+      const width = (period && period.width) || st.width;
+      const height = (period && period.height) || st.height;
+      const codecs = (period && period.codecs) || st.codecs;
+      if (width && height) parts.push(`${width}×${height}`);
+      if (codecs) parts.push(codecs);
+      if (ix.segs.length) {
+        parts.push(`DVR ${fmtDuration(ix.wallEnd - ix.wallStart)}`);
+        if (ix.bytes) parts.push(fmtBytes(ix.bytes));
       }
       const node = st.node ? ` on ${st.node}` : '';
       if (st.source && st.source.kind === 'proxy') {
         parts.push(`relayed${node} from ${st.source.upstream || 'upstream'}${st.source.remote && st.source.remote !== st.name ? ` (${st.source.remote})` : ''}`);
       } else if (st.source) parts.push(`recorded${node}`);
       else if (st.node) parts.push(`node ${st.node}`);
-      this.el.meta.textContent = parts.join(' · ');
+      const text = parts.join(' · ');
+      if (this.el.meta.textContent !== text) this.el.meta.textContent = text;
     }
 
     // ---- timeline
@@ -1453,7 +1567,9 @@
       if (st.live) {
         el.behind.textContent = Number.isFinite(behind) ? `-${(behind / 1000).toFixed(1)} s behind live` : '';
       } else {
-        el.behind.textContent = `ended ${fmtClock(st.liveEdgeMs)}${Number.isFinite(behind) ? ` · -${(behind / 1000).toFixed(1)} s from end` : ''}`;
+        let where = '';
+        if (Number.isFinite(behind)) where = behind < 50 ? ' · at the end' : ` · -${(behind / 1000).toFixed(1)} s from end`;
+        el.behind.textContent = `ended ${fmtClock(st.liveEdgeMs)}${where}`;
       }
       const atLive = st.live && behind < 2.5 * st.targetDurationMs + 1500;
       el.live.classList.toggle('at-live', !!atLive);

@@ -1,0 +1,425 @@
+//! The web player in real headless Chromium (chromedriver + fantoccini) against the real
+//! binary, through two relays: origin -> intermediate -> edge -> browser.
+//!
+//! The publisher sends 60 s of the fixture at once, then keeps publishing in real time. A
+//! segment's `time` is its period's ingest time plus its media time, so the burst gives a 60 s
+//! DVR window at once that then grows live as usual, and the burst's older segments are in
+//! neither relay's cache until someone asks: what the two-hop seek measurement needs.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod driver;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use driver::*;
+use fantoccini::key::Key;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+const STREAM: &str = "cam";
+/// Fixture loops (10 s each) published at once before real time.
+const BURST_LOOPS: u64 = 6;
+
+fn relay_of(up: &TestNode) -> TestNode {
+    let upstream = format!("http://{}", up.http);
+    TestNode::start_with(move |_| {
+        format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{upstream}\"]\n")
+    })
+}
+
+fn is_header(t: &FlvTag) -> bool {
+    let b = &t.body;
+    b.len() >= 2
+        && b[1] == 0
+        && ((t.kind == 9 && b[0] & 0x0f == 7) || (t.kind == 8 && b[0] >> 4 == 10))
+}
+
+/// Publishes the fixture in a loop: `BURST_LOOPS` at once, then in real time until `stop`.
+async fn publish(addr: SocketAddr, mut stop: oneshot::Receiver<()>) {
+    let (headers, media): (Vec<FlvTag>, Vec<FlvTag>) =
+        read_flv(CLIP).into_iter().partition(is_header);
+    let step = |kind| {
+        let ts: Vec<u32> = media
+            .iter()
+            .filter(|t| t.kind == kind)
+            .map(|t| t.timestamp_ms)
+            .collect();
+        ts[ts.len() - 1] + (ts[ts.len() - 1] - ts[ts.len() - 2])
+    };
+    let loop_ms = u64::from(step(9).max(step(8)));
+    let mut p = Publisher::connect(addr, "live", STREAM)
+        .await
+        .expect("publish");
+    for h in &headers {
+        p.send(h).await.unwrap();
+    }
+    let live_from = tokio::time::Instant::now();
+    // Bounded: at most ten minutes of media.
+    for n in 0..60 {
+        for t in &media {
+            let ts = n * loop_ms + u64::from(t.timestamp_ms);
+            if n >= BURST_LOOPS {
+                let due = live_from + Duration::from_millis(ts - BURST_LOOPS * loop_ms);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due) => {}
+                    _ = &mut stop => { p.close().await; return; }
+                }
+            }
+            let tag = FlvTag {
+                timestamp_ms: ts as u32,
+                ..t.clone()
+            };
+            if p.send(&tag).await.is_err() {
+                return;
+            }
+        }
+    }
+    p.close().await;
+}
+
+async fn metric(node: &TestNode, name: &str) -> f64 {
+    let text = http()
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn player_through_two_relays() {
+    if !have("chromedriver") || !have("chromium") {
+        return;
+    }
+    let started = Instant::now();
+    let origin = TestNode::origin();
+    let mut intermediate = relay_of(&origin);
+    let edge = relay_of(&intermediate);
+    let (stop, stop_rx) = oneshot::channel();
+    let publisher = tokio::spawn(publish(origin.rtmp.unwrap(), stop_rx));
+    let burst = (BURST_LOOPS * 10 / 2 - 1) as usize;
+    let origin_index = origin.url(&format!("/streams/{STREAM}/index.json"));
+    eventually(Duration::from_secs(20), || async {
+        let r = http().get(&origin_index).send().await.ok()?;
+        let ix: Value = r.json().await.ok()?;
+        (ix["segments"].as_array()?.len() >= burst).then_some(())
+    })
+    .await;
+
+    let b = Browser::start(1280, 860).await;
+    let page = edge.url(&format!("/?stream={STREAM}"));
+    b.goto(&page).await;
+    b.js("performance.setResourceTimingBufferSize(5000)").await;
+
+    // Opens live and plays.
+    let st = b
+        .wait_state("live start", PLAY, |s| {
+            s["mode"] == "mse" && s["startup"].is_object() && playing(s)
+        })
+        .await;
+    let target_ms = f(&st["targetDurationMs"]);
+    let behind = f(&st["startup"]["edgeAtSeekMs"]) - f(&st["startup"]["landedWallMs"]);
+    assert!(
+        (0.0..=2.0 * target_ms).contains(&behind),
+        "opens within two segments of the live edge: {st:#}"
+    );
+    println!(
+        "start-up to first frame (live, two hops): {} ms",
+        st["startup"]["ms"]
+    );
+    advances(&b, "playback advances", 1.0, Duration::from_secs(5)).await;
+
+    // video.seekable spans the DVR window.
+    b.wait_state(
+        "seekable spans the DVR window",
+        Duration::from_secs(5),
+        |s| {
+            let (Some(sk), Some(w)) = (s["seekable"].as_array(), s["window"].as_array()) else {
+                return false;
+            };
+            f(&sk[0]) <= f(&w[0]) + 0.05
+                && f(&sk[1]) >= f(&w[1]) - 0.05
+                && f(&w[1]) - f(&w[0]) > 55.0
+        },
+    )
+    .await;
+
+    // A script sets currentTime to 30 s behind live: it lands there and plays on.
+    let seek = timed_seek(
+        &b,
+        "seek to -30 s",
+        "v.currentTime = ix.mediaAt(ix.wallEnd - 30000);",
+    )
+    .await;
+    let want = f(&seek["edgeAtSeekMs"]) - 30000.0;
+    let landed = f(&seek["landedWallMs"]);
+    assert!(
+        (landed - want).abs() < 1000.0,
+        "-30 s seek landed {} ms off: {seek:#}",
+        landed - want
+    );
+    let cold_30 = f(&seek["ms"]);
+    println!("seek to -30 s (two hops): first frame after {cold_30} ms");
+    b.wait_state("plays after the seek", PLAY, playing).await;
+    advances(
+        &b,
+        "playback advances after the seek",
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    b.screenshot("player-desktop").await;
+
+    // Pause (space) for 5 s, resume (the play button): continues from the paused position.
+    key(&b, ' ').await;
+    let paused = b
+        .wait_state("paused", Duration::from_secs(5), |s| s["paused"] == true)
+        .await;
+    let w0 = f(&paused["wallClockMs"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let still = b.state().await;
+    assert!(
+        still["paused"] == true && (f(&still["wallClockMs"]) - w0).abs() < 100.0,
+        "{still:#}"
+    );
+    press(&b, "play").await;
+    b.wait_state("resumed", PLAY, playing).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let resumed = b.state().await;
+    let w1 = f(&resumed["wallClockMs"]);
+    assert!(
+        w1 > w0 && w1 - w0 < 4000.0,
+        "resume continues from the paused position: paused at {w0}, now {w1}"
+    );
+    assert!(f(&resumed["behindLiveMs"]) > 30000.0, "{resumed:#}");
+
+    // ← goes back 10 s.
+    b.js("window.dvrgate.player.s.lastSeek = null").await;
+    let before = f(&b.state().await["wallClockMs"]);
+    key(&b, Key::Left.into()).await;
+    let back = b
+        .wait_state("back 10 s", PLAY, |s| s["lastSeek"].is_object())
+        .await;
+    let moved = f(&back["lastSeek"]["landedWallMs"]) - before;
+    assert!(
+        (moved + 10000.0).abs() < 1000.0,
+        "← moved {moved} ms: {back:#}"
+    );
+
+    // LIVE catches up to within two segment durations of the live edge.
+    let live = timed_seek(&b, "LIVE", "document.getElementById('live').click();").await;
+    let behind = f(&live["edgeAtSeekMs"]) - f(&live["landedWallMs"]);
+    assert!(
+        behind >= 0.0 && behind <= 2.0 * target_ms,
+        "LIVE landed {behind} ms behind the edge: {live:#}"
+    );
+    b.wait_state("plays at live", PLAY, playing).await;
+    let now = b.state().await;
+    assert!(f(&now["behindLiveMs"]) <= 3.0 * target_ms, "{now:#}");
+
+    // Seek-to-first-frame: segments of the burst nobody fetched yet (pulled through both
+    // relays) alternating with ones warmed at the edge by a plain GET first.
+    let ix = get_json(&edge.url(&format!("/streams/{STREAM}/index.json"))).await;
+    let segs = ix["segments"].as_array().unwrap().clone();
+    let seen = fetched(&b).await;
+    let first_seen = segs
+        .iter()
+        .position(|s| seen.contains(s["url"].as_str().unwrap().rsplit('/').next().unwrap()))
+        .unwrap();
+    let (mut cold, mut warm) = (vec![cold_30], vec![]);
+    let mut k = first_seen;
+    let mut is_warm = false;
+    while k >= 2 && cold.len() + warm.len() < 9 {
+        k -= 2;
+        let seg = &segs[k];
+        let url = seg["url"].as_str().unwrap();
+        if is_warm {
+            let r = http()
+                .get(edge.url(&format!("/streams/{STREAM}/{url}")))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+            r.bytes().await.unwrap();
+        }
+        let pulls = metric(&intermediate, "dvrgate_upstream_pulls_total").await;
+        let wall = dvrgate::time::parse_rfc3339(seg["time"].as_str().unwrap()).unwrap() + 500;
+        let s = timed_seek(
+            &b,
+            "timed seek",
+            &format!("v.currentTime = ix.mediaAt({wall});"),
+        )
+        .await;
+        assert!(
+            (f(&s["landedWallMs"]) - wall as f64).abs() < 1000.0,
+            "{s:#}"
+        );
+        let pulled = metric(&intermediate, "dvrgate_upstream_pulls_total").await - pulls;
+        let fetch = b
+            .js(&format!(
+                "const e = performance.getEntriesByType('resource').find((e) => e.name.endsWith('/{url}')); \
+                 return e ? Math.round(e.responseEnd - e.startTime) : null"
+            ))
+            .await;
+        println!(
+            "seek to seq {} ({}): first frame after {} ms (segment fetch {fetch} ms, \
+             seeked after {} ms); intermediate pulls from origin meanwhile: {pulled}",
+            seg["seq"],
+            if is_warm {
+                "cached at the edge"
+            } else {
+                "two hops"
+            },
+            s["ms"],
+            s["seekedMs"]
+        );
+        if is_warm { &mut warm } else { &mut cold }.push(f(&s["ms"]));
+        is_warm = !is_warm;
+        // Let the look-ahead settle so that the next sample measures only its own fetch.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        b.wait_state("look-ahead done", Duration::from_secs(10), |s| {
+            s["fetching"].is_null()
+        })
+        .await;
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "seek-to-first-frame, median: cached at the edge {} ms ({} samples), two hops {} ms ({} samples)",
+        median(&mut warm),
+        warm.len(),
+        median(&mut cold),
+        cold.len()
+    );
+
+    // Dragging on the timeline seeks to the wall-clock time under the pointer.
+    let before = b.state().await;
+    let (start, end) = (f(&before["dvrStartMs"]), f(&before["liveEdgeMs"]));
+    b.js("window.dvrgate.player.s.lastSeek = null").await;
+    drag_timeline(&b, 0.5, 0.6).await;
+    let st = b
+        .wait_state("timeline drag", PLAY, |s| s["lastSeek"].is_object())
+        .await;
+    let want = start + 0.6 * (end - start);
+    let landed = f(&st["lastSeek"]["landedWallMs"]);
+    assert!(
+        (landed - want).abs() < 1500.0,
+        "drag to 60% ({want}) landed at {landed}: {st:#}"
+    );
+    b.wait_state("plays after the drag", PLAY, playing).await;
+
+    // Deep links: RFC 3339 and a negative duration from live.
+    let mid = dvrgate::time::parse_rfc3339(segs[segs.len() / 2]["time"].as_str().unwrap()).unwrap()
+        + 1300;
+    let t = dvrgate::time::format_rfc3339(mid);
+    b.goto(&format!("{page}&t={t}")).await;
+    let st = b
+        .wait_state("deep link (RFC 3339)", PLAY, |s| {
+            s["startup"].is_object() && playing(s)
+        })
+        .await;
+    let landed = f(&st["startup"]["landedWallMs"]);
+    assert!(
+        (landed - mid as f64).abs() < 1000.0,
+        "deep link t={t} landed at {landed}: {st:#}"
+    );
+    advances(&b, "deep link plays", 1.0, Duration::from_secs(5)).await;
+    b.goto(&format!("{page}&t=-20s")).await;
+    let st = b
+        .wait_state("deep link (-20s)", PLAY, |s| {
+            s["startup"].is_object() && playing(s)
+        })
+        .await;
+    let behind = f(&st["startup"]["edgeAtSeekMs"]) - f(&st["startup"]["landedWallMs"]);
+    assert!(
+        (behind - 20000.0).abs() < 1000.0,
+        "t=-20s landed {behind} ms behind: {st:#}"
+    );
+
+    // A stream that does not exist says so.
+    b.goto(&edge.url("/?stream=nosuch")).await;
+    b.wait_state("not found", Duration::from_secs(10), |s| {
+        s["errorCode"] == "not-found"
+    })
+    .await;
+    let title = b
+        .js("return document.getElementById('overlay-title').textContent")
+        .await;
+    assert!(title.as_str().unwrap().contains("not found"), "{title}");
+    b.screenshot("player-not-found").await;
+
+    // Phone-sized layout.
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.goto(&page).await;
+    b.wait_state("phone layout plays", PLAY, playing).await;
+    b.screenshot("player-phone").await;
+
+    // The publisher stops: the page shows the stream as ended.
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), publisher)
+        .await
+        .unwrap()
+        .unwrap();
+    b.wait_state("ended", Duration::from_secs(30), |s| s["ended"] == true)
+        .await;
+    let badge = b
+        .js("return document.getElementById('badge').textContent")
+        .await;
+    assert_eq!(badge, "ENDED");
+    // Played to its end, it says so.
+    timed_seek(&b, "seek near the end", "v.currentTime = ix.mediaEnd - 1;").await;
+    let overlay = "return document.getElementById('overlay').hidden ? '' : document.getElementById('overlay-title').textContent";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while b.js(overlay).await != "Stream ended" {
+        assert!(
+            Instant::now() < deadline,
+            "no 'Stream ended': {:#}",
+            b.state().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The edge's upstream goes away: its status event shows in the panel, and a stream the
+    // edge does not have yet cannot be fetched.
+    intermediate.stop_hard();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let panel = "return [...document.querySelectorAll('#events .code')].map((e) => e.textContent)";
+    while !b
+        .js(panel)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c == "NetConnection.Proxy.NotResponding")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no NotResponding event in the panel: {}",
+            b.js(panel).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.screenshot("player-ended").await;
+    b.goto(&edge.url("/?stream=other")).await;
+    b.wait_state("upstream down", Duration::from_secs(20), |s| {
+        s["errorCode"] == "network"
+    })
+    .await;
+    let title = b
+        .js("return document.getElementById('overlay-title').textContent")
+        .await;
+    assert_eq!(title, "Upstream unavailable");
+    b.screenshot("player-upstream-down").await;
+    b.close().await;
+    println!("browser test took {:?}", started.elapsed());
+}
