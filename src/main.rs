@@ -45,7 +45,21 @@ enum Command {
     CheckConfig { file: PathBuf },
 }
 
+/// Segments are 0.1–2 MB buffers allocated and freed at a high rate. glibc raises its mmap
+/// threshold after the first such free, and from then on keeps them on its heap: an edge with
+/// a 32 MiB cache then sat above 120 MiB RSS under 1,000 connections. A fixed threshold
+/// (which also stops the raising) returns them to the OS on free: 90 MiB in the same run, at
+/// the same request rate (bench/edge_rss.sh; mimalloc measured worse, 145 MiB).
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
