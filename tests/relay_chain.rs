@@ -522,3 +522,39 @@ async fn an_edge_lists_what_its_upstreams_offer() {
         "{list}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_listed_by_a_dead_upstream_comes_from_its_twin() {
+    let origin = TestNode::origin();
+    publish_and_end(&origin, "cam").await;
+    let mut mid_a = relay_of(&origin, "");
+    let mid_b = relay_of(&origin, "");
+    let (ua, ub) = (
+        format!("http://{}", mid_a.http),
+        format!("http://{}", mid_b.http),
+    );
+    let edge = TestNode::start_with(move |_| {
+        format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{ua}\", \"{ub}\"]\n")
+    });
+    let ix = index(&edge, "cam").await;
+    assert_eq!(
+        get_json(&edge.url("/streams/cam")).await["source"]["upstream"],
+        format!("http://{}", mid_a.http)
+    );
+    let seq = ix["segments"][2]["seq"].as_u64().unwrap();
+    mid_a.stop_hard();
+    // Listed by the dead intermediate, never fetched at the edge: the twin has the same
+    // segment (same origin, same path, same content hash), so the edge serves it from there.
+    let path = format!("/streams/cam/segments/{seq}.m4s");
+    let r = http().get(edge.url(&path)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let want = http()
+        .get(origin.url(&path))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap(), want);
+}

@@ -40,7 +40,9 @@ const MAX_SEGMENTS: usize = 200_000;
 /// Where a relay segment's bytes are.
 #[derive(Debug, Clone)]
 struct Locator {
-    url: String,
+    /// Index of the upstream that listed it, and the path below that upstream's base.
+    upstream: usize,
+    path: String,
     offset: u64,
     length: u64,
     /// The content hash to verify, when the upstream publishes one.
@@ -201,18 +203,42 @@ impl Proxy {
         )
     }
 
+    /// One shared pull of `loc`: from the upstream that listed it; if that one fails before
+    /// sending a byte and the index gave a content hash, from the same path of the current
+    /// upstream, then the others (relays of one origin list the same segments under the same
+    /// paths; the hash proves it is the same segment). Never resumed from another upstream.
     async fn fetch(&self, key: Key, loc: Locator) -> Fetched {
         let client = self.ctx.client.clone();
         let expect = Expect {
             length: loc.length,
             hash: loc.verify,
         };
+        let mut bases = vec![self.upstreams[loc.upstream].clone()];
+        if loc.verify.is_some() {
+            let current = self.lock().current;
+            let order = std::iter::once(current).chain(0..self.upstreams.len());
+            for i in order {
+                if !bases.contains(&self.upstreams[i]) {
+                    bases.push(self.upstreams[i].clone());
+                }
+            }
+        }
         self.ctx
             .cache
             .get_or_pull(key, expect, move |mut sink| async move {
-                client
-                    .pull(&loc.url, loc.offset, loc.length, &mut sink)
-                    .await
+                let mut last = String::new();
+                for base in bases {
+                    let url = format!("{}/{}", base.trim_end_matches('/'), loc.path);
+                    match client.pull(&url, loc.offset, loc.length, &mut sink).await {
+                        Ok(()) => return Ok(()),
+                        Err(e) if sink.received() > 0 => return Err(e),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "pull failed before its first byte; trying the next upstream");
+                            last = e;
+                        }
+                    }
+                }
+                Err(last)
             })
             .await
     }
@@ -245,7 +271,7 @@ impl Proxy {
                 Ok(Some(ix)) => {
                     failover.on_success();
                     let was_live = self.stream.read().live;
-                    let added = self.apply(up, &base, &ix);
+                    let added = self.apply(up, &ix);
                     if added > 0 || cursor.is_none() {
                         last_new = Instant::now();
                     }
@@ -310,8 +336,8 @@ impl Proxy {
     }
 
     /// Maps an upstream index answer into the relay index. Returns how many segments were added.
-    fn apply(self: &Arc<Self>, up: usize, base: &str, ix: &UpIndex) -> usize {
-        let root = format!("{}/streams/{}/", base.trim_end_matches('/'), self.remote);
+    fn apply(self: &Arc<Self>, up: usize, ix: &UpIndex) -> usize {
+        let root = format!("streams/{}/", self.remote);
         let (last, next_period, current_period) = {
             let r = self.stream.read();
             (
@@ -394,7 +420,8 @@ impl Proxy {
                         st.inits.insert(
                             meta.id,
                             Locator {
-                                url: format!("{root}{}", up_period.init),
+                                upstream: up,
+                                path: format!("{root}{}", up_period.init),
                                 offset: 0,
                                 length,
                                 verify: init_hash,
@@ -423,7 +450,8 @@ impl Proxy {
             st.segments.insert(
                 next_seq,
                 Locator {
-                    url: format!("{root}{}", s.url),
+                    upstream: up,
+                    path: format!("{root}{}", s.url),
                     offset: s.offset,
                     length: s.length,
                     verify,

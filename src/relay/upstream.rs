@@ -17,6 +17,18 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest silence between two body chunks of a pull before it counts as stalled.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Slowest transfer rate a pull may average before its total time limit cuts it off (bytes/s):
+/// an upstream dripping bytes just fast enough to dodge the stall timeout is abandoned too.
+pub const MIN_PULL_RATE: u64 = 64 * 1024;
+/// Total time limit of any pull, however small.
+pub const MIN_PULL_TIME: Duration = Duration::from_secs(20);
+
+/// Total time a pull of `length` bytes may take: [`MIN_PULL_TIME`] or the time at
+/// [`MIN_PULL_RATE`], whichever is longer.
+pub fn pull_time_limit(length: u64) -> Duration {
+    MIN_PULL_TIME.max(Duration::from_secs(length / MIN_PULL_RATE))
+}
+
 /// Resumes of one broken pull (each from the same upstream, for the missing bytes).
 pub const MAX_RESUMES: u32 = 3;
 /// Largest `index.json` accepted: a 24-hour window is about 10 MB; this bounds a hostile one.
@@ -254,6 +266,19 @@ impl Client {
     /// Pulls `length` bytes at `offset` of `url` into `sink`, resuming a broken transfer from
     /// the same URL. The sink rejects anything beyond `length`.
     pub async fn pull(
+        &self,
+        url: &str,
+        offset: u64,
+        length: u64,
+        sink: &mut Sink,
+    ) -> Result<(), String> {
+        let limit = pull_time_limit(length);
+        tokio::time::timeout(limit, self.pull_resuming(url, offset, length, sink))
+            .await
+            .unwrap_or_else(|_| Err(format!("{url}: not complete within {} s", limit.as_secs())))
+    }
+
+    async fn pull_resuming(
         &self,
         url: &str,
         offset: u64,
