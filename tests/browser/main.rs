@@ -389,6 +389,34 @@ async fn player_through_two_relays() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // A clip of the last 20 s, exported by the edge, plays as a file in a plain <video> with
+    // its real duration.
+    b.js(&format!(
+        "const c = document.createElement('video'); c.id = 'cliptest'; c.muted = true; \
+         c.src = '/streams/{STREAM}/clip.mp4?from=-20s'; document.body.appendChild(c); \
+         c.play().catch(() => {{}});"
+    ))
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = b
+            .js("const c = document.getElementById('cliptest'); \
+                 return {t: c.currentTime, d: c.duration, e: c.error && c.error.code};")
+            .await;
+        assert!(v["e"].is_null(), "the clip failed to play: {v}");
+        if f(&v["t"]) > 1.0 {
+            let d = f(&v["d"]);
+            assert!(
+                (18.0..=24.0).contains(&d),
+                "clip duration {d} s for 20 s asked"
+            );
+            println!("clip.mp4 plays in the browser: duration {d:.2} s");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the clip does not play: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // The edge's upstream goes away: its status event shows in the panel, and a stream the
     // edge does not have yet cannot be fetched.
     intermediate.stop_hard();
