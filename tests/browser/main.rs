@@ -214,6 +214,19 @@ async fn player_through_two_relays() {
         "← moved {moved} ms: {back:#}"
     );
 
+    // → goes forward 10 s.
+    b.js("window.dvrgate.player.s.lastSeek = null").await;
+    let before = f(&b.state().await["wallClockMs"]);
+    key(&b, Key::Right.into()).await;
+    let fwd = b
+        .wait_state("forward 10 s", PLAY, |s| s["lastSeek"].is_object())
+        .await;
+    let moved = f(&fwd["lastSeek"]["landedWallMs"]) - before;
+    assert!(
+        (moved - 10000.0).abs() < 1000.0,
+        "→ moved {moved} ms: {fwd:#}"
+    );
+
     // LIVE catches up to within two segment durations of the live edge.
     let live = timed_seek(&b, "LIVE", "document.getElementById('live').click();").await;
     let behind = f(&live["edgeAtSeekMs"]) - f(&live["landedWallMs"]);
@@ -300,6 +313,18 @@ async fn player_through_two_relays() {
         warm.len(),
         median(&mut cold),
         cold.len()
+    );
+
+    // The L key catches up with live, like the LIVE button.
+    b.js("window.dvrgate.player.s.lastSeek = null").await;
+    key(&b, 'l').await;
+    let live = b
+        .wait_state("L to live", PLAY, |s| s["lastSeek"].is_object())
+        .await;
+    let behind = f(&live["lastSeek"]["edgeAtSeekMs"]) - f(&live["lastSeek"]["landedWallMs"]);
+    assert!(
+        behind >= 0.0 && behind <= 2.0 * target_ms,
+        "L landed {behind} ms behind the edge: {live:#}"
     );
 
     // Dragging on the timeline seeks to the wall-clock time under the pointer.
