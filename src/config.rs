@@ -187,6 +187,8 @@ pub struct RelayConfig {
     pub idle_timeout: Dur,
     /// Newest segments pulled ahead of viewers.
     pub prefetch: u32,
+    /// An on-demand relay nobody asked for this long stops following and frees its state.
+    pub idle_reap: Dur,
 }
 
 impl Default for RelayConfig {
@@ -195,6 +197,7 @@ impl Default for RelayConfig {
             upstreams: Vec::new(),
             idle_timeout: Dur::secs(6),
             prefetch: 2,
+            idle_reap: Dur::secs(60),
         }
     }
 }
@@ -322,6 +325,9 @@ impl Config {
         }
         if self.relay.idle_timeout.0 < Duration::from_millis(500) {
             return Err(invalid("relay.idle_timeout", "must be at least 500ms"));
+        }
+        if self.relay.idle_reap.0 < Duration::from_secs(1) {
+            return Err(invalid("relay.idle_reap", "must be at least 1s"));
         }
         if self.relay.prefetch > 16 {
             return Err(invalid("relay.prefetch", "must be at most 16"));

@@ -118,6 +118,7 @@ pub async fn start(
             retention_ms: policy.retention_ms,
         },
         config.relay.upstreams.clone(),
+        config.relay.idle_reap.0,
     ));
     for p in &config.proxy {
         relays
@@ -186,6 +187,17 @@ pub async fn start(
     let retention_metrics = metrics.clone();
     let retention_token = shutdown.clone();
     let reaper = relays.clone();
+    let reaper_token = shutdown.clone();
+    let reaper_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(reaper.reap_interval());
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = reaper_token.cancelled() => return,
+            }
+            reaper.reap(crate::time::now_ms()).await;
+        }
+    });
     let retention_task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(RETENTION_INTERVAL);
         loop {
@@ -193,7 +205,6 @@ pub async fn start(
                 _ = tick.tick() => {}
                 _ = retention_token.cancelled() => return,
             }
-            reaper.reap(crate::time::now_ms()).await;
             for s in retention_store.list() {
                 match retention_store
                     .enforce_retention(&s, crate::time::now_ms())
@@ -222,6 +233,7 @@ pub async fn start(
             tracing::error!("recorders did not finish in time; their last segment may be lost");
         }
         let _ = retention_task.await;
+        let _ = reaper_task.await;
         http_task
             .await
             .context("http task")?

@@ -558,3 +558,48 @@ async fn a_segment_listed_by_a_dead_upstream_comes_from_its_twin() {
         .unwrap();
     assert_eq!(r.bytes().await.unwrap(), want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwatched_on_demand_relay_lets_go() {
+    let origin = TestNode::origin();
+    publish_and_end(&origin, "cam").await;
+    let edge = relay_of(&origin, "idle_reap = \"1s\"");
+    let events = http().get(edge.url("/events")).send().await.unwrap();
+    index(&edge, "cam").await;
+    let state = |v: serde_json::Value| v["source"]["state"].as_str().unwrap_or_default().to_owned();
+    assert_ne!(
+        state(get_json(&edge.url("/streams/cam")).await),
+        "available"
+    );
+    // Nobody asks for it (listing /streams does not count): it stops and frees its state,
+    // and goes back to being merely available upstream.
+    eventually(Duration::from_secs(10), || async {
+        let list = get_json(&edge.url("/streams")).await;
+        let cam = list
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "cam")?
+            .clone();
+        (state(cam) == "available").then_some(())
+    })
+    .await;
+    let text = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut body = events;
+        let mut text = String::new();
+        while !text.contains("ProxyStream.Proxy.Stop") {
+            match body.chunk().await {
+                Ok(Some(c)) => text.push_str(&String::from_utf8_lossy(&c)),
+                _ => break,
+            }
+        }
+        text
+    })
+    .await
+    .unwrap_or_default();
+    assert!(text.contains("ProxyStream.Proxy.Stop"), "{text}");
+    // Watching again relays it again.
+    assert!(!index(&edge, "cam").await["segments"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

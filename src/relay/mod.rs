@@ -4,8 +4,8 @@
 //! and on demand from `[relay] upstreams` when a viewer asks for a stream the node does not
 //! have. The relay never parses media: it knows segments only through the upstream's index.
 //!
-//! Bounded state: on-demand proxies nobody asked for within [`IDLE_REAP`] stop following and
-//! are dropped; names that exist nowhere are remembered in a bounded negative cache for
+//! Bounded state: on-demand proxies nobody asked for within `relay.idle_reap` stop following
+//! and are dropped; names that exist nowhere are remembered in a bounded negative cache for
 //! [`NEGATIVE_TTL`], so requests for them cost no upstream traffic and no per-name state.
 
 pub mod failover;
@@ -20,8 +20,6 @@ pub use proxy::{Context, Proxy};
 
 use crate::events::{Code, Event};
 
-/// An on-demand proxy nobody asked for this long stops following and frees its state.
-pub const IDLE_REAP: Duration = Duration::from_secs(60);
 /// How long "no upstream has this stream" is remembered.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(3);
 /// Most names remembered as missing.
@@ -49,6 +47,8 @@ pub struct Relays {
     ctx: Context,
     /// On-demand upstreams (`[relay] upstreams`); empty = no on-demand relaying.
     on_demand: Vec<String>,
+    /// On-demand proxies idle this long are reaped.
+    idle_reap: Duration,
     /// By local name. std `RwLock`, never held across `.await`.
     proxies: RwLock<HashMap<String, Arc<Proxy>>>,
     /// Single flight of on-demand creation and the negative cache: `None` = nowhere.
@@ -66,10 +66,11 @@ impl std::fmt::Debug for Relays {
 }
 
 impl Relays {
-    pub fn new(ctx: Context, on_demand: Vec<String>) -> Relays {
+    pub fn new(ctx: Context, on_demand: Vec<String>, idle_reap: Duration) -> Relays {
         Relays {
             ctx,
             on_demand,
+            idle_reap,
             proxies: RwLock::new(HashMap::new()),
             probes: moka::future::Cache::builder()
                 .max_capacity(NEGATIVE_CAPACITY)
@@ -242,12 +243,17 @@ impl Relays {
         self.proxies.read().ok()?.get(local).cloned()
     }
 
-    /// Drops on-demand proxies nobody asked for within [`IDLE_REAP`]. Returns how many.
+    /// How often [`Relays::reap`] should run to honour `idle_reap` closely.
+    pub fn reap_interval(&self) -> Duration {
+        (self.idle_reap / 2).clamp(Duration::from_millis(500), Duration::from_secs(10))
+    }
+
+    /// Drops on-demand proxies nobody asked for within `idle_reap`. Returns how many.
     pub async fn reap(&self, now_ms: i64) -> usize {
         let idle: Vec<String> = self
             .list()
             .into_iter()
-            .filter(|p| p.on_demand && p.idle_ms(now_ms) > IDLE_REAP.as_millis() as i64)
+            .filter(|p| p.on_demand && p.idle_ms(now_ms) > self.idle_reap.as_millis() as i64)
             .map(|p| p.local.clone())
             .collect();
         for name in &idle {
