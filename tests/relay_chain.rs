@@ -20,34 +20,6 @@ async fn index(node: &TestNode, name: &str) -> serde_json::Value {
     get_json(&node.url(&format!("/streams/{name}/index.json"))).await
 }
 
-async fn metric(node: &TestNode, name: &str) -> f64 {
-    let text = http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
-}
-
-async fn publish_and_end(node: &TestNode, name: &str) {
-    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", name)
-        .await
-        .expect("publish");
-    p.send_all(&read_flv(CLIP), 0, false).await.unwrap();
-    p.close().await;
-    let url = node.url(&format!("/streams/{name}"));
-    eventually(Duration::from_secs(15), || {
-        let url = url.clone();
-        async move { (get_json(&url).await["live"] == false).then_some(()) }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hops_serve_identical_bytes_and_follow_live() {
     let origin = TestNode::origin();

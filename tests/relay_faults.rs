@@ -48,34 +48,6 @@ impl Source {
     }
 }
 
-async fn metric(node: &TestNode, name: &str) -> f64 {
-    let text = http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
-}
-
-async fn publish_and_end(node: &TestNode, name: &str) {
-    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", name)
-        .await
-        .expect("publish");
-    p.send_all(&read_flv(CLIP), 0, false).await.unwrap();
-    p.close().await;
-    let url = node.url(&format!("/streams/{name}"));
-    eventually(Duration::from_secs(15), || {
-        let url = url.clone();
-        async move { (get_json(&url).await["live"] == false).then_some(()) }
-    })
-    .await;
-}
-
 async fn get_bytes(url: &str) -> Bytes {
     let r = http().get(url).send().await.unwrap();
     assert_eq!(r.status(), 200, "GET {url}");

@@ -80,20 +80,6 @@ async fn publish(addr: SocketAddr, mut stop: oneshot::Receiver<()>) {
     p.close().await;
 }
 
-async fn metric(node: &TestNode, name: &str) -> f64 {
-    let text = http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("metric {name} missing"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn player_through_two_relays() {
     if !have("chromedriver") || !have("chromium") {

@@ -613,3 +613,33 @@ pub fn segment_runs(seg: &[u8]) -> Vec<TrackRun> {
     }
     runs
 }
+
+/// The value of an unlabelled metric from the node's `/metrics`.
+pub async fn metric(node: &TestNode, name: &str) -> f64 {
+    let text = http()
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
+}
+
+/// Publishes the fixture once as `name`, unpublishes, and waits until the node says it ended.
+pub async fn publish_and_end(node: &TestNode, name: &str) {
+    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", name)
+        .await
+        .expect("publish");
+    p.send_all(&read_flv(CLIP), 0, false).await.unwrap();
+    p.close().await;
+    let url = node.url(&format!("/streams/{name}"));
+    eventually(Duration::from_secs(15), || {
+        let url = url.clone();
+        async move { (get_json(&url).await["live"] == false).then_some(()) }
+    })
+    .await;
+}
