@@ -16,12 +16,36 @@ use tokio::sync::watch;
 
 /// Why an entry could not be fetched; readers' bodies end with it.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct PullError(pub Arc<str>);
+#[error("{msg}")]
+pub struct PullError {
+    msg: Arc<str>,
+    timed_out: bool,
+}
 
 impl PullError {
     pub fn new(msg: impl Into<String>) -> PullError {
-        PullError(msg.into().into())
+        PullError {
+            msg: msg.into().into(),
+            timed_out: false,
+        }
+    }
+
+    /// The upstream did not answer or deliver in time (a 504 rather than a 502).
+    pub fn timed_out(msg: impl Into<String>) -> PullError {
+        PullError {
+            msg: msg.into().into(),
+            timed_out: true,
+        }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        self.timed_out
+    }
+}
+
+impl From<String> for PullError {
+    fn from(msg: String) -> PullError {
+        PullError::new(msg)
     }
 }
 
@@ -62,12 +86,12 @@ impl Flight {
     /// (one contiguous `Bytes`, for the cache).
     pub(crate) fn finish(
         &self,
-        result: Result<(), String>,
+        result: Result<(), PullError>,
         hash: Option<u64>,
     ) -> Result<Bytes, PullError> {
         let mut st = self.lock();
         let verdict = match result {
-            Err(e) => Err(PullError::new(e)),
+            Err(e) => Err(e),
             Ok(()) if st.received != self.expected => Err(PullError::new(format!(
                 "got {} of {} bytes",
                 st.received, self.expected

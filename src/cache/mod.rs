@@ -234,10 +234,11 @@ impl Cache {
 
     /// An upstream entry: from memory, from an entry being spilled, from a fetch in progress,
     /// or from a new fetch (disk tier first, else `pull`), shared by every concurrent caller.
-    pub async fn get_or_pull<P, Fut>(&self, key: Key, expect: Expect, pull: P) -> Fetched
+    pub async fn get_or_pull<P, Fut, E>(&self, key: Key, expect: Expect, pull: P) -> Fetched
     where
         P: FnOnce(Sink) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<PullError>,
     {
         if let Some(v) = self.inner.memory.get(&key).await {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
@@ -265,10 +266,11 @@ impl Cache {
         Fetched::Streaming(reader)
     }
 
-    async fn run_flight<P, Fut>(self, key: Key, expect: Expect, flight: Arc<Flight>, pull: P)
+    async fn run_flight<P, Fut, E>(self, key: Key, expect: Expect, flight: Arc<Flight>, pull: P)
     where
         P: FnOnce(Sink) -> Fut,
-        Fut: std::future::Future<Output = Result<(), String>>,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: Into<PullError>,
     {
         let _landing = Landing {
             inner: self.inner.clone(),
@@ -286,12 +288,18 @@ impl Cache {
             Some(bytes) => {
                 self.stats.disk_hits.fetch_add(1, Ordering::Relaxed);
                 let mut sink = Sink::new(flight.clone());
-                (sink.push(bytes).map_err(|e| e.to_string()), true)
+                (
+                    sink.push(bytes).map_err(|e| PullError::new(e.to_string())),
+                    true,
+                )
             }
             None => {
                 self.stats.misses.fetch_add(1, Ordering::Relaxed);
                 self.stats.pulls.fetch_add(1, Ordering::Relaxed);
-                (pull(Sink::new(flight.clone())).await, true)
+                (
+                    pull(Sink::new(flight.clone())).await.map_err(Into::into),
+                    true,
+                )
             }
         };
         match flight.finish(result, expect.hash) {

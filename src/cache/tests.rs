@@ -211,6 +211,8 @@ async fn a_panicking_pull_ends_its_waiters_and_frees_the_key() {
             s.push(d.slice(0..10)).map_err(|e| e.to_string())?;
             tokio::time::sleep(Duration::from_millis(20)).await;
             panic!("a bug in a pull");
+            #[allow(unreachable_code)]
+            Ok::<(), String>(())
         })
         .await;
     let got = tokio::time::timeout(Duration::from_secs(5), collect(f))

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::ApiError;
-use crate::cache::{Cache, Fetched, Key, Miss, Reader};
+use crate::cache::{Cache, Fetched, Key, Miss, PullError, Reader};
 use crate::relay::Proxy;
 use crate::store::Stream;
 
@@ -28,13 +28,10 @@ impl From<Fetched> for Payload {
 
 impl Payload {
     /// A relayed answer: waits until the shared pull has its first bytes, so that a pull that
-    /// fails before sending anything is still an error status (502), not a broken 200.
+    /// fails before sending anything is still an error status (502, or 504 on a timeout), not a broken 200.
     async fn relayed(fetched: Fetched) -> Result<Payload, ApiError> {
         if let Fetched::Streaming(reader) = &fetched {
-            reader
-                .started()
-                .await
-                .map_err(|e| ApiError::Upstream(e.to_string()))?;
+            reader.started().await.map_err(upstream_error)?;
         }
         Ok(fetched.into())
     }
@@ -47,7 +44,7 @@ impl Payload {
                 let mut buf = BytesMut::with_capacity(usize::try_from(r.len()).unwrap_or(0));
                 let mut body = std::pin::pin!(r.all());
                 while let Some(chunk) = body.next().await {
-                    buf.extend_from_slice(&chunk.map_err(|e| ApiError::Upstream(e.to_string()))?);
+                    buf.extend_from_slice(&chunk.map_err(upstream_error)?);
                 }
                 Ok(buf.freeze())
             }
@@ -133,4 +130,13 @@ async fn recorded(
             Miss::Absent => not_found(),
             Miss::Failed(err) => ApiError::Internal(err.to_string()),
         })
+}
+
+/// A failed upstream pull as an HTTP error: 504 when it timed out, else 502.
+fn upstream_error(e: PullError) -> ApiError {
+    if e.is_timeout() {
+        ApiError::UpstreamTimeout(e.to_string())
+    } else {
+        ApiError::Upstream(e.to_string())
+    }
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::failover::{Failover, Trouble};
 use super::upstream::{parse_hash, Client, UpIndex};
-use crate::cache::{Cache, Expect, Fetched, Key};
+use crate::cache::{Cache, Expect, Fetched, Key, PullError};
 use crate::events::{Bus, Code, Event};
 use crate::store::{PeriodMeta, Record, SegmentMeta, Stream};
 
@@ -226,7 +226,7 @@ impl Proxy {
         self.ctx
             .cache
             .get_or_pull(key, expect, move |mut sink| async move {
-                let mut last = String::new();
+                let mut last = PullError::new("no upstream");
                 for base in bases {
                     let url = format!("{}/{}", base.trim_end_matches('/'), loc.path);
                     match client.pull(&url, loc.offset, loc.length, &mut sink).await {

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::failover::{status_is_trouble, Trouble};
-use crate::cache::Sink;
+use crate::cache::{PullError, Sink};
 
 /// Connect timeout: a dead upstream is noticed quickly.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -271,11 +271,16 @@ impl Client {
         offset: u64,
         length: u64,
         sink: &mut Sink,
-    ) -> Result<(), String> {
+    ) -> Result<(), PullError> {
         let limit = pull_time_limit(length);
         tokio::time::timeout(limit, self.pull_resuming(url, offset, length, sink))
             .await
-            .unwrap_or_else(|_| Err(format!("{url}: not complete within {} s", limit.as_secs())))
+            .unwrap_or_else(|_| {
+                Err(PullError::timed_out(format!(
+                    "{url}: not complete within {} s",
+                    limit.as_secs()
+                )))
+            })
     }
 
     async fn pull_resuming(
@@ -284,7 +289,7 @@ impl Client {
         offset: u64,
         length: u64,
         sink: &mut Sink,
-    ) -> Result<(), String> {
+    ) -> Result<(), PullError> {
         let mut resumes = 0;
         loop {
             let got = sink.received();
@@ -296,20 +301,25 @@ impl Client {
                 .await
             {
                 Ok(()) if sink.received() >= length => return Ok(()),
-                Ok(()) | Err(PullFault::Broken(_))
+                Ok(()) | Err(PullFault::Broken(..))
                     if resumes < MAX_RESUMES && sink.received() > got =>
                 {
                     resumes += 1;
                     tracing::debug!(%url, received = sink.received(), length, "resuming a broken pull");
                 }
                 Ok(()) => {
-                    return Err(format!(
+                    return Err(PullError::new(format!(
                         "{url}: transfer ended at {} of {length} bytes",
                         sink.received()
-                    ))
+                    )))
                 }
-                Err(PullFault::Broken(why) | PullFault::Fatal(why)) => {
-                    return Err(format!("{url}: {why}"))
+                Err(PullFault::Broken(why, timed_out) | PullFault::Fatal(why, timed_out)) => {
+                    let msg = format!("{url}: {why}");
+                    return Err(if timed_out {
+                        PullError::timed_out(msg)
+                    } else {
+                        PullError::new(msg)
+                    });
                 }
             }
         }
@@ -330,8 +340,11 @@ impl Client {
                 .send(),
         )
         .await
-        .map_err(|_| PullFault::Fatal("no response headers in time".into()))?
-        .map_err(|e| PullFault::Fatal(classify(&e).to_string()))?;
+        .map_err(|_| PullFault::Fatal("no response headers in time".into(), true))?
+        .map_err(|e| {
+            let t = classify(&e);
+            PullFault::Fatal(t.to_string(), matches!(t, Trouble::Timeout))
+        })?;
         let status = resp.status().as_u16();
         match status {
             206 => {
@@ -344,32 +357,34 @@ impl Client {
                 if !ok {
                     return Err(PullFault::Fatal(
                         "206 with a Content-Range other than requested".into(),
+                        false,
                     ));
                 }
             }
             // A whole-resource answer is usable only when it is exactly what was asked for.
             200 if first == 0 && resp.content_length() == Some(last + 1) => {}
-            _ => return Err(PullFault::Fatal(format!("answered HTTP {status}"))),
+            _ => return Err(PullFault::Fatal(format!("answered HTTP {status}"), false)),
         }
         let mut body = resp.bytes_stream();
         loop {
             match tokio::time::timeout(STALL_TIMEOUT, body.next()).await {
-                Err(_) => return Err(PullFault::Broken("stalled".into())),
+                Err(_) => return Err(PullFault::Broken("stalled".into(), true)),
                 Ok(None) => return Ok(()),
-                Ok(Some(Err(e))) => return Err(PullFault::Broken(e.to_string())),
+                Ok(Some(Err(e))) => return Err(PullFault::Broken(e.to_string(), false)),
                 Ok(Some(Ok(chunk))) => sink
                     .push(chunk)
-                    .map_err(|e| PullFault::Fatal(e.to_string()))?,
+                    .map_err(|e| PullFault::Fatal(e.to_string(), false))?,
             }
         }
     }
 }
 
+/// Why one request of a pull failed, and whether it was a timeout.
 enum PullFault {
     /// The transfer broke after it started: resumable.
-    Broken(String),
+    Broken(String, bool),
     /// Not worth resuming.
-    Fatal(String),
+    Fatal(String, bool),
 }
 
 #[cfg(test)]
