@@ -100,6 +100,8 @@ enum Fault {
     Status500,
     /// Right length, wrong bytes (sent in several pieces).
     Garbage,
+    /// Honest, but the second half comes 1.5 s after the first.
+    SlowHalf,
 }
 
 /// How the fake answers `index.json` of a stream.
@@ -430,6 +432,22 @@ async fn serve_bytes(
             tokio::time::sleep(SILENCE).await;
         }
         Some(Fault::NoHeaders) => tokio::time::sleep(SILENCE).await,
+        Some(Fault::SlowHalf) => {
+            let mut head =
+                format!("HTTP/1.1 {status} X\r\nContent-Length: {cl}\r\nConnection: close\r\n");
+            for (k, v) in &honest {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            let half = cl / 2;
+            if sock.write_all(head.as_bytes()).await.is_ok()
+                && sock.write_all(&part[..half]).await.is_ok()
+            {
+                let _ = sock.flush().await;
+                tokio::time::sleep(SLOW_HALF).await;
+                let _ = sock.write_all(&part[half..]).await;
+            }
+        }
         Some(Fault::Status500) => {
             let body = br#"{"code":"boom","level":"error","description":"boom"}"#;
             reply(sock, 500, &[], body.len(), body, 1).await
@@ -540,6 +558,50 @@ fn watchdog(
         }
         (problems, rounds)
     })
+}
+
+/// The pause in the middle of a [`Fault::SlowHalf`] answer.
+const SLOW_HALF: Duration = Duration::from_millis(1500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_get_the_bytes_as_they_arrive() {
+    let source = Arc::new(record_source().await);
+    let fake = Fake::start(source.clone()).await;
+    let relay = relay_of(&fake.url());
+    let seq = source.seqs()[1];
+    fake.list("slow", Listing::Good);
+    fake.fault("slow", seq, Fault::SlowHalf);
+    relay_lists_all(&relay, "slow", source.seqs().len()).await;
+    let pulls = metric(&relay, "dvrgate_upstream_pulls_total").await;
+    let url = relay.url(&format!("/streams/slow/segments/{seq}.m4s"));
+    let start = Instant::now();
+    let viewers: Vec<_> = (0..5)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let mut r = http().get(&url).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let mut body = Vec::new();
+                let mut first = None;
+                while let Some(c) = r.chunk().await.unwrap() {
+                    first.get_or_insert_with(|| start.elapsed());
+                    body.extend_from_slice(&c);
+                }
+                (first.unwrap(), start.elapsed(), body)
+            })
+        })
+        .collect();
+    for v in viewers {
+        let (first, done, body) = v.await.unwrap();
+        assert!(body == source.segments[&seq], "whole and right");
+        // The first half reaches every viewer long before the upstream sends the rest.
+        assert!(first < SLOW_HALF * 2 / 3, "first bytes after {first:?}");
+        assert!(done >= SLOW_HALF, "done after {done:?}");
+    }
+    assert_eq!(
+        metric(&relay, "dvrgate_upstream_pulls_total").await - pulls,
+        1.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
