@@ -367,19 +367,7 @@ impl Config {
 }
 
 fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| {
-            invalid(
-                key,
-                format!("must start with http:// or https://, got {url:?}"),
-            )
-        })?;
-    if rest.is_empty() || rest.starts_with('/') || url.chars().any(|c| c.is_whitespace()) {
-        return Err(invalid(key, format!("is not a usable URL: {url:?}")));
-    }
-    Ok(())
+    crate::relay::upstream::check_upstream_url(url).map_err(|why| invalid(key, why))
 }
 
 /// A byte count written like `"256MiB"`, `"2GiB"`, `"50GB"` or a plain integer.

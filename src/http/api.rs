@@ -112,11 +112,8 @@ pub async fn create(
         ));
     }
     for u in &req.upstreams {
-        if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() > 2048 {
-            return Err(ApiError::BadRequest(format!(
-                "upstream {u:?} is not an http(s) URL"
-            )));
-        }
+        crate::relay::upstream::check_upstream_url(u)
+            .map_err(|why| ApiError::BadRequest(format!("upstream {why}")))?;
         if let Some(allowed) = &st.allow_upstreams {
             if !allowed.iter().any(|prefix| u.starts_with(prefix.as_str())) {
                 return Err(ApiError::UpstreamNotAllowed(u.clone()));

@@ -85,6 +85,28 @@ pub struct UpIndex {
     pub segments: Vec<UpSegment>,
 }
 
+/// Checks an upstream base URL (config and `/api/proxies`); the error says what is wrong.
+/// Only `http://`: this build has no TLS client (terminate TLS in front of the upstream, or
+/// relay over a private network).
+pub fn check_upstream_url(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") {
+        return Err(format!(
+            "{url:?}: https upstreams are not supported by this build; use http://"
+        ));
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("must start with http://, got {url:?}"))?;
+    if rest.is_empty()
+        || rest.starts_with('/')
+        || url.len() > 2048
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("is not a usable URL: {url:?}"));
+    }
+    Ok(())
+}
+
 /// A relative URL from an index is only used if it stays below the stream.
 pub fn safe_relative(url: &str) -> bool {
     !url.is_empty()
