@@ -1,5 +1,6 @@
 //! Interop with ffmpeg: it publishes a test pattern with B-frames over RTMP; ffmpeg then
-//! decodes the HLS playlist with zero errors and the decoded duration matches what was sent.
+//! decodes the HLS playlist with zero errors (at the origin and through a relay) and the
+//! decoded duration matches what was sent.
 //! Skips without ffmpeg locally; fails without it under CI=true.
 
 mod common;
@@ -64,16 +65,23 @@ async fn ffmpeg_publishes_and_decodes_the_hls_playlist() {
     .await;
 
     let playlist = node.url("/streams/pattern/index.m3u8");
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "error", "-i", &playlist, "-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(decode.status.success(), "decode failed");
-    assert!(
-        decode.stderr.is_empty(),
-        "decoder errors: {}",
-        String::from_utf8_lossy(&decode.stderr)
-    );
+    // The same playlist through a relay that has never seen the stream decodes just as well.
+    let upstream = format!("http://{}", node.http);
+    let relay = TestNode::start_with(move |_| {
+        format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{upstream}\"]\n")
+    });
+    for url in [playlist.clone(), relay.url("/streams/pattern/index.m3u8")] {
+        let decode = Command::new("ffmpeg")
+            .args(["-v", "error", "-i", &url, "-f", "null", "-"])
+            .output()
+            .unwrap();
+        assert!(decode.status.success(), "decode of {url} failed");
+        assert!(
+            decode.stderr.is_empty(),
+            "decoder errors for {url}: {}",
+            String::from_utf8_lossy(&decode.stderr)
+        );
+    }
 
     let probe = Command::new("ffprobe")
         .args([
