@@ -354,16 +354,6 @@ async fn failover_keeps_a_continuous_timeline() {
     let mut a = TestNode::origin();
     let b = TestNode::origin();
     let (ua, ub) = (format!("http://{}", a.http), format!("http://{}", b.http));
-    let relay = TestNode::start_with(move |_| {
-        format!(
-            "[rtmp]\nlisten = \"off\"\n\n[[proxy]]\nlocal = \"cam\"\nremote = \"cam\"\nupstreams = [\"{ua}\", \"{ub}\"]\n\n[relay]\nidle_timeout = \"2s\"\n"
-        )
-    });
-    let events = http()
-        .get(relay.url("/streams/cam/events"))
-        .send()
-        .await
-        .unwrap();
     // One feed pushed to both origins at once (two publishers, same tags, same pacing).
     let tags = read_flv(CLIP);
     let mut pa = Publisher::connect(a.rtmp.unwrap(), "live", "cam")
@@ -394,6 +384,29 @@ async fn failover_keeps_a_continuous_timeline() {
         }
         pb.close().await;
     });
+    // The relay starts once both origins have the stream, so that the only failover it makes
+    // is the one the kill causes (idle_timeout well above the segment duration).
+    for node in [&a, &b] {
+        let url = node.url("/streams/cam/index.json");
+        eventually(Duration::from_secs(15), || {
+            let url = url.clone();
+            async move {
+                let ix = get_json(&url).await;
+                (ix["segments"].as_array().is_some_and(|s| !s.is_empty())).then_some(())
+            }
+        })
+        .await;
+    }
+    let relay = TestNode::start_with(move |_| {
+        format!(
+            "[rtmp]\nlisten = \"off\"\n\n[[proxy]]\nlocal = \"cam\"\nremote = \"cam\"\nupstreams = [\"{ua}\", \"{ub}\"]\n\n[relay]\nidle_timeout = \"5s\"\n"
+        )
+    });
+    let events = http()
+        .get(relay.url("/streams/cam/events"))
+        .send()
+        .await
+        .unwrap();
     eventually(Duration::from_secs(15), || async {
         (index(&relay, "cam").await["segments"]
             .as_array()
@@ -442,9 +455,14 @@ async fn failover_keeps_a_continuous_timeline() {
     let text = tokio::time::timeout(Duration::from_secs(2), async {
         let mut body = events;
         let mut out = String::new();
+        // NotResponding, then Failover.
+        let both = |out: &str| {
+            out.find("NetConnection.Proxy.NotResponding")
+                .is_some_and(|i| out[i..].contains("ProxyStream.Proxy.Failover"))
+        };
         while let Ok(Some(chunk)) = body.chunk().await {
             out.push_str(&String::from_utf8_lossy(&chunk));
-            if out.contains("ProxyStream.Proxy.Failover") {
+            if both(&out) {
                 break;
             }
         }
@@ -452,8 +470,14 @@ async fn failover_keeps_a_continuous_timeline() {
     })
     .await
     .unwrap_or_default();
-    assert!(text.contains("NetConnection.Proxy.NotResponding"), "{text}");
-    assert!(text.contains("ProxyStream.Proxy.Failover"), "{text}");
+    let i = text
+        .find("NetConnection.Proxy.NotResponding")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(text[i..].contains("ProxyStream.Proxy.Failover"), "{text}");
+    assert!(
+        text[i..].contains(&format!("\"upstream\":\"http://{}\"", a.http)),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
