@@ -26,8 +26,9 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(3);
 const NEGATIVE_CAPACITY: u64 = 10_000;
 /// How long the upstreams' stream list is reused for `/streams`.
 const LISTING_TTL: Duration = Duration::from_secs(2);
-/// How long asking an upstream for its stream list may take.
-const LISTING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long asking an upstream for its stream list may take (bounds how long `/streams` at a
+/// relay waits for a dead upstream).
+const LISTING_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long probing the upstreams for an unknown stream may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
