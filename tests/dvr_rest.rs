@@ -37,15 +37,7 @@ async fn get(url: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
 }
 
 fn parse_time(s: &str) -> i64 {
-    // RFC 3339 "YYYY-MM-DDTHH:MM:SS.mmmZ" as the node writes it.
-    let out = Command::new("date")
-        .args(["-u", "-d", s, "+%s%3N"])
-        .output()
-        .expect("date");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("time {s}"))
+    dvrgate::time::parse_rfc3339(s).unwrap_or_else(|| panic!("time {s}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,10 +245,7 @@ fn probe_duration(path: &std::path::Path) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clips_are_standalone_mp4s_and_identical_through_a_relay() {
     let node = recorded("[http]\nmax_clip = \"20s\"\n").await;
-    let upstream = format!("http://{}", node.http);
-    let relay = TestNode::start_with(move |_| {
-        format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{upstream}\"]\n")
-    });
+    let relay = relay_of(&node);
     let ix = get_json(&node.url("/streams/cam/index.json")).await;
     let segs = ix["segments"].as_array().unwrap();
     let from_seek = get_json(&node.url("/streams/cam/seek?t=-23500ms")).await;

@@ -66,10 +66,7 @@ async fn ffmpeg_publishes_and_decodes_the_hls_playlist() {
 
     let playlist = node.url("/streams/pattern/index.m3u8");
     // The same playlist through a relay that has never seen the stream decodes just as well.
-    let upstream = format!("http://{}", node.http);
-    let relay = TestNode::start_with(move |_| {
-        format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{upstream}\"]\n")
-    });
+    let relay = relay_of(&node);
     for url in [playlist.clone(), relay.url("/streams/pattern/index.m3u8")] {
         let decode = Command::new("ffmpeg")
             .args(["-v", "error", "-i", &url, "-f", "null", "-"])

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// A relay of `up` that fails over after 3 s without a new segment; `extra` goes in `[relay]`.
 fn relay_of(up: &TestNode, extra: &str) -> TestNode {
-    let upstream = format!("http://{}", up.http);
-    let extra = extra.to_owned();
-    TestNode::start_with(move |_| {
-        format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{upstream}\"]\nidle_timeout = \"3s\"\n{extra}\n")
-    })
+    relay(
+        &[format!("http://{}", up.http)],
+        &format!("idle_timeout = \"3s\"\n{extra}"),
+    )
 }
 
 async fn index(node: &TestNode, name: &str) -> serde_json::Value {
@@ -222,9 +222,7 @@ async fn unknown_names_are_cheap_404s() {
         "no state for missing names"
     );
     // A dead upstream is a 502/504, not a 404 or a 500.
-    let dead = TestNode::start_with(|_| {
-        "[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"http://127.0.0.1:9\"]\n".into()
-    });
+    let dead = relay(&["http://127.0.0.1:9".to_owned()], "");
     let r = c
         .get(dead.url("/streams/any/index.m3u8"))
         .send()
@@ -525,13 +523,13 @@ async fn a_segment_listed_by_a_dead_upstream_comes_from_its_twin() {
     publish_and_end(&origin, "cam").await;
     let mut mid_a = relay_of(&origin, "");
     let mid_b = relay_of(&origin, "");
-    let (ua, ub) = (
-        format!("http://{}", mid_a.http),
-        format!("http://{}", mid_b.http),
+    let edge = relay(
+        &[
+            format!("http://{}", mid_a.http),
+            format!("http://{}", mid_b.http),
+        ],
+        "",
     );
-    let edge = TestNode::start_with(move |_| {
-        format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{ua}\", \"{ub}\"]\n")
-    });
     let ix = index(&edge, "cam").await;
     assert_eq!(
         get_json(&edge.url("/streams/cam")).await["source"]["upstream"],

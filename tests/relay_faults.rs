@@ -499,10 +499,7 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Outcome {
 
 /// A relay of `upstream` (on demand).
 fn relay_of(upstream: &str) -> TestNode {
-    let upstream = upstream.to_owned();
-    TestNode::start_with(move |_| {
-        format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{upstream}\"]\n")
-    })
+    relay(&[upstream.to_owned()], "")
 }
 
 /// Waits until the relay lists every segment of `stream`.

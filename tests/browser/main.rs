@@ -23,13 +23,6 @@ const STREAM: &str = "cam";
 /// Fixture loops (10 s each) published at once before real time.
 const BURST_LOOPS: u64 = 6;
 
-fn relay_of(up: &TestNode) -> TestNode {
-    let upstream = format!("http://{}", up.http);
-    TestNode::start_with(move |_| {
-        format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{upstream}\"]\n")
-    })
-}
-
 fn is_header(t: &FlvTag) -> bool {
     let b = &t.body;
     b.len() >= 2

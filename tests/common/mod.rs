@@ -643,3 +643,22 @@ pub async fn publish_and_end(node: &TestNode, name: &str) {
     })
     .await;
 }
+
+/// A relay (no RTMP) of `upstreams` (base URLs, in order); `relay_extra` is appended inside
+/// its `[relay]` section (further sections may follow it).
+pub fn relay(upstreams: &[String], relay_extra: &str) -> TestNode {
+    let list = upstreams
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let extra = relay_extra.to_owned();
+    TestNode::start_with(move |_| {
+        format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [{list}]\n{extra}\n")
+    })
+}
+
+/// A relay of one node, on demand.
+pub fn relay_of(up: &TestNode) -> TestNode {
+    relay(&[format!("http://{}", up.http)], "")
+}
