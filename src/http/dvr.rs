@@ -119,9 +119,7 @@ pub async fn clip(
         .collect()
         .await?;
     let duration_ms: u64 = plan.segments.iter().map(|s| s.duration_ms).sum();
-    let init = clip::clip_init(&init, duration_ms)
-        .map_err(|e| ApiError::Internal(format!("clip of {name}: {e}")))?;
-    let timescales = clip::track_timescales(&init)
+    let (init, timescales) = clip::clip_init(&init, duration_ms)
         .map_err(|e| ApiError::Internal(format!("clip of {name}: {e}")))?;
     let length = init.len() as u64 + plan.segments.iter().map(|s| s.length).sum::<u64>();
     let first_time = plan.segments[0].time_ms;

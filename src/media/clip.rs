@@ -169,9 +169,9 @@ pub fn track_timescales(init: &[u8]) -> Result<HashMap<u32, u32>, ClipError> {
     Ok(out)
 }
 
-/// The init segment of a clip lasting `duration_ms`: durations set in mvhd, tkhd, mdhd and a
-/// new `mehd` (the fragmented file's total duration).
-pub fn clip_init(init: &[u8], duration_ms: u64) -> Result<Bytes, ClipError> {
+/// The init segment of a clip lasting `duration_ms` (durations set in mvhd, tkhd, mdhd and a
+/// new `mehd`, the fragmented file's total duration), and its tracks' timescales.
+pub fn clip_init(init: &[u8], duration_ms: u64) -> Result<(Bytes, HashMap<u32, u32>), ClipError> {
     let timescales = track_timescales(init)?;
     let mut out = BytesMut::with_capacity(init.len() + 16);
     for b in boxes(init)? {
@@ -220,7 +220,7 @@ pub fn clip_init(init: &[u8], duration_ms: u64) -> Result<Bytes, ClipError> {
         push_box(&mut wrapped, b"moov", &body);
         out.extend_from_slice(&wrapped);
     }
-    Ok(out.freeze())
+    Ok((out.freeze(), timescales))
 }
 
 fn push_box(out: &mut Vec<u8>, kind: &[u8; 4], body: &[u8]) {
@@ -401,7 +401,8 @@ mod tests {
         let init = init();
         let ts = track_timescales(&init).unwrap();
         assert_eq!(ts.len(), 2);
-        let out = clip_init(&init, 12_345).unwrap();
+        let (out, ts_out) = clip_init(&init, 12_345).unwrap();
+        assert_eq!(ts_out, ts);
         let moov = boxes(&out)
             .unwrap()
             .into_iter()

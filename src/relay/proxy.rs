@@ -42,7 +42,7 @@ const MAX_SEGMENTS: usize = 200_000;
 struct Locator {
     /// Index of the upstream that listed it, and the path below that upstream's base.
     upstream: usize,
-    path: String,
+    path: Arc<str>,
     offset: u64,
     length: u64,
     /// The content hash to verify, when the upstream publishes one.
@@ -174,7 +174,7 @@ impl Proxy {
     }
 
     /// A segment's bytes: cached, or one shared pull from the upstream it was indexed from.
-    pub async fn segment(&self, seq: u64) -> Option<Fetched> {
+    pub async fn segment(self: &Arc<Self>, seq: u64) -> Option<Fetched> {
         let loc = self.lock().segments.get(&seq).cloned()?;
         Some(
             self.fetch(
@@ -189,7 +189,7 @@ impl Proxy {
     }
 
     /// A period's init segment.
-    pub async fn init(&self, period: u32) -> Option<Fetched> {
+    pub async fn init(self: &Arc<Self>, period: u32) -> Option<Fetched> {
         let loc = self.lock().inits.get(&period).cloned()?;
         Some(
             self.fetch(
@@ -207,29 +207,30 @@ impl Proxy {
     /// sending a byte and the index gave a content hash, from the same path of the current
     /// upstream, then the others (relays of one origin list the same segments under the same
     /// paths; the hash proves it is the same segment). Never resumed from another upstream.
-    async fn fetch(&self, key: Key, loc: Locator) -> Fetched {
-        let client = self.ctx.client.clone();
+    /// A cache hit costs no allocation here: the upstream order is worked out only on a miss.
+    async fn fetch(self: &Arc<Self>, key: Key, loc: Locator) -> Fetched {
         let expect = Expect {
             length: loc.length,
             hash: loc.verify,
         };
-        let mut bases = vec![self.upstreams[loc.upstream].clone()];
-        if loc.verify.is_some() {
-            let current = self.lock().current;
-            let order = std::iter::once(current).chain(0..self.upstreams.len());
-            for i in order {
-                if !bases.contains(&self.upstreams[i]) {
-                    bases.push(self.upstreams[i].clone());
-                }
-            }
-        }
+        let me = self.clone();
         self.ctx
             .cache
             .get_or_pull(key, expect, move |mut sink| async move {
+                let mut order = vec![loc.upstream];
+                if loc.verify.is_some() {
+                    let current = me.lock().current;
+                    for i in std::iter::once(current).chain(0..me.upstreams.len()) {
+                        if !order.contains(&i) {
+                            order.push(i);
+                        }
+                    }
+                }
                 let mut last = PullError::new("no upstream");
-                for base in bases {
-                    let url = format!("{}/{}", base.trim_end_matches('/'), loc.path);
-                    match client.pull(&url, loc.offset, loc.length, &mut sink).await {
+                for i in order {
+                    let base = me.upstreams[i].trim_end_matches('/');
+                    let url = format!("{base}/{}", loc.path);
+                    match me.ctx.client.pull(&url, loc.offset, loc.length, &mut sink).await {
                         Ok(()) => return Ok(()),
                         Err(e) if sink.received() > 0 => return Err(e),
                         Err(e) => {
@@ -421,7 +422,7 @@ impl Proxy {
                             meta.id,
                             Locator {
                                 upstream: up,
-                                path: format!("{root}{}", up_period.init),
+                                path: format!("{root}{}", up_period.init).into(),
                                 offset: 0,
                                 length,
                                 verify: init_hash,
@@ -451,7 +452,7 @@ impl Proxy {
                 next_seq,
                 Locator {
                     upstream: up,
-                    path: format!("{root}{}", s.url),
+                    path: format!("{root}{}", s.url).into(),
                     offset: s.offset,
                     length: s.length,
                     verify,
