@@ -7,12 +7,17 @@
 //! - A [`Sink`] never accepts more than the expected length.
 //! - The outcome is set once; readers that see an error end their stream with it. A fetch that
 //!   stops without finishing (its task panicked) is abandoned, so no reader waits forever.
+//! - The flight holds its memory [`Charge`] for as long as it exists (until the last reader has
+//!   sent its bytes), and counts its [`Reader`]s so that a fetch still queued for memory can be
+//!   given up when every request for it went away.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::sync::watch;
+
+use super::budget::Charge;
 
 /// Why an entry could not be fetched; readers' bodies end with it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -59,6 +64,8 @@ struct State {
     held: Option<Bytes>,
     received: u64,
     outcome: Option<Result<(), PullError>>,
+    /// The memory this fetch is charged for; released with the flight.
+    charge: Option<Charge>,
 }
 
 /// Shared state of one fetch.
@@ -67,6 +74,8 @@ pub(crate) struct Flight {
     expected: u64,
     state: Mutex<State>,
     changed: watch::Sender<()>,
+    /// Live [`Reader`] handles (requests that still want the entry).
+    readers: watch::Sender<usize>,
 }
 
 impl Flight {
@@ -75,7 +84,19 @@ impl Flight {
             expected,
             state: Mutex::default(),
             changed: watch::channel(()).0,
+            readers: watch::channel(0).0,
         })
+    }
+
+    /// Keeps `charge` until the flight is gone.
+    pub(crate) fn hold(&self, charge: Charge) {
+        self.lock().charge = Some(charge);
+    }
+
+    /// Resolves once no [`Reader`] of this flight is left.
+    pub(crate) async fn unwanted(&self) {
+        let mut rx = self.readers.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -277,12 +298,31 @@ impl Sink {
 }
 
 /// Bytes of an entry being fetched, shared with every other request for it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Reader {
-    pub(crate) flight: Arc<Flight>,
+    flight: Arc<Flight>,
+}
+
+impl Clone for Reader {
+    fn clone(&self) -> Reader {
+        Reader::new(self.flight.clone())
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.flight
+            .readers
+            .send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Reader {
+    pub(crate) fn new(flight: Arc<Flight>) -> Reader {
+        flight.readers.send_modify(|n| *n += 1);
+        Reader { flight }
+    }
+
     /// Bytes `first..=last`, as they arrive.
     pub fn range(
         &self,

@@ -14,11 +14,17 @@
 //!   However that task ends (even by a panicking pull), the fetch ends with it: its waiters
 //!   get an outcome and the key is free for a new fetch.
 //! - Recorded entries (origin) never spill: the recording is their disk copy.
+//! - Memory outside the memory tier's weight is charged to one fair [`Budget`] of
+//!   [`IN_FLIGHT_BYTES`]: every fetch (pull, disk read, recording read) before it starts, every
+//!   entry queued for the disk tier, and every evicted entry that responses are still sending.
+//!   A fetch waits its turn (FIFO) for memory; one whose requests all went away while it waited
+//!   is given up. Hits hand out `Bytes` that keep their entry alive, so eviction can tell.
 //!
 //! moka notes: size and eviction counters move only after `run_pending_tasks`; the eviction
 //! listener runs inline on whichever task triggered maintenance, so it only hands the value to
 //! the spill task over a bounded channel (full channel = entry dropped, counted).
 
+mod budget;
 mod disk;
 mod flight;
 #[cfg(test)]
@@ -31,13 +37,21 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+pub use budget::{Budget, Charge};
 pub use disk::DiskTier;
 use disk::{Disk, Spilled};
 use flight::Flight;
 pub use flight::{Oversized, PullError, Reader, Sink};
 
 /// Entries waiting to be written to disk; more are dropped (and counted) rather than queued.
+/// Their bytes are also charged to the budget, so large entries are bounded by bytes too.
 const SPILL_QUEUE: usize = 64;
+
+/// Bytes of entries outside the memory tier at once: fetches in flight, spills queued, evicted
+/// entries still being sent. SPEC allows the budget + 64 MiB in all; this leaves the rest for
+/// the moment a finished fetch is made contiguous (up to one more copy of what is in flight)
+/// and for the process itself.
+pub const IN_FLIGHT_BYTES: u64 = 16 << 20;
 
 /// What a cache entry holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -69,6 +83,10 @@ pub struct Stats {
     pub disk_evictions: AtomicU64,
     /// Entries evicted from memory for size.
     pub memory_evictions: AtomicU64,
+    /// Fetches that had to wait for memory (the in-flight budget was used up).
+    pub memory_waits: AtomicU64,
+    /// Fetches given up while waiting for memory because every request for them went away.
+    pub memory_wait_abandoned: AtomicU64,
 }
 
 /// Why [`Cache::get_or_load`] has no value.
@@ -97,15 +115,41 @@ pub enum Fetched {
     Streaming(Reader),
 }
 
-#[derive(Debug, Clone)]
-struct Value {
+/// A memory-tier entry. Hits hand out `Bytes` that hold the `Arc` (see [`handout`]), so the
+/// eviction listener knows whether responses still hold it.
+#[derive(Debug)]
+struct Entry {
     bytes: Bytes,
     spill: bool,
+    /// Charged when evicted while still held; released when the last holder is done.
+    held: Mutex<Option<Charge>>,
+}
+
+type Value = Arc<Entry>;
+
+fn entry(bytes: Bytes, spill: bool) -> Value {
+    Arc::new(Entry {
+        bytes,
+        spill,
+        held: Mutex::new(None),
+    })
+}
+
+/// The entry's bytes as a `Bytes` that keeps the entry alive (one small allocation per hit).
+fn handout(v: &Value) -> Bytes {
+    struct Held(Value);
+    impl AsRef<[u8]> for Held {
+        fn as_ref(&self) -> &[u8] {
+            &self.0.bytes
+        }
+    }
+    Bytes::from_owner(Held(v.clone()))
 }
 
 #[derive(Debug)]
 struct Inner {
     memory: moka::future::Cache<Key, Value>,
+    budget: Budget,
     flights: Mutex<HashMap<Key, Arc<Flight>>>,
     spilling: Arc<Mutex<HashMap<Key, Bytes>>>,
     disk: Option<Arc<Disk>>,
@@ -149,6 +193,7 @@ impl Cache {
 
     fn build(max_bytes: u64, disk: Option<Arc<Disk>>) -> Cache {
         let stats = Arc::new(Stats::default());
+        let budget = Budget::new(IN_FLIGHT_BYTES);
         let spilling: Arc<Mutex<HashMap<Key, Bytes>>> = Arc::default();
         let mut builder = moka::future::Cache::builder()
             .max_capacity(max_bytes)
@@ -161,7 +206,13 @@ impl Cache {
         {
             let stats = stats.clone();
             let spilling = spilling.clone();
+            let budget = budget.clone();
             builder = builder.eviction_listener(move |key: Arc<Key>, value: Value, cause| {
+                let len = value.bytes.len() as u64;
+                // The listener's own handle is one; any other is a response still sending it.
+                if Arc::strong_count(&value) > 1 {
+                    lock(&value.held).get_or_insert_with(|| budget.force(len));
+                }
                 if cause != moka::notification::RemovalCause::Size {
                     return;
                 }
@@ -170,9 +221,16 @@ impl Cache {
                 if !value.spill {
                     return;
                 }
+                let Some(charge) = budget.try_charge(len) else {
+                    stats.spill_dropped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                };
                 let key = (*key).clone();
                 lock(&spilling).insert(key.clone(), value.bytes.clone());
-                if tx.try_send((key.clone(), value.bytes)).is_err() {
+                if tx
+                    .try_send((key.clone(), value.bytes.clone(), charge))
+                    .is_err()
+                {
                     lock(&spilling).remove(&key);
                     stats.spill_dropped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -180,6 +238,7 @@ impl Cache {
         }
         let inner = Inner {
             memory: builder.build(),
+            budget,
             flights: Mutex::default(),
             spilling,
             disk,
@@ -192,44 +251,40 @@ impl Cache {
 
     /// Stores a recorded value (a freshly written segment is hot: live viewers ask for it next).
     pub async fn insert(&self, key: Key, value: Bytes) {
-        self.inner
-            .memory
-            .insert(
-                key,
-                Value {
-                    bytes: value,
-                    spill: false,
-                },
-            )
-            .await;
+        self.inner.memory.insert(key, entry(value, false)).await;
     }
 
-    /// The cached value, or the value `load` finds (from the recording), loaded once for all
-    /// concurrent callers. A [`Miss`] is shared by every waiter of that load and is not cached.
-    pub async fn get_or_load<E, F>(&self, key: Key, load: F) -> Result<Bytes, Arc<Miss<E>>>
+    /// The cached value, or the value `load` finds (from the recording, about `length` bytes),
+    /// loaded once for all concurrent callers after waiting its turn for memory. A [`Miss`] is
+    /// shared by every waiter of that load and is not cached.
+    pub async fn get_or_load<E, F>(
+        &self,
+        key: Key,
+        length: u64,
+        load: F,
+    ) -> Result<Bytes, Arc<Miss<E>>>
     where
         E: Send + Sync + 'static,
         F: std::future::Future<Output = Result<Option<Bytes>, E>>,
     {
         if let Some(v) = self.inner.memory.get(&key).await {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(v.bytes);
+            return Ok(handout(&v));
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        let budget = self.inner.budget.clone();
         self.inner
             .memory
             .try_get_with(key, async move {
+                let _charge = budget.acquire(length).await;
                 match load.await {
-                    Ok(Some(bytes)) => Ok(Value {
-                        bytes,
-                        spill: false,
-                    }),
+                    Ok(Some(bytes)) => Ok(entry(bytes, false)),
                     Ok(None) => Err(Miss::Absent),
                     Err(e) => Err(Miss::Failed(e)),
                 }
             })
             .await
-            .map(|v| v.bytes)
+            .map(|v| handout(&v))
     }
 
     /// An upstream entry: from memory, from an entry being spilled, from a fetch in progress,
@@ -242,7 +297,7 @@ impl Cache {
     {
         if let Some(v) = self.inner.memory.get(&key).await {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
-            return Fetched::Ready(v.bytes);
+            return Fetched::Ready(handout(&v));
         }
         let flight = {
             let mut flights = lock(&self.inner.flights);
@@ -252,15 +307,13 @@ impl Cache {
             }
             if let Some(f) = flights.get(&key) {
                 self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
-                return Fetched::Streaming(Reader { flight: f.clone() });
+                return Fetched::Streaming(Reader::new(f.clone()));
             }
             let f = Flight::new(expect.length);
             flights.insert(key.clone(), f.clone());
             f
         };
-        let reader = Reader {
-            flight: flight.clone(),
-        };
+        let reader = Reader::new(flight.clone());
         let cache = self.clone();
         tokio::spawn(async move { cache.run_flight(key, expect, flight, pull).await });
         Fetched::Streaming(reader)
@@ -277,6 +330,21 @@ impl Cache {
             key: key.clone(),
             flight: flight.clone(),
         };
+        // Memory first, in turn; a fetch nobody wants any more gives up its place.
+        let charge = match self.inner.budget.try_charge(expect.length) {
+            Some(c) => c,
+            None => {
+                self.stats.memory_waits.fetch_add(1, Ordering::Relaxed);
+                tokio::select! {
+                    c = self.inner.budget.acquire(expect.length) => c,
+                    () = flight.unwanted() => {
+                        self.stats.memory_wait_abandoned.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        };
+        flight.hold(charge);
         let from_disk = match &self.inner.disk {
             Some(d) => d
                 .get(&key)
@@ -306,7 +374,7 @@ impl Cache {
             Ok(bytes) => {
                 self.inner
                     .memory
-                    .insert(key.clone(), Value { bytes, spill })
+                    .insert(key.clone(), entry(bytes, spill))
                     .await
             }
             Err(e) => {
@@ -328,6 +396,11 @@ impl Cache {
 
     pub fn entry_count(&self) -> u64 {
         self.inner.memory.entry_count()
+    }
+
+    /// The budget for bytes outside the memory tier.
+    pub fn budget(&self) -> &Budget {
+        &self.inner.budget
     }
 
     /// Bytes held by the disk tier (0 without one).
@@ -364,12 +437,12 @@ impl Drop for Landing {
 }
 
 async fn spill_task(
-    mut rx: mpsc::Receiver<(Key, Bytes)>,
+    mut rx: mpsc::Receiver<(Key, Bytes, Charge)>,
     disk: Arc<Disk>,
     spilling: Arc<Mutex<HashMap<Key, Bytes>>>,
     stats: Arc<Stats>,
 ) {
-    while let Some((key, bytes)) = rx.recv().await {
+    while let Some((key, bytes, _charge)) = rx.recv().await {
         match disk.put(key.clone(), bytes).await {
             Spilled::Stored { evicted } => {
                 stats.spills.fetch_add(1, Ordering::Relaxed);

@@ -81,7 +81,8 @@ impl Feed {
         };
         match self {
             Feed::Recorded(stream) => {
-                recorded(cache, key, stream.read_segment(seq), not_found).await
+                let length = stream.read().segment(seq).map_or(0, |s| s.length);
+                recorded(cache, key, length, stream.read_segment(seq), not_found).await
             }
             Feed::Relayed(proxy) => {
                 Payload::relayed(proxy.segment(seq).await.ok_or_else(not_found)?).await
@@ -98,7 +99,8 @@ impl Feed {
         let not_found = || ApiError::NotFound(format!("no init segment {period}"));
         match self {
             Feed::Recorded(stream) => {
-                recorded(cache, key, stream.read_init(period), not_found).await
+                let length = stream.read().period(period).map_or(0, |p| p.init_length);
+                recorded(cache, key, length, stream.read_init(period), not_found).await
             }
             Feed::Relayed(proxy) => {
                 Payload::relayed(proxy.init(period).await.ok_or_else(not_found)?).await
@@ -115,15 +117,17 @@ impl Feed {
     }
 }
 
-/// Recorded bytes through the cache: one read of the recording for all concurrent misses.
+/// Recorded bytes through the cache: one read of the recording (of about `length` bytes) for
+/// all concurrent misses.
 async fn recorded(
     cache: &Cache,
     key: Key,
+    length: u64,
     load: impl std::future::Future<Output = Result<Option<Bytes>, crate::store::Error>>,
     not_found: impl Fn() -> ApiError,
 ) -> Result<Payload, ApiError> {
     cache
-        .get_or_load(key, load)
+        .get_or_load(key, length, load)
         .await
         .map(Payload::Ready)
         .map_err(|e| match &*e {
