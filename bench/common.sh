@@ -4,7 +4,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN="$ROOT/target/release/dvrgate"
 WORK=$(mktemp -d /tmp/dvrgate-bench.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { [ -n "${KEEP_WORK:-}" ] && cp -r "$WORK" "$KEEP_WORK" 2>/dev/null; for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 build() { (cd "$ROOT" && cargo build --release --quiet "$@"); }

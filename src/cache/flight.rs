@@ -7,9 +7,9 @@
 //! - A [`Sink`] never accepts more than the expected length.
 //! - The outcome is set once; readers that see an error end their stream with it. A fetch that
 //!   stops without finishing (its task panicked) is abandoned, so no reader waits forever.
-//! - The flight holds its memory [`Charge`] for as long as it exists (until the last reader has
-//!   sent its bytes), and counts its [`Reader`]s so that a fetch still queued for memory can be
-//!   given up when every request for it went away.
+//! - The flight holds its memory [`Charge`] while bytes arrive; once verified, the bytes are the
+//!   cache entry's (readers hold a handle of that entry, so eviction sees them). It counts its
+//!   [`Reader`]s so that a fetch still queued for memory is given up when nobody wants it.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -104,11 +104,14 @@ impl Flight {
     }
 
     /// Verifies what arrived and publishes the outcome. On success returns the whole entry
-    /// (one contiguous `Bytes`, for the cache).
+    /// (one contiguous `Bytes`, for the cache); readers go on with `share(whole)`, a handle of
+    /// the cached entry, so the cache can tell they still hold it. The memory charge ends here:
+    /// from now on the bytes are the cache's to count.
     pub(crate) fn finish(
         &self,
         result: Result<(), PullError>,
         hash: Option<u64>,
+        share: impl FnOnce(&Bytes) -> Bytes,
     ) -> Result<Bytes, PullError> {
         let mut st = self.lock();
         let verdict = match result {
@@ -130,7 +133,8 @@ impl Flight {
         match &verdict {
             Ok(whole) => {
                 st.held = None;
-                st.visible = vec![whole.clone()];
+                st.visible = vec![share(whole)];
+                st.charge = None;
                 st.starts = vec![0];
                 st.outcome = Some(Ok(()));
             }

@@ -370,12 +370,18 @@ impl Cache {
                 )
             }
         };
-        match flight.finish(result, expect.hash) {
-            Ok(bytes) => {
-                self.inner
-                    .memory
-                    .insert(key.clone(), entry(bytes, spill))
-                    .await
+        let mut value = None;
+        let verdict = flight.finish(result, expect.hash, |whole| {
+            let v = entry(whole.clone(), spill);
+            let shared = handout(&v);
+            value = Some(v);
+            shared
+        });
+        match verdict {
+            Ok(_) => {
+                if let Some(v) = value {
+                    self.inner.memory.insert(key.clone(), v).await
+                }
             }
             Err(e) => {
                 self.stats.pull_failures.fetch_add(1, Ordering::Relaxed);

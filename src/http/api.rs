@@ -122,8 +122,7 @@ pub async fn create(
     }
     let proxy = st
         .relays
-        .add(&req.local, &req.remote, req.upstreams, false)
-        .map_err(|e| ApiError::ProxyBadName(e.to_string()))?;
+        .add(&req.local, &req.remote, req.upstreams, false)?;
     let mut v = proxy_json(&proxy);
     v["code"] = Code::ProxyStart.as_str().into();
     v["level"] = "status".into();

@@ -85,6 +85,21 @@ impl ApiError {
     }
 }
 
+impl From<crate::relay::Error> for ApiError {
+    fn from(e: crate::relay::Error) -> Self {
+        use crate::relay::Error;
+        match e {
+            Error::NotFound(name) => ApiError::StreamNotFound(name),
+            Error::BadName(why) => ApiError::ProxyBadName(why),
+            Error::Upstream {
+                why,
+                timed_out: true,
+            } => ApiError::UpstreamTimeout(why),
+            Error::Upstream { why, .. } => ApiError::Upstream(why),
+        }
+    }
+}
+
 impl From<crate::store::Error> for ApiError {
     fn from(e: crate::store::Error) -> Self {
         ApiError::Internal(e.to_string())

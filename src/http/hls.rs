@@ -1,6 +1,9 @@
 //! `GET /streams/{name}/index.m3u8`: the live DVR playlist, `?start=T` (rewind) and
 //! `?from=T&to=T` (a window).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -8,7 +11,56 @@ use axum::response::{IntoResponse, Response};
 use super::playlist::{self, Options};
 use super::streams::select_window;
 use super::{cache_control, ApiError, AppState, QueryParams, StreamName, LIVE, PAST};
-use crate::store::{Lookup, StreamIndex};
+use crate::store::{Lookup, Stream, StreamIndex};
+
+/// Rendered live playlists by stream *instance*: an entry is used only for the very stream it
+/// was rendered from (a proxy deleted and created again under the same name is another
+/// instance, whose versions start again), and entries of streams that are gone are dropped.
+#[derive(Debug, Default)]
+pub struct RenderCache {
+    entries: HashMap<String, Rendered>,
+}
+
+#[derive(Debug)]
+struct Rendered {
+    stream: Weak<Stream>,
+    version: u64,
+    body: bytes::Bytes,
+}
+
+impl RenderCache {
+    /// The body rendered from `stream` at `version`, if any.
+    pub fn get(&self, stream: &Arc<Stream>, version: u64) -> Option<bytes::Bytes> {
+        self.entries
+            .get(&stream.name)
+            .filter(|r| {
+                r.version == version && std::ptr::eq(r.stream.as_ptr(), Arc::as_ptr(stream))
+            })
+            .filter(|r| r.stream.strong_count() > 0)
+            .map(|r| r.body.clone())
+    }
+
+    /// Remembers a rendering, dropping entries whose stream no longer exists.
+    pub fn put(&mut self, stream: &Arc<Stream>, version: u64, body: bytes::Bytes) {
+        self.entries.retain(|_, r| r.stream.strong_count() > 0);
+        self.entries.insert(
+            stream.name.clone(),
+            Rendered {
+                stream: Arc::downgrade(stream),
+                version,
+                body,
+            },
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
 use crate::time::{format_rfc3339, now_ms, At};
 
 /// Where `?start=T` lands: the segment position and the offset into the playlist.
@@ -55,11 +107,11 @@ pub async fn playlist(
     let plain = start.is_none() && from.is_none() && to.is_none();
     let version = stream.version();
     if plain {
-        let cached = st.live_playlists.lock().ok().and_then(|m| {
-            m.get(&name)
-                .filter(|(v, _)| *v == version)
-                .map(|(_, b)| b.clone())
-        });
+        let cached = st
+            .live_playlists
+            .lock()
+            .ok()
+            .and_then(|m| m.get(stream, version));
         if let Some(body) = cached {
             return Ok(playlist_response(body, false));
         }
@@ -100,7 +152,7 @@ pub async fn playlist(
     drop(ix);
     if plain {
         if let Ok(mut m) = st.live_playlists.lock() {
-            m.insert(name, (version, body.clone()));
+            m.put(stream, version, body.clone());
         }
     }
     Ok(playlist_response(body, past))
@@ -111,4 +163,26 @@ fn playlist_response(body: bytes::Bytes, past: bool) -> Response {
     let mut r = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     cache_control(&mut r, if past { PAST } else { LIVE });
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_cache_is_keyed_by_stream_instance() {
+        let mut cache = RenderCache::default();
+        let old = Arc::new(Stream::in_memory("cam"));
+        cache.put(&old, 3, bytes::Bytes::from_static(b"old"));
+        assert_eq!(cache.get(&old, 3).as_deref(), Some(&b"old"[..]));
+        assert_eq!(cache.get(&old, 4), None, "another version");
+        // Same name, same version number, another instance: never the old body.
+        let new = Arc::new(Stream::in_memory("cam"));
+        assert_eq!(cache.get(&new, 3), None);
+        drop(old);
+        let other = Arc::new(Stream::in_memory("other"));
+        cache.put(&other, 0, bytes::Bytes::new());
+        assert_eq!(cache.len(), 1, "entries of dropped streams are removed");
+        assert!(cache.get(&other, 0).is_some());
+    }
 }

@@ -92,7 +92,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     );
     let c = &st.cache;
     let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let counters: [(&str, &str, f64); 10] = [
+    let counters: [(&str, &str, f64); 12] = [
         (
             "dvrgate_cache_hits_total",
             "Requests served from the memory cache.",
@@ -134,6 +134,16 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             n(&c.stats.disk_evictions),
         ),
         (
+            "dvrgate_cache_memory_waits_total",
+            "Fetches that waited for the in-flight memory budget.",
+            n(&c.stats.memory_waits),
+        ),
+        (
+            "dvrgate_cache_memory_wait_abandoned_total",
+            "Fetches given up while waiting for memory (every request for them went away).",
+            n(&c.stats.memory_wait_abandoned),
+        ),
+        (
             "dvrgate_upstream_pulls_total",
             "Segment pulls from an upstream.",
             n(&c.stats.pulls),
@@ -148,7 +158,17 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         t.metric(name, "counter", help, &[("", v)]);
     }
     c.run_pending_tasks().await;
-    let gauges: [(&str, &str, f64); 3] = [
+    let gauges: [(&str, &str, f64); 5] = [
+        (
+            "dvrgate_cache_in_flight_bytes",
+            "Bytes outside the memory tier: fetches in flight, spills queued, evicted entries still being sent.",
+            c.budget().used() as f64,
+        ),
+        (
+            "dvrgate_cache_in_flight_limit_bytes",
+            "The budget of dvrgate_cache_in_flight_bytes.",
+            c.budget().limit() as f64,
+        ),
         (
             "dvrgate_cache_bytes",
             "Bytes held by the memory cache.",

@@ -69,7 +69,7 @@ pub struct AppState {
     /// The last rendered live playlist per stream, with the stream version it was rendered at:
     /// every viewer polling between two segments gets the same bytes without a re-render.
     /// std `Mutex`, held only to clone or swap an entry; one entry per stream.
-    pub live_playlists: Arc<std::sync::Mutex<HashMap<String, (u64, bytes::Bytes)>>>,
+    pub live_playlists: Arc<std::sync::Mutex<hls::RenderCache>>,
     via: HeaderValue,
 }
 
@@ -113,16 +113,9 @@ impl AppState {
         if let Some(s) = self.store.get(name) {
             return Ok(Feed::Recorded(s));
         }
-        match self.relays.on_demand(name).await {
-            Ok(p) => {
-                p.synced(RELAY_SYNC_WAIT).await;
-                Ok(Feed::Relayed(p))
-            }
-            Err(crate::relay::Error::NotFound(_) | crate::relay::Error::BadName(_)) => {
-                Err(ApiError::StreamNotFound(name.to_owned()))
-            }
-            Err(crate::relay::Error::Upstream(why)) => Err(ApiError::Upstream(why)),
-        }
+        let proxy = self.relays.on_demand(name).await?;
+        proxy.reachable(RELAY_SYNC_WAIT).await?;
+        Ok(Feed::Relayed(proxy))
     }
 
     /// Every stream this node serves (recorded, then relayed), sorted by name.

@@ -22,18 +22,18 @@ pub struct Options {
     pub target_ms: u64,
 }
 
+/// `EXT-X-TARGETDURATION` in seconds: the longest segment the stream has had (not only the
+/// listed ones, so it never goes down between reloads as a long segment leaves the window),
+/// at least the configured target, rounded up (RFC 8216: no segment may exceed it).
+pub fn target_duration_s(ix: &StreamIndex, floor_ms: u64) -> u64 {
+    ix.max_duration_ms.max(floor_ms).div_ceil(1000).max(1)
+}
+
 /// Renders the segments `range` of `ix`.
 pub fn render(ix: &StreamIndex, range: Range<usize>, opts: &Options) -> String {
     let listed = ix.segments.range(range.clone());
     let mut out = String::with_capacity(256 + range.len() * 96);
-    let max_ms = ix
-        .segments
-        .range(range.clone())
-        .map(|s| s.duration_ms)
-        .max()
-        .unwrap_or(0)
-        .max(opts.target_ms);
-    let target_s = max_ms.div_ceil(1000).max(1);
+    let target_s = target_duration_s(ix, opts.target_ms);
     let first = ix.segments.get(range.start);
     let _ = write!(
         out,
@@ -111,5 +111,33 @@ mod tests {
         );
         let empty = render(&ix, 3..3, &Options::default());
         assert!(empty.contains("#EXT-X-MEDIA-SEQUENCE:3\n"), "{empty}");
+    }
+
+    #[test]
+    fn target_duration_never_goes_down_as_a_long_segment_leaves_the_window() {
+        let mut ix = StreamIndex::default();
+        ix.apply(Record::Period(period(0, 0, 1_796_051_045_250)));
+        let opts = Options {
+            target_ms: 2000,
+            ..Options::default()
+        };
+        let mut targets = Vec::new();
+        let mut t = 1_796_051_045_250;
+        for seq in 0..8u64 {
+            let d = if seq == 1 { 4100 } else { 2000 };
+            ix.apply(Record::Segment(seg(seq, 0, t, d)));
+            t += d as i64;
+            // A window of the newest three, as a live playlist lists.
+            let n = ix.segments.len();
+            let text = render(&ix, n.saturating_sub(3)..n, &opts);
+            let target: u64 = text
+                .lines()
+                .find_map(|l| l.strip_prefix("#EXT-X-TARGETDURATION:"))
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+            targets.push(target);
+        }
+        assert_eq!(targets, [2, 5, 5, 5, 5, 5, 5, 5]);
+        assert_eq!(target_duration_s(&StreamIndex::default(), 2000), 2);
     }
 }

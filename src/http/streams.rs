@@ -151,7 +151,7 @@ fn render_index(st: &AppState, name: &str, ix: &StreamIndex, range: Range<usize>
     let doc = IndexDoc {
         stream: name,
         live: ix.live,
-        target_duration_ms: st.segment_target_ms,
+        target_duration_ms: ix.max_duration_ms.max(st.segment_target_ms),
         periods: ix
             .periods
             .iter()

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 pub use proxy::{Context, Proxy};
 
+use failover::Trouble;
+
 use crate::events::{Code, Event};
 
 /// How long "no upstream has this stream" is remembered.
@@ -32,15 +34,26 @@ const LISTING_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long probing the upstreams for an unknown stream may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a stream could not be relayed.
+/// Why a stream could not be relayed. Mapped to HTTP in one place (`http::ApiError`'s
+/// `From`): `NotFound` 404, `Upstream` 502 or 504 when it timed out, `BadName` 409.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("no upstream has stream {0:?}")]
     NotFound(String),
-    #[error("upstreams not responding: {0}")]
-    Upstream(String),
+    #[error("upstreams not responding: {why}")]
+    Upstream { why: String, timed_out: bool },
     #[error("{0}")]
     BadName(String),
+}
+
+impl Error {
+    /// An upstream failure, from what the upstream did.
+    pub fn upstream(base: &str, trouble: &Trouble) -> Error {
+        Error::Upstream {
+            why: format!("{base} {trouble}"),
+            timed_out: matches!(trouble, Trouble::Timeout),
+        }
+    }
 }
 
 /// All relayed streams of a node.
@@ -121,7 +134,7 @@ impl Relays {
         let mut map = self
             .proxies
             .write()
-            .map_err(|_| Error::Upstream("registry lock poisoned".into()))?;
+            .map_err(|_| Error::BadName("relay registry unavailable".into()))?;
         if map.contains_key(local) {
             return Err(Error::BadName(format!("{local:?} is already relayed")));
         }
@@ -180,7 +193,7 @@ impl Relays {
                         };
                     }
                     Ok(None) => {}
-                    Err(t) => last_trouble = Some(format!("{base} {t}")),
+                    Err(t) => last_trouble = Some(Error::upstream(base, &t)),
                 }
             }
             match last_trouble {
@@ -194,7 +207,7 @@ impl Relays {
                 Ok(p)
             }
             Ok(None) => Err(Error::NotFound(name.to_owned())),
-            Err(e) => Err(Error::Upstream((*e).clone())),
+            Err(e) => Err((*e).clone()),
         }
     }
 

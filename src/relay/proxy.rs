@@ -62,6 +62,17 @@ struct State {
     cursor: Option<u64>,
 }
 
+/// What the relay has heard from its upstreams so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Contact {
+    /// Nothing yet.
+    Pending,
+    /// An upstream gave an index (stays so for the life of the proxy).
+    Indexed,
+    /// Every answer so far was trouble; the latest.
+    Failed { why: String, timed_out: bool },
+}
+
 /// What a proxy needs from its node.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -90,8 +101,8 @@ pub struct Proxy {
     /// Last time a viewer asked for this stream (unix ms).
     last_access_ms: AtomicI64,
     cancel: CancellationToken,
-    /// True once the first answer from an upstream (index or trouble) has been handled.
-    synced: tokio::sync::watch::Sender<bool>,
+    /// Whether an upstream has ever given this relay an index (see [`Contact`]).
+    contact: tokio::sync::watch::Sender<Contact>,
     ctx: Context,
 }
 
@@ -120,7 +131,7 @@ impl Proxy {
             }),
             last_access_ms: AtomicI64::new(crate::time::now_ms()),
             cancel: CancellationToken::new(),
-            synced: tokio::sync::watch::channel(false).0,
+            contact: tokio::sync::watch::channel(Contact::Pending).0,
             ctx,
         });
         proxy.stream.set_live(true);
@@ -129,10 +140,24 @@ impl Proxy {
     }
 
     /// Waits (at most `limit`) until the relay has heard from an upstream once, so that a
-    /// viewer's first request sees the upstream's index rather than an empty one.
-    pub async fn synced(&self, limit: Duration) {
-        let mut rx = self.synced.subscribe();
-        let _ = tokio::time::timeout(limit, rx.wait_for(|s| *s)).await;
+    /// viewer's first request sees the upstream's index rather than an empty one. `Err` while
+    /// no upstream has ever given an index: the relay has nothing to serve (never an empty 200).
+    pub async fn reachable(&self, limit: Duration) -> Result<(), super::Error> {
+        let mut rx = self.contact.subscribe();
+        let answered = tokio::time::timeout(limit, rx.wait_for(|c| *c != Contact::Pending)).await;
+        let contact = self.contact.borrow().clone();
+        match contact {
+            Contact::Indexed => Ok(()),
+            Contact::Failed { why, timed_out } => Err(super::Error::Upstream { why, timed_out }),
+            Contact::Pending => Err(super::Error::Upstream {
+                why: format!(
+                    "no answer from {} within {} s",
+                    self.upstreams.join(", "),
+                    limit.as_secs()
+                ),
+                timed_out: answered.is_err(),
+            }),
+        }
     }
 
     /// Stops following; pending requests still finish.
@@ -278,7 +303,7 @@ impl Proxy {
                     }
                     self.lock().state = if ix.live { "following" } else { "ended" };
                     self.stream.set_live(ix.live);
-                    self.synced.send_replace(true);
+                    self.contact.send_replace(Contact::Indexed);
                     if !ix.live {
                         if was_live {
                             tracing::info!("upstream stream ended");
@@ -297,7 +322,18 @@ impl Proxy {
                 Ok(None) => Trouble::BadAnswer("the upstream does not have the stream".into()),
                 Err(t) => t,
             };
-            self.synced.send_replace(true);
+            // Only a relay that never had an index reports the trouble to viewers; one that did
+            // keeps serving what it has while it fails over.
+            self.contact.send_if_modified(|c| {
+                if *c == Contact::Indexed {
+                    return false;
+                }
+                *c = Contact::Failed {
+                    why: format!("{base} {trouble}"),
+                    timed_out: matches!(trouble, Trouble::Timeout),
+                };
+                true
+            });
             tracing::warn!(upstream = %base, trouble = %trouble, "upstream not responding");
             self.ctx.bus.emit(
                 Event::new(
@@ -473,6 +509,7 @@ impl Proxy {
         if !records.is_empty() {
             self.stream.apply_in_memory(records);
         }
+        self.stream.raise_target(ix.target_duration_ms);
         self.enforce_window();
         if ix.live {
             // The cache runs each pull as its own task: dropping the result does not cancel it.

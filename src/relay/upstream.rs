@@ -130,6 +130,9 @@ impl UpIndex {
     /// increasing seqs, URLs below the stream, bounded lengths and numbers small enough that
     /// nothing computed from them overflows.
     pub fn validate(&self) -> Result<(), String> {
+        if self.target_duration_ms > MAX_SEGMENT_DURATION_MS {
+            return Err(format!("target duration {} ms", self.target_duration_ms));
+        }
         let mut prev: Option<u64> = None;
         for s in &self.segments {
             if prev.is_some_and(|p| s.seq <= p) {

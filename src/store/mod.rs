@@ -327,6 +327,20 @@ impl Stream {
         }
     }
 
+    /// Raises the longest-segment mark (a relay takes its upstream's target duration, so every
+    /// node of a chain announces the same `EXT-X-TARGETDURATION`). Never lowers it.
+    pub fn raise_target(&self, duration_ms: u64) {
+        let raised = {
+            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+            let before = ix.max_duration_ms;
+            ix.max_duration_ms = before.max(duration_ms);
+            ix.max_duration_ms != before
+        };
+        if raised {
+            self.bump();
+        }
+    }
+
     /// Sets where a relay's numbering starts (before its first segment).
     pub fn start_seq_at(&self, seq: u64) {
         let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
