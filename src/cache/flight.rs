@@ -4,6 +4,11 @@
 //! - Bytes become visible to readers as they arrive, except the chunk that completes the
 //!   entry: it is held back until the whole entry is verified (length and, when known, hash),
 //!   so no reader ever receives a complete body that turned out to be wrong.
+//! - Arriving chunks are copied into one buffer of the entry's length, allocated with the first
+//!   byte, which becomes the cached `Bytes` without another copy: a fetch costs its length in
+//!   memory, whatever the chunking of the transfer (no allocator-fragmenting chunk lists, no
+//!   second copy to make it contiguous). Readers of an unfinished entry get copies of at most
+//!   [`READ_PIECE`] bytes at a time; once verified, zero-copy slices of the entry.
 //! - A [`Sink`] never accepts more than the expected length.
 //! - The outcome is set once; readers that see an error end their stream with it. A fetch that
 //!   stops without finishing (its task panicked) is abandoned, so no reader waits forever.
@@ -54,14 +59,19 @@ impl From<String> for PullError {
     }
 }
 
+/// Largest piece a reader copies out of an unfinished entry at once (bounds its copy).
+pub const READ_PIECE: usize = 64 << 10;
+
 #[derive(Debug, Default)]
 struct State {
-    /// Chunks readers may have, in order; `starts[i]` is the offset of `visible[i]`. Once the
-    /// entry is verified this becomes the one contiguous `Bytes` that is cached, so the
-    /// arrival chunks are freed while slow readers finish (no second copy kept alive).
-    visible: Vec<Bytes>,
-    starts: Vec<u64>,
-    held: Option<Bytes>,
+    /// The bytes received so far (capacity: the entry's length).
+    buf: BytesMut,
+    /// One chunk that was the whole entry at once (a disk-tier read): kept as it is.
+    whole: Option<Bytes>,
+    /// Bytes readers may have (`received` less a held-back completing chunk).
+    visible: u64,
+    /// After verification: the cached entry, which readers slice.
+    done: Option<Bytes>,
     received: u64,
     outcome: Option<Result<(), PullError>>,
     /// The memory this fetch is charged for; released with the flight.
@@ -121,7 +131,10 @@ impl Flight {
                 st.received, self.expected
             ))),
             Ok(()) => {
-                let whole = concat(st.visible.iter().chain(st.held.iter()), self.expected);
+                let whole = match st.whole.take() {
+                    Some(w) => w,
+                    None => std::mem::take(&mut st.buf).freeze(),
+                };
                 match hash {
                     Some(h) if xxhash_rust::xxh3::xxh3_64(&whole) != h => {
                         Err(PullError::new("content hash differs from the index"))
@@ -132,13 +145,18 @@ impl Flight {
         };
         match &verdict {
             Ok(whole) => {
-                st.held = None;
-                st.visible = vec![share(whole)];
+                st.done = Some(share(whole));
+                st.visible = self.expected;
                 st.charge = None;
-                st.starts = vec![0];
                 st.outcome = Some(Ok(()));
             }
-            Err(e) => st.outcome = Some(Err(e.clone())),
+            Err(e) => {
+                // Freed at once; readers part-way through end with the error.
+                st.buf = BytesMut::new();
+                st.whole = None;
+                st.visible = 0;
+                st.outcome = Some(Err(e.clone()));
+            }
         }
         drop(st);
         self.changed.send_replace(());
@@ -166,9 +184,9 @@ impl Flight {
             {
                 let st = self.lock();
                 match &st.outcome {
-                    Some(Err(e)) if st.visible.is_empty() => return Err(e.clone()),
+                    Some(Err(e)) if st.visible == 0 => return Err(e.clone()),
                     Some(_) => return Ok(()),
-                    None if !st.visible.is_empty() => return Ok(()),
+                    None if st.visible > 0 => return Ok(()),
                     None => {}
                 }
             }
@@ -203,16 +221,17 @@ impl Flight {
                 }
                 let step = {
                     let st = c.flight.lock();
-                    // The chunk holding `pos`: the last one starting at or before it.
-                    let i = st.starts.partition_point(|&s| s <= c.pos);
-                    match i.checked_sub(1).map(|i| (st.starts[i], &st.visible[i])) {
-                        Some((start, chunk)) if c.pos < start + chunk.len() as u64 => {
-                            let from = (c.pos - start) as usize;
-                            let to = ((last + 1).min(start + chunk.len() as u64) - start) as usize;
-                            Ok(chunk.slice(from..to))
-                        }
-                        _ => Err(st.outcome.clone()),
-                    }
+                    let end = (last + 1).min(st.visible);
+                    let (from, to) = (c.pos as usize, end as usize);
+                    let piece = match &st.done {
+                        Some(whole) if c.pos < end => Some(whole.slice(from..to)),
+                        None if c.pos < end => st
+                            .buf
+                            .get(from..to.min(from + READ_PIECE))
+                            .map(Bytes::copy_from_slice),
+                        _ => None,
+                    };
+                    piece.ok_or_else(|| st.outcome.clone())
                 };
                 match step {
                     Ok(part) => {
@@ -230,18 +249,6 @@ impl Flight {
             }
         })
     }
-}
-
-fn concat<'a>(chunks: impl Iterator<Item = &'a Bytes> + Clone, len: u64) -> Bytes {
-    let mut it = chunks.clone();
-    if let (Some(only), None) = (it.next(), it.next()) {
-        return only.clone();
-    }
-    let mut buf = BytesMut::with_capacity(len as usize);
-    for c in chunks {
-        buf.extend_from_slice(c);
-    }
-    buf.freeze()
 }
 
 /// Where a puller writes an entry's bytes.
@@ -277,14 +284,17 @@ impl Sink {
             if total > expected {
                 return Err(Oversized { expected });
             }
-            let start = st.received;
-            st.received = total;
-            if total == expected {
-                st.held = Some(chunk);
+            if st.received == 0 && total == expected {
+                st.whole = Some(chunk);
             } else {
-                st.starts.push(start);
-                st.visible.push(chunk);
+                if st.buf.capacity() == 0 {
+                    st.buf = BytesMut::with_capacity(usize::try_from(expected).unwrap_or(0));
+                }
+                st.buf.extend_from_slice(&chunk);
             }
+            // The completing chunk stays invisible until the entry is verified.
+            st.visible = if total == expected { st.received } else { total };
+            st.received = total;
         }
         self.flight.changed.send_replace(());
         Ok(())

@@ -115,14 +115,22 @@ pub enum Fetched {
     Streaming(Reader),
 }
 
-/// A memory-tier entry. Hits hand out `Bytes` that hold the `Arc` (see [`handout`]), so the
-/// eviction listener knows whether responses still hold it.
+/// A memory-tier entry. Hits hand out `Bytes` that count themselves (see [`handout`]), so the
+/// eviction listener knows whether responses still hold it. (Not `Arc::strong_count`: moka's
+/// own bookkeeping holds clones of evicted values for a while.)
 #[derive(Debug)]
 struct Entry {
     bytes: Bytes,
     spill: bool,
-    /// Charged when evicted while still held; released when the last holder is done.
-    held: Mutex<Option<Charge>>,
+    held: Mutex<Holders>,
+}
+
+#[derive(Debug, Default)]
+struct Holders {
+    /// Handed-out `Bytes` (and their slices' owner) still alive.
+    count: usize,
+    /// Charged when the entry is evicted while held; released with the last holder.
+    charge: Option<Charge>,
 }
 
 type Value = Arc<Entry>;
@@ -131,11 +139,12 @@ fn entry(bytes: Bytes, spill: bool) -> Value {
     Arc::new(Entry {
         bytes,
         spill,
-        held: Mutex::new(None),
+        held: Mutex::default(),
     })
 }
 
-/// The entry's bytes as a `Bytes` that keeps the entry alive (one small allocation per hit).
+/// The entry's bytes as a `Bytes` that counts as a holder until it (and every slice of it) is
+/// dropped. One small allocation per hit.
 fn handout(v: &Value) -> Bytes {
     struct Held(Value);
     impl AsRef<[u8]> for Held {
@@ -143,6 +152,16 @@ fn handout(v: &Value) -> Bytes {
             &self.0.bytes
         }
     }
+    impl Drop for Held {
+        fn drop(&mut self) {
+            let mut h = lock(&self.0.held);
+            h.count = h.count.saturating_sub(1);
+            if h.count == 0 {
+                h.charge = None;
+            }
+        }
+    }
+    lock(&v.held).count += 1;
     Bytes::from_owner(Held(v.clone()))
 }
 
@@ -209,9 +228,11 @@ impl Cache {
             let budget = budget.clone();
             builder = builder.eviction_listener(move |key: Arc<Key>, value: Value, cause| {
                 let len = value.bytes.len() as u64;
-                // The listener's own handle is one; any other is a response still sending it.
-                if Arc::strong_count(&value) > 1 {
-                    lock(&value.held).get_or_insert_with(|| budget.force(len));
+                {
+                    let mut h = lock(&value.held);
+                    if h.count > 0 && h.charge.is_none() {
+                        h.charge = Some(budget.force(len));
+                    }
                 }
                 if cause != moka::notification::RemovalCause::Size {
                     return;
@@ -252,6 +273,8 @@ impl Cache {
     /// Stores a recorded value (a freshly written segment is hot: live viewers ask for it next).
     pub async fn insert(&self, key: Key, value: Bytes) {
         self.inner.memory.insert(key, entry(value, false)).await;
+        // moka evicts lazily; an insert is rare next to hits, so keep the bound tight here.
+        self.inner.memory.run_pending_tasks().await;
     }
 
     /// The cached value, or the value `load` finds (from the recording, about `length` bytes),
@@ -273,7 +296,8 @@ impl Cache {
         }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let budget = self.inner.budget.clone();
-        self.inner
+        let loaded = self
+            .inner
             .memory
             .try_get_with(key, async move {
                 let _charge = budget.acquire(length).await;
@@ -284,7 +308,9 @@ impl Cache {
                 }
             })
             .await
-            .map(|v| handout(&v))
+            .map(|v| handout(&v));
+        self.inner.memory.run_pending_tasks().await;
+        loaded
     }
 
     /// An upstream entry: from memory, from an entry being spilled, from a fetch in progress,
@@ -380,7 +406,8 @@ impl Cache {
         match verdict {
             Ok(_) => {
                 if let Some(v) = value {
-                    self.inner.memory.insert(key.clone(), v).await
+                    self.inner.memory.insert(key.clone(), v).await;
+                    self.inner.memory.run_pending_tasks().await;
                 }
             }
             Err(e) => {
