@@ -10,10 +10,24 @@
 //! applied to the in-memory index; *then* announced (watchers woken, events emitted by the
 //! caller). Hence after a crash (`kill -9` at any moment) [`Store::open`] finds every announced
 //! segment intact, truncates a torn index line and deletes unindexed files.
+//!
+//! A write that fails (ENOSPC, EIO) leaves nothing behind that looks like a segment: the temp
+//! file is removed, a file already renamed into place is removed when its index line cannot be
+//! appended, and a partly appended index line is truncated away (`LineFile`), so the index
+//! never holds a torn line in front of later ones.
+//!
+//! Free space (`record.min_free`, see [`room`] and [`space`]): every write first asks the
+//! [`Room`] for its bytes; when the reserve would be crossed, the oldest segments of any stream
+//! are deleted, index first (the `drop` line is appended and applied, so nothing listed is
+//! missing), then their files. When the volume is so full that even the `drop` line cannot be
+//! appended, the drop is applied in memory, the files deleted and the line appended afterwards:
+//! recovery already treats an indexed segment whose file is missing as dropped.
 
 pub mod index;
 pub mod layout;
 pub mod retention;
+pub mod room;
+pub mod space;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -27,6 +41,8 @@ use tokio::sync::watch;
 pub use index::{Lookup, PeriodMeta, Record, SegmentMeta, StreamIndex};
 use layout::Layout;
 pub use retention::Policy;
+pub use room::{Room, Trim};
+pub use space::MinFree;
 use writer::LineFile;
 
 /// Storage errors.
@@ -38,6 +54,9 @@ pub enum Error {
     Io { context: String, source: io::Error },
     #[error("storage task failed: {0}")]
     Task(String),
+    /// Not enough free space for the next write even after deleting what may be deleted.
+    #[error("recordings volume full: {0}")]
+    NoSpace(String),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
@@ -61,7 +80,10 @@ pub struct Store {
     dir: PathBuf,
     policy: Policy,
     /// Streams by name. std `RwLock`: short critical sections, never held across `.await`.
-    streams: RwLock<HashMap<String, Arc<Stream>>>,
+    /// Shared with `room`, which trims any of them.
+    streams: Arc<RwLock<HashMap<String, Arc<Stream>>>>,
+    /// The free-space guard every recording writes through.
+    room: Arc<Room>,
 }
 
 /// One recorded stream.
@@ -88,8 +110,13 @@ pub struct Recovered {
 }
 
 impl Store {
-    /// Opens (creating) the recordings folder and recovers every stream in it. Blocking.
-    pub fn open(dir: &Path, policy: Policy) -> Result<(Store, Recovered), Error> {
+    /// Opens (creating) the recordings folder and recovers every stream in it; writes keep
+    /// `min_free` free on its volume. Blocking.
+    pub fn open(
+        dir: &Path,
+        policy: Policy,
+        min_free: MinFree,
+    ) -> Result<(Store, Recovered), Error> {
         std::fs::create_dir_all(dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
         let mut streams = HashMap::new();
         let mut total = Recovered::default();
@@ -113,11 +140,13 @@ impl Store {
                 Arc::new(Stream::new(name, layout, index, lines)),
             );
         }
+        let streams = Arc::new(RwLock::new(streams));
         Ok((
             Store {
                 dir: dir.to_owned(),
                 policy,
-                streams: RwLock::new(streams),
+                room: Arc::new(Room::new(dir.to_owned(), min_free, streams.clone())),
+                streams,
             },
             total,
         ))
@@ -170,6 +199,8 @@ impl Store {
         stream.bump();
         Ok(Recording {
             stream,
+            room: self.room.clone(),
+            trimmed: Vec::new(),
             ended: false,
         })
     }
@@ -186,20 +217,7 @@ impl Store {
         };
         let Some(before) = before else { return Ok(0) };
         let s = stream.clone();
-        blocking(move || {
-            let (gone, gone_periods) = s.append_and_apply(&[Record::Drop { before }])?;
-            for seg in &gone {
-                writer::remove_if_exists(&s.layout.segment(seg.seq))
-                    .map_err(io_err("cannot delete segment"))?;
-            }
-            for p in &gone_periods {
-                writer::remove_if_exists(&s.layout.init(p.id))
-                    .map_err(io_err("cannot delete init segment"))?;
-            }
-            s.compact_if_worth_it()?;
-            Ok(gone.len())
-        })
-        .await
+        blocking(move || Ok(s.drop_before_durably(before)?.len())).await
     }
 }
 
@@ -247,12 +265,21 @@ fn recover(layout: &Layout) -> Result<(StreamIndex, usize, RecoverCounts), Error
     counts.removed_files += remove_unknown(&layout.init_dir(), init_known)?;
     // Rewrite the index compactly (also drops a torn tail) if there is anything to write.
     let records = kept.to_records();
+    let mut lines = records.len();
     if !text.is_empty() {
         let body: String = records.iter().map(|r| r.to_line() + "\n").collect();
-        writer::write_atomic(&path, body.as_bytes())
-            .map_err(io_err(format!("cannot rewrite {}", path.display())))?;
+        if let Err(e) = writer::write_atomic(&path, body.as_bytes()) {
+            // A full volume must not keep the node from serving what it recorded: keep the
+            // old file, only cut a torn tail off (truncating needs no space).
+            tracing::warn!(path = %path.display(), error = %e, "cannot rewrite the index; keeping it");
+            if valid < text.len() {
+                writer::truncate(&path, valid as u64)
+                    .map_err(io_err(format!("cannot truncate {}", path.display())))?;
+            }
+            lines = text[..valid].iter().filter(|&&b| b == b'\n').count();
+        }
     }
-    Ok((kept, records.len(), counts))
+    Ok((kept, lines, counts))
 }
 
 /// Deletes the files in `dir` whose names `known` rejects; returns how many. Blocking.
@@ -380,6 +407,76 @@ impl Stream {
             .file
             .lock()
             .map_err(|_| Error::Task("index file lock poisoned".into()))?;
+        self.append_locked(&mut file, records)?;
+        let gone = self.apply_only(records);
+        drop(file);
+        Ok(gone)
+    }
+
+    /// Drops every segment with `seq < before`: index first (appended and applied), then the
+    /// files. Returns the segments removed. Blocking.
+    ///
+    /// When the `drop` line cannot be appended (the volume is full), the drop is applied in
+    /// memory, the files deleted, and the line appended afterwards; if that fails too, the index
+    /// file still names the deleted segments and recovery drops them as missing.
+    fn drop_before_durably(&self, before: u64) -> Result<Vec<SegmentMeta>, Error> {
+        let records = [Record::Drop { before }];
+        let (gone, gone_periods, appended) = match self.append_and_apply(&records) {
+            Ok((gone, gone_periods)) => (gone, gone_periods, true),
+            Err(Error::Io { context, source }) => {
+                tracing::warn!(stream = %self.name, %context, error = %source, "cannot append the drop line; dropping first");
+                let (gone, gone_periods) = self.apply_only(&records);
+                (gone, gone_periods, false)
+            }
+            Err(e) => return Err(e),
+        };
+        for seg in &gone {
+            writer::remove_if_exists(&self.layout.segment(seg.seq))
+                .map_err(io_err("cannot delete segment"))?;
+        }
+        for p in &gone_periods {
+            writer::remove_if_exists(&self.layout.init(p.id))
+                .map_err(io_err("cannot delete init segment"))?;
+        }
+        if !appended {
+            if let Err(e) = self.append_only(&records) {
+                tracing::warn!(stream = %self.name, error = %e, "drop line still not appended; recovery will drop the missing files");
+            }
+        }
+        if let Err(e) = self.compact_if_worth_it() {
+            tracing::warn!(stream = %self.name, error = %e, "index compaction failed");
+        }
+        Ok(gone)
+    }
+
+    /// Applies records to the in-memory index only and wakes watchers. Returns what a `Drop`
+    /// removed.
+    fn apply_only(&self, records: &[Record]) -> (Vec<SegmentMeta>, Vec<PeriodMeta>) {
+        let mut gone = (Vec::new(), Vec::new());
+        {
+            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+            for r in records {
+                match r {
+                    Record::Drop { before } => gone = ix.drop_before(*before),
+                    other => ix.apply(other.clone()),
+                }
+            }
+        }
+        self.bump();
+        gone
+    }
+
+    /// Appends records to the index file only. Blocking.
+    fn append_only(&self, records: &[Record]) -> Result<(), Error> {
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| Error::Task("index file lock poisoned".into()))?;
+        self.append_locked(&mut file, records)
+    }
+
+    /// Appends records to the open (or opened now) index file; the caller holds its lock.
+    fn append_locked(&self, file: &mut Option<LineFile>, records: &[Record]) -> Result<(), Error> {
         if file.is_none() {
             *file =
                 Some(LineFile::open(&self.layout.index()).map_err(io_err("cannot open index"))?);
@@ -393,22 +490,7 @@ impl Stream {
         }
         self.file_lines
             .fetch_add(lines.len(), std::sync::atomic::Ordering::Relaxed);
-        let mut gone = (Vec::new(), Vec::new());
-        {
-            let mut ix = self
-                .index
-                .write()
-                .map_err(|_| Error::Task("index lock poisoned".into()))?;
-            for r in records {
-                match r {
-                    Record::Drop { before } => gone = ix.drop_before(*before),
-                    other => ix.apply(other.clone()),
-                }
-            }
-        }
-        drop(file);
-        self.bump();
-        Ok(gone)
+        Ok(())
     }
 
     /// Rewrites the index file when most of its lines describe deleted segments. Blocking.
@@ -454,12 +536,22 @@ async fn read_file(path: &Path, expected_len: u64) -> Result<Option<Bytes>, Erro
 #[derive(Debug)]
 pub struct Recording {
     stream: Arc<Stream>,
+    /// Every write asks it for its bytes first (`record.min_free`).
+    room: Arc<Room>,
+    /// Trims made for this recording's writes, not yet reported.
+    trimmed: Vec<Trim>,
     ended: bool,
 }
 
 impl Recording {
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
+    }
+
+    /// Segments deleted (of any stream) to make room for this recording's writes since the
+    /// last call: the caller announces them (`NetStream.Record.Trimmed`).
+    pub fn take_trimmed(&mut self) -> Vec<Trim> {
+        std::mem::take(&mut self.trimmed)
     }
 
     /// Durably stores a new period's init segment and indexes it.
@@ -473,14 +565,17 @@ impl Recording {
         meta.init_length = init.len() as u64;
         let s = self.stream.clone();
         let m = meta.clone();
-        blocking(move || {
+        self.write_with_room(init.len() as u64, move || {
             writer::create_dir_durable(&s.layout.init_dir())
                 .map_err(io_err("cannot create init folder"))?;
             writer::create_dir_durable(&s.layout.segments_dir())
                 .map_err(io_err("cannot create segments folder"))?;
-            writer::write_atomic(&s.layout.init(m.id), &init)
-                .map_err(io_err("cannot write init segment"))?;
-            s.append_and_apply(&[Record::Period(m)])?;
+            let path = s.layout.init(m.id);
+            writer::write_atomic(&path, &init).map_err(io_err("cannot write init segment"))?;
+            s.append_and_apply(&[Record::Period(m.clone())])
+                .inspect_err(|_| {
+                    let _ = writer::remove_if_exists(&path);
+                })?;
             Ok(())
         })
         .await?;
@@ -499,14 +594,44 @@ impl Recording {
         meta.hash = xxhash_rust::xxh3::xxh3_64(&data);
         let s = self.stream.clone();
         let m = meta.clone();
-        blocking(move || {
-            writer::write_atomic(&s.layout.segment(m.seq), &data)
-                .map_err(io_err("cannot write segment"))?;
-            s.append_and_apply(&[Record::Segment(m)])?;
+        self.write_with_room(meta.length, move || {
+            let path = s.layout.segment(m.seq);
+            writer::write_atomic(&path, &data).map_err(io_err("cannot write segment"))?;
+            // Not indexed, so not announced: the file must not stay either.
+            s.append_and_apply(&[Record::Segment(m.clone())])
+                .inspect_err(|_| {
+                    let _ = writer::remove_if_exists(&path);
+                })?;
             Ok(())
         })
         .await?;
         Ok(meta)
+    }
+
+    /// Runs a blocking write of `len` bytes after making room for it. A write that fails with
+    /// an I/O error (ENOSPC, EIO) left nothing behind; it is retried once after asking for
+    /// twice the room. [`Error::NoSpace`] when no room can be made.
+    async fn write_with_room(
+        &mut self,
+        len: u64,
+        write: impl Fn() -> Result<(), Error> + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        let write = Arc::new(write);
+        let (reservation, trims) = self.room.make_room(len, 0).await?;
+        self.trimmed.extend(trims);
+        let w = write.clone();
+        let first = blocking(move || w()).await;
+        drop(reservation);
+        let err = match first {
+            Err(e @ Error::Io { .. }) => e,
+            other => return other,
+        };
+        tracing::warn!(stream = %self.stream.name, error = %err, "write failed; making room and retrying once");
+        let (reservation, trims) = self.room.make_room(len, len).await?;
+        self.trimmed.extend(trims);
+        let result = blocking(move || write()).await;
+        drop(reservation);
+        result
     }
 
     /// Ends the recording: the stream is no longer live.
@@ -558,7 +683,7 @@ mod tests {
     #[tokio::test]
     async fn record_recover_and_refuse_second_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(dir.path(), policy()).unwrap();
+        let (store, _) = Store::open(dir.path(), policy(), MinFree::Bytes(0)).unwrap();
         let mut rec = store.begin_recording("cam").unwrap();
         assert!(matches!(
             store.begin_recording("cam"),
@@ -587,7 +712,7 @@ mod tests {
         io::Write::write_all(&mut f, b"{\"t\":\"seg\",\"se").unwrap();
         drop(f);
 
-        let (store, found) = Store::open(dir.path(), policy()).unwrap();
+        let (store, found) = Store::open(dir.path(), policy(), MinFree::Bytes(0)).unwrap();
         assert_eq!(
             found,
             Recovered {
@@ -631,6 +756,7 @@ mod tests {
                 retention_ms: 10_000,
                 max_bytes: 250,
             },
+            MinFree::Bytes(0),
         )
         .unwrap();
         let mut rec = store.begin_recording("cam").unwrap();
@@ -658,7 +784,7 @@ mod tests {
         );
         rec.finish();
         assert_eq!(store.enforce_retention(&s, 1_000_000).await.unwrap(), 1);
-        let (store, _) = Store::open(dir.path(), policy()).unwrap();
+        let (store, _) = Store::open(dir.path(), policy(), MinFree::Bytes(0)).unwrap();
         assert_eq!(store.get("cam").unwrap().read().next_seq, 5);
     }
 }
