@@ -139,9 +139,9 @@ pub fn plan(streams: &[Candidate<'_>], need: u64) -> Option<Vec<Cut>> {
         let keep = usize::from(c.live);
         c.segments.len() > taken + keep
     };
-    for i in 0..streams.len() {
+    for (i, c) in streams.iter().enumerate() {
         if deletable(i, 0) {
-            heap.push(Reverse((streams[i].segments[0].time_ms, i)));
+            heap.push(Reverse((c.segments[0].time_ms, i)));
         }
     }
     let mut freed = 0u64;
