@@ -28,21 +28,22 @@ pub mod layout;
 pub mod retention;
 pub mod room;
 pub mod space;
+pub mod timeline;
 pub mod writer;
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::watch;
 
 pub use index::{Lookup, PeriodMeta, Record, SegmentMeta, StreamIndex};
 use layout::Layout;
 pub use retention::Policy;
 pub use room::{Room, Trim};
 pub use space::MinFree;
+pub use timeline::Timeline;
 use writer::LineFile;
 
 /// Storage errors.
@@ -86,18 +87,23 @@ pub struct Store {
     room: Arc<Room>,
 }
 
-/// One recorded stream.
+/// One recorded stream: its shared [`Timeline`] (what readers see; `Deref` gives its
+/// methods) and its files on disk.
 #[derive(Debug)]
 pub struct Stream {
-    pub name: String,
+    timeline: Arc<Timeline>,
     layout: Layout,
-    index: RwLock<StreamIndex>,
     /// The open index file; `None` until the first write. Locked only in blocking code.
     file: Mutex<Option<LineFile>>,
     /// Lines in the index file, to decide when compaction pays.
     file_lines: std::sync::atomic::AtomicUsize,
-    /// Bumped after every change of the index (new segment, live flag): long-polls wait on it.
-    changed: watch::Sender<u64>,
+}
+
+impl std::ops::Deref for Stream {
+    type Target = Timeline;
+    fn deref(&self) -> &Timeline {
+        &self.timeline
+    }
 }
 
 /// What recovery found, for the startup log.
@@ -187,10 +193,7 @@ impl Store {
             })
             .clone();
         {
-            let mut ix = stream
-                .index
-                .write()
-                .map_err(|_| Error::Task("index lock poisoned".into()))?;
+            let mut ix = stream.write();
             if ix.live {
                 return Err(Error::AlreadyLive(name.to_owned()));
             }
@@ -307,78 +310,16 @@ struct RecoverCounts {
 impl Stream {
     fn new(name: String, layout: Layout, index: StreamIndex, file_lines: usize) -> Stream {
         Stream {
-            name,
+            timeline: Arc::new(Timeline::with_index(name, index)),
             layout,
-            index: RwLock::new(index),
             file: Mutex::new(None),
             file_lines: file_lines.into(),
-            changed: watch::channel(0).0,
         }
     }
 
-    /// A stream whose index lives only in memory (a relay's view of an upstream stream).
-    pub fn in_memory(name: &str) -> Stream {
-        Stream::new(
-            name.to_owned(),
-            Layout::new(Path::new(""), name),
-            StreamIndex::default(),
-            0,
-        )
-    }
-
-    /// Applies records to the in-memory index only (relays) and wakes watchers. Returns what
-    /// a `Drop` removed.
-    pub fn apply_in_memory(&self, records: Vec<Record>) -> Vec<SegmentMeta> {
-        let mut gone = Vec::new();
-        {
-            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
-            for r in records {
-                match r {
-                    Record::Drop { before } => gone.extend(ix.drop_before(before).0),
-                    other => ix.apply(other),
-                }
-            }
-        }
-        self.bump();
-        gone
-    }
-
-    /// Sets the live flag of an in-memory index (relays mirror their upstream's).
-    pub fn set_live(&self, live: bool) {
-        let changed = {
-            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut ix.live, live) != live
-        };
-        if changed {
-            self.bump();
-        }
-    }
-
-    /// Sets where a relay's numbering starts (before its first segment).
-    pub fn start_seq_at(&self, seq: u64) {
-        let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
-        if ix.segments.is_empty() && ix.next_seq < seq {
-            ix.next_seq = seq;
-        }
-    }
-
-    /// A read view of the index. Do not hold it across `.await`.
-    pub fn read(&self) -> RwLockReadGuard<'_, StreamIndex> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Wakes on every index change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-
-    /// A counter that changes whenever the index does (for caches of rendered documents).
-    pub fn version(&self) -> u64 {
-        *self.changed.borrow()
-    }
-
-    fn bump(&self) {
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    /// The shared timeline (index + change notification) readers render.
+    pub fn timeline(&self) -> &Arc<Timeline> {
+        &self.timeline
     }
 
     /// Reads a media segment file, if indexed.
@@ -452,18 +393,7 @@ impl Stream {
     /// Applies records to the in-memory index only and wakes watchers. Returns what a `Drop`
     /// removed.
     fn apply_only(&self, records: &[Record]) -> (Vec<SegmentMeta>, Vec<PeriodMeta>) {
-        let mut gone = (Vec::new(), Vec::new());
-        {
-            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
-            for r in records {
-                match r {
-                    Record::Drop { before } => gone = ix.drop_before(*before),
-                    other => ix.apply(other.clone()),
-                }
-            }
-        }
-        self.bump();
-        gone
+        self.timeline.apply_records(records)
     }
 
     /// Appends records to the index file only. Blocking.
@@ -642,10 +572,7 @@ impl Recording {
     fn end(&mut self) {
         if !self.ended {
             self.ended = true;
-            if let Ok(mut ix) = self.stream.index.write() {
-                ix.live = false;
-            }
-            self.stream.bump();
+            self.stream.set_live(false);
         }
     }
 }
