@@ -28,6 +28,7 @@ pub mod layout;
 pub mod retention;
 pub mod room;
 pub mod space;
+pub mod storage;
 pub mod timeline;
 pub mod writer;
 
