@@ -93,6 +93,8 @@ pub struct Store {
 #[derive(Debug)]
 pub struct Stream {
     timeline: Arc<Timeline>,
+    /// Where the bytes are read from (the write path still goes through `layout` + `writer`).
+    storage: Arc<dyn storage::Storage>,
     layout: Layout,
     /// The open index file; `None` until the first write. Locked only in blocking code.
     file: Mutex<Option<LineFile>>,
@@ -312,6 +314,7 @@ impl Stream {
     fn new(name: String, layout: Layout, index: StreamIndex, file_lines: usize) -> Stream {
         Stream {
             timeline: Arc::new(Timeline::with_index(name, index)),
+            storage: Arc::new(storage::LocalDisk::new(layout.clone())),
             layout,
             file: Mutex::new(None),
             file_lines: file_lines.into(),
@@ -328,7 +331,8 @@ impl Stream {
         let Some(meta) = self.read().segment(seq).cloned() else {
             return Ok(None);
         };
-        read_file(&self.layout.segment(seq), meta.length).await
+        self.read_object(layout::Object::Segment(seq), meta.length)
+            .await
     }
 
     /// Reads a period's init segment, if indexed.
@@ -336,7 +340,8 @@ impl Stream {
         let Some(meta) = self.read().period(period).cloned() else {
             return Ok(None);
         };
-        read_file(&self.layout.init(period), meta.init_length).await
+        self.read_object(layout::Object::Init(period), meta.init_length)
+            .await
     }
 
     /// Appends records to the index file and applies them to the in-memory index, atomically
@@ -445,20 +450,26 @@ impl Stream {
     }
 }
 
-async fn read_file(path: &Path, expected_len: u64) -> Result<Option<Bytes>, Error> {
-    match tokio::fs::read(path).await {
-        Ok(v) if v.len() as u64 == expected_len => Ok(Some(Bytes::from(v))),
-        Ok(v) => Err(Error::Io {
-            context: format!(
-                "{} has {} bytes, index says {expected_len}",
-                path.display(),
-                v.len()
-            ),
-            source: io::Error::other("size mismatch"),
-        }),
-        // Deleted by retention between the index lookup and the read.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),
+impl Stream {
+    /// An indexed object's bytes; `None` when it was deleted (retention) after the lookup.
+    async fn read_object(
+        &self,
+        key: layout::Object,
+        expected_len: u64,
+    ) -> Result<Option<Bytes>, Error> {
+        match self.storage.get(key, None).await? {
+            Some(v) if v.len() as u64 == expected_len => Ok(Some(v)),
+            Some(v) => Err(Error::Io {
+                context: format!(
+                    "{} of {} has {} bytes, index says {expected_len}",
+                    key.key(),
+                    self.name,
+                    v.len()
+                ),
+                source: io::Error::other("size mismatch"),
+            }),
+            None => Ok(None),
+        }
     }
 }
 

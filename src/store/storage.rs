@@ -3,7 +3,7 @@
 //! (temp file, fsync, rename, dir fsync; index lines appended and fsynced). The object-store
 //! implementation goes behind the same seam.
 //!
-//! Not wired into [`Stream`](super::Stream) yet: the recording path still calls `writer`
+//! [`Stream`](super::Stream) reads through it; the recording path still calls `writer`
 //! directly (same durability order); this is the seam and its contract, tested on its own.
 
 use std::fmt::Debug;
