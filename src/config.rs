@@ -140,6 +140,8 @@ pub struct RecordConfig {
     pub max_bytes: ByteSize,
     /// How much the live `index.m3u8` lists.
     pub playlist_window: Dur,
+    /// Free space kept on the recordings' volume: a size or a percentage of the volume.
+    pub min_free: MinFree,
 }
 
 impl Default for RecordConfig {
@@ -150,6 +152,7 @@ impl Default for RecordConfig {
             retention: Dur::secs(24 * 3600),
             max_bytes: ByteSize(50 << 30),
             playlist_window: Dur::secs(3600),
+            min_free: MinFree(crate::store::MinFree::Percent(5.0)),
         }
     }
 }
@@ -308,6 +311,14 @@ impl Config {
                 "must be at least record.segment_target",
             ));
         }
+        if let crate::store::MinFree::Percent(p) = self.record.min_free.0 {
+            if !(0.0..100.0).contains(&p) {
+                return Err(invalid(
+                    "record.min_free",
+                    format!("must be a size or a percentage below 100%, got {p}%"),
+                ));
+            }
+        }
         if self.http.max_clip.0 < Duration::from_secs(1) {
             return Err(invalid("http.max_clip", "must be at least 1s"));
         }
@@ -442,6 +453,64 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// `record.min_free`: a size like `"512MiB"` (the [`ByteSize`] grammar) or a percentage of the
+/// volume like `"5%"` or `"2.5%"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinFree(pub crate::store::MinFree);
+
+impl FromStr for MinFree {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s.strip_suffix('%') {
+            Some(p) => {
+                let p: f64 = p.trim().parse().map_err(|_| {
+                    format!("invalid percentage {s:?} (examples: \"5%\", \"2.5%\", \"512MiB\")")
+                })?;
+                if !(0.0..100.0).contains(&p) {
+                    return Err(format!(
+                        "percentage {s:?} must be at least 0% and below 100%"
+                    ));
+                }
+                Ok(MinFree(crate::store::MinFree::Percent(p)))
+            }
+            None => s
+                .parse::<ByteSize>()
+                .map(|b| MinFree(crate::store::MinFree::Bytes(b.0))),
+        }
+    }
+}
+
+impl fmt::Display for MinFree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            crate::store::MinFree::Bytes(n) => write!(f, "{}", ByteSize(n)),
+            crate::store::MinFree::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for MinFree {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for MinFree {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(MinFree(crate::store::MinFree::Bytes(n))),
+            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// A duration written like `"2s"`, `"500ms"`, `"24h"`, `"1h30m"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Dur(pub Duration);
@@ -534,6 +603,32 @@ mod tests {
         assert_eq!("1h30m".parse::<Dur>().unwrap(), Dur::secs(5400));
         assert_eq!(Dur::secs(5400).to_string(), "1h30m");
         assert!("soon".parse::<Dur>().is_err());
+    }
+
+    #[test]
+    fn min_free_sizes_and_percentages() {
+        use crate::store::MinFree as M;
+        let p = |t: &str| t.parse::<MinFree>().map(|m| m.0);
+        assert_eq!(p("5%"), Ok(M::Percent(5.0)));
+        assert_eq!(p("2.5%"), Ok(M::Percent(2.5)));
+        assert_eq!(p("512MiB"), Ok(M::Bytes(512 << 20)));
+        assert_eq!(p("0"), Ok(M::Bytes(0)));
+        assert!(p("100%").is_err());
+        assert!(p("-1%").is_err());
+        assert!(p("lots").is_err());
+        assert_eq!(MinFree(M::Bytes(4 << 20)).to_string(), "4MiB");
+        assert_eq!(MinFree(M::Percent(2.5)).to_string(), "2.5%");
+        let c = Config::parse("[record]\nmin_free = \"4MiB\"\n").unwrap();
+        assert_eq!(c.record.min_free.0, M::Bytes(4 << 20));
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        let c = Config::parse("[record]\nmin_free = 1048576\n").unwrap();
+        assert_eq!(c.record.min_free.0, M::Bytes(1 << 20));
+        let e = Config::parse("[record]\nmin_free = \"150%\"\n").unwrap_err();
+        assert!(e.to_string().contains("min_free"), "{e}");
+        let mut c = Config::default();
+        c.record.min_free = MinFree(M::Percent(f64::NAN));
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().starts_with("record.min_free"), "{e}");
     }
 
     #[test]

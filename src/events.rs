@@ -14,6 +14,7 @@ pub enum Code {
     RecordStart,
     RecordStop,
     RecordNoAccess,
+    RecordTrimmed,
     ProxyStart,
     ProxyStop,
     ProxyBadName,
@@ -34,6 +35,7 @@ impl Code {
             Code::RecordStart => "NetStream.Record.Start",
             Code::RecordStop => "NetStream.Record.Stop",
             Code::RecordNoAccess => "NetStream.Record.NoAccess",
+            Code::RecordTrimmed => "NetStream.Record.Trimmed",
             Code::ProxyStart => "ProxyStream.Proxy.Start",
             Code::ProxyStop => "ProxyStream.Proxy.Stop",
             Code::ProxyBadName => "ProxyStream.Proxy.BadName",
@@ -54,7 +56,7 @@ impl Code {
             | Code::ProxyNotResponding
             | Code::SeekInvalidTime
             | Code::ConnectRejected => "error",
-            Code::ProxyFailover => "warning",
+            Code::ProxyFailover | Code::RecordTrimmed => "warning",
             _ => "status",
         }
     }

@@ -215,7 +215,8 @@ impl Recorder {
         ));
     }
 
-    fn fail(&self, e: crate::store::Error) {
+    fn fail(&mut self, e: crate::store::Error) {
+        self.report_trims();
         metrics::inc(&self.metrics.record_errors);
         tracing::error!(error = %e, "recording failed; ending the publish");
         self.bus.emit(Event::new(
@@ -223,6 +224,26 @@ impl Recorder {
             Some(&self.name),
             format!("cannot record: {e}"),
         ));
+    }
+
+    /// Announces the segments the store deleted (of any stream) to keep `record.min_free`.
+    fn report_trims(&mut self) {
+        for t in self.recording.take_trimmed() {
+            metrics::add(&self.metrics.segments_deleted, t.segments as u64);
+            self.bus.emit(
+                Event::new(
+                    Code::RecordTrimmed,
+                    Some(&t.stream),
+                    format!(
+                        "deleted segments {}-{} of {} ({} bytes) to keep record.min_free",
+                        t.first_seq, t.last_seq, t.stream, t.bytes
+                    ),
+                )
+                .with("first_seq", t.first_seq)
+                .with("last_seq", t.last_seq)
+                .with("bytes", t.bytes),
+            );
+        }
     }
 
     async fn write_all(&mut self, outputs: Vec<Output>) -> Result<(), crate::store::Error> {
@@ -255,6 +276,7 @@ impl Recorder {
                     };
                     let init = p.init;
                     let meta = self.recording.add_period(init.clone(), meta).await?;
+                    self.report_trims();
                     self.cache
                         .insert(
                             Key::Init {
@@ -296,6 +318,7 @@ impl Recorder {
                     };
                     let started = Instant::now();
                     let meta = self.recording.add_segment(s.data.clone(), meta).await?;
+                    self.report_trims();
                     metrics::add(
                         &self.metrics.segment_write_us,
                         started.elapsed().as_micros() as u64,

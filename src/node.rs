@@ -87,10 +87,12 @@ pub async fn start(
         max_bytes: config.record.max_bytes.0,
     };
     let dir = config.record.dir.clone();
-    let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&dir, policy))
-        .await
-        .context("store open task")?
-        .with_context(|| format!("cannot open record.dir {}", config.record.dir.display()))?;
+    let min_free = config.record.min_free.0;
+    let (store, recovered) =
+        tokio::task::spawn_blocking(move || Store::open(&dir, policy, min_free))
+            .await
+            .context("store open task")?
+            .with_context(|| format!("cannot open record.dir {}", config.record.dir.display()))?;
     tracing::info!(
         node = %config.node.name,
         dir = %config.record.dir.display(),

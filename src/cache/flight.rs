@@ -293,7 +293,11 @@ impl Sink {
                 st.buf.extend_from_slice(&chunk);
             }
             // The completing chunk stays invisible until the entry is verified.
-            st.visible = if total == expected { st.received } else { total };
+            st.visible = if total == expected {
+                st.received
+            } else {
+                total
+            };
             st.received = total;
         }
         self.flight.changed.send_replace(());

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use super::ApiError;
 use crate::cache::{Cache, Fetched, Key, Miss, PullError, Reader};
 use crate::relay::Proxy;
-use crate::store::Stream;
+use crate::store::{Stream, Timeline};
 
 /// Bytes to send: in hand, or arriving from an upstream pull shared with other viewers.
 pub enum Payload {
@@ -61,9 +61,9 @@ pub enum Feed {
 
 impl Feed {
     /// The stream's index holder.
-    pub fn stream(&self) -> &Arc<Stream> {
+    pub fn stream(&self) -> &Arc<Timeline> {
         match self {
-            Feed::Recorded(s) => s,
+            Feed::Recorded(s) => s.timeline(),
             Feed::Relayed(p) => &p.stream,
         }
     }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::playlist::{self, Options};
 use super::streams::select_window;
 use super::{cache_control, ApiError, AppState, QueryParams, StreamName, LIVE, PAST};
-use crate::store::{Lookup, Stream, StreamIndex};
+use crate::store::{Lookup, StreamIndex, Timeline};
 
 /// Rendered live playlists by stream *instance*: an entry is used only for the very stream it
 /// was rendered from (a proxy deleted and created again under the same name is another
@@ -23,14 +23,14 @@ pub struct RenderCache {
 
 #[derive(Debug)]
 struct Rendered {
-    stream: Weak<Stream>,
+    stream: Weak<Timeline>,
     version: u64,
     body: bytes::Bytes,
 }
 
 impl RenderCache {
     /// The body rendered from `stream` at `version`, if any.
-    pub fn get(&self, stream: &Arc<Stream>, version: u64) -> Option<bytes::Bytes> {
+    pub fn get(&self, stream: &Arc<Timeline>, version: u64) -> Option<bytes::Bytes> {
         self.entries
             .get(&stream.name)
             .filter(|r| {
@@ -41,7 +41,7 @@ impl RenderCache {
     }
 
     /// Remembers a rendering, dropping entries whose stream no longer exists.
-    pub fn put(&mut self, stream: &Arc<Stream>, version: u64, body: bytes::Bytes) {
+    pub fn put(&mut self, stream: &Arc<Timeline>, version: u64, body: bytes::Bytes) {
         self.entries.retain(|_, r| r.stream.strong_count() > 0);
         self.entries.insert(
             stream.name.clone(),
@@ -172,15 +172,15 @@ mod tests {
     #[test]
     fn render_cache_is_keyed_by_stream_instance() {
         let mut cache = RenderCache::default();
-        let old = Arc::new(Stream::in_memory("cam"));
+        let old = Arc::new(Timeline::new("cam"));
         cache.put(&old, 3, bytes::Bytes::from_static(b"old"));
         assert_eq!(cache.get(&old, 3).as_deref(), Some(&b"old"[..]));
         assert_eq!(cache.get(&old, 4), None, "another version");
         // Same name, same version number, another instance: never the old body.
-        let new = Arc::new(Stream::in_memory("cam"));
+        let new = Arc::new(Timeline::new("cam"));
         assert_eq!(cache.get(&new, 3), None);
         drop(old);
-        let other = Arc::new(Stream::in_memory("other"));
+        let other = Arc::new(Timeline::new("other"));
         cache.put(&other, 0, bytes::Bytes::new());
         assert_eq!(cache.len(), 1, "entries of dropped streams are removed");
         assert!(cache.get(&other, 0).is_some());

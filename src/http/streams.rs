@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::{
     cache_control, ApiError, AppState, Feed, QueryParams, StreamName, LIVE, MAX_WAIT, PAST,
 };
-use crate::store::{Stream, StreamIndex};
+use crate::store::{StreamIndex, Timeline};
 use crate::time::{format_rfc3339, now_ms, At};
 
 /// A selected window of the index.
@@ -254,7 +254,7 @@ pub async fn index_json(
 
 /// Parks until the stream has a segment newer than `after`, `wait` passes, the stream is not
 /// live, or the node shuts down.
-async fn wait_for_segment(st: &AppState, stream: &Stream, after: u64, wait: Duration) {
+async fn wait_for_segment(st: &AppState, stream: &Timeline, after: u64, wait: Duration) {
     let mut changed = stream.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
     loop {

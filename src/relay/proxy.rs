@@ -27,7 +27,7 @@ use super::failover::{Failover, Trouble};
 use super::upstream::{parse_hash, Client, UpIndex};
 use crate::cache::{Cache, Expect, Fetched, Key, PullError};
 use crate::events::{Bus, Code, Event};
-use crate::store::{PeriodMeta, Record, SegmentMeta, Stream};
+use crate::store::{PeriodMeta, Record, SegmentMeta, Timeline};
 
 /// How often an ended upstream stream is asked whether it went live again.
 const ENDED_POLL: Duration = Duration::from_secs(2);
@@ -93,7 +93,7 @@ pub struct Proxy {
     /// Created on demand by a viewer (reaped when unused), not by config or the API.
     pub on_demand: bool,
     /// The relay's own index of the stream.
-    pub stream: Arc<Stream>,
+    pub stream: Arc<Timeline>,
     /// Cache namespace: unique per proxy instance, so a re-created proxy never sees another
     /// instance's entries under the same seq.
     cache_name: Arc<str>,
@@ -123,7 +123,7 @@ impl Proxy {
             remote: remote.to_owned(),
             upstreams,
             on_demand,
-            stream: Arc::new(Stream::in_memory(local)),
+            stream: Arc::new(Timeline::new(local)),
             cache_name: format!("{local}#{gen}").into(),
             state: Mutex::new(State {
                 state: "connecting",
@@ -507,7 +507,7 @@ impl Proxy {
         }
         drop(st);
         if !records.is_empty() {
-            self.stream.apply_in_memory(records);
+            self.stream.apply(records);
         }
         self.stream.raise_target(ix.target_duration_ms);
         self.enforce_window();
@@ -538,7 +538,7 @@ impl Proxy {
             }
             ix.segments.get(n).map_or(ix.next_seq, |s| s.seq)
         };
-        let gone = self.stream.apply_in_memory(vec![Record::Drop { before }]);
+        let gone = self.stream.apply(vec![Record::Drop { before }]);
         let mut st = self.lock();
         for s in gone {
             st.segments.remove(&s.seq);

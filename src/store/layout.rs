@@ -45,10 +45,43 @@ impl Layout {
     }
 
     pub fn init(&self, period: u32) -> PathBuf {
-        self.init_dir().join(format!("{period}.mp4"))
+        self.root.join(Object::Init(period).key())
     }
 
     pub fn segment(&self, seq: u64) -> PathBuf {
-        self.segments_dir().join(format!("{seq}.m4s"))
+        self.root.join(Object::Segment(seq).key())
+    }
+}
+
+/// An immutable object of a recording, named by a key relative to the stream
+/// (`"init/0.mp4"`, `"segments/41.m4s"`): the same key is the file under the stream's folder,
+/// the URL under `/streams/{name}/`, and (next) the object name in a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Object {
+    Init(u32),
+    Segment(u64),
+}
+
+impl Object {
+    /// The key; the one place it is spelled.
+    pub fn key(self) -> String {
+        match self {
+            Object::Init(period) => format!("init/{period}.mp4"),
+            Object::Segment(seq) => format!("segments/{seq}.m4s"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_paths() {
+        assert_eq!(Object::Segment(41).key(), "segments/41.m4s");
+        assert_eq!(Object::Init(0).key(), "init/0.mp4");
+        let l = Layout::new(Path::new("/rec"), "cam");
+        assert_eq!(l.segment(41), Path::new("/rec/cam/segments/41.m4s"));
+        assert_eq!(l.init(2), Path::new("/rec/cam/init/2.mp4"));
     }
 }

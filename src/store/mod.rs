@@ -10,23 +10,41 @@
 //! applied to the in-memory index; *then* announced (watchers woken, events emitted by the
 //! caller). Hence after a crash (`kill -9` at any moment) [`Store::open`] finds every announced
 //! segment intact, truncates a torn index line and deletes unindexed files.
+//!
+//! A write that fails (ENOSPC, EIO) leaves nothing behind that looks like a segment: the temp
+//! file is removed, a file already renamed into place is removed when its index line cannot be
+//! appended, and a partly appended index line is truncated away (`LineFile`), so the index
+//! never holds a torn line in front of later ones.
+//!
+//! Free space (`record.min_free`, see [`room`] and [`space`]): every write first asks the
+//! [`Room`] for its bytes; when the reserve would be crossed, the oldest segments of any stream
+//! are deleted, index first (the `drop` line is appended and applied, so nothing listed is
+//! missing), then their files. When the volume is so full that even the `drop` line cannot be
+//! appended, the drop is applied in memory, the files deleted and the line appended afterwards:
+//! recovery already treats an indexed segment whose file is missing as dropped.
 
 pub mod index;
 pub mod layout;
 pub mod retention;
+pub mod room;
+pub mod space;
+pub mod storage;
+pub mod timeline;
 pub mod writer;
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use tokio::sync::watch;
 
 pub use index::{Lookup, PeriodMeta, Record, SegmentMeta, StreamIndex};
 use layout::Layout;
 pub use retention::Policy;
+pub use room::{Room, Trim};
+pub use space::MinFree;
+pub use timeline::Timeline;
 use writer::LineFile;
 
 /// Storage errors.
@@ -38,6 +56,9 @@ pub enum Error {
     Io { context: String, source: io::Error },
     #[error("storage task failed: {0}")]
     Task(String),
+    /// Not enough free space for the next write even after deleting what may be deleted.
+    #[error("recordings volume full: {0}")]
+    NoSpace(String),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
@@ -61,21 +82,31 @@ pub struct Store {
     dir: PathBuf,
     policy: Policy,
     /// Streams by name. std `RwLock`: short critical sections, never held across `.await`.
-    streams: RwLock<HashMap<String, Arc<Stream>>>,
+    /// Shared with `room`, which trims any of them.
+    streams: Arc<RwLock<HashMap<String, Arc<Stream>>>>,
+    /// The free-space guard every recording writes through.
+    room: Arc<Room>,
 }
 
-/// One recorded stream.
+/// One recorded stream: its shared [`Timeline`] (what readers see; `Deref` gives its
+/// methods) and its files on disk.
 #[derive(Debug)]
 pub struct Stream {
-    pub name: String,
+    timeline: Arc<Timeline>,
+    /// Where the bytes are read from (the write path still goes through `layout` + `writer`).
+    storage: Arc<dyn storage::Storage>,
     layout: Layout,
-    index: RwLock<StreamIndex>,
     /// The open index file; `None` until the first write. Locked only in blocking code.
     file: Mutex<Option<LineFile>>,
     /// Lines in the index file, to decide when compaction pays.
     file_lines: std::sync::atomic::AtomicUsize,
-    /// Bumped after every change of the index (new segment, live flag): long-polls wait on it.
-    changed: watch::Sender<u64>,
+}
+
+impl std::ops::Deref for Stream {
+    type Target = Timeline;
+    fn deref(&self) -> &Timeline {
+        &self.timeline
+    }
 }
 
 /// What recovery found, for the startup log.
@@ -88,8 +119,13 @@ pub struct Recovered {
 }
 
 impl Store {
-    /// Opens (creating) the recordings folder and recovers every stream in it. Blocking.
-    pub fn open(dir: &Path, policy: Policy) -> Result<(Store, Recovered), Error> {
+    /// Opens (creating) the recordings folder and recovers every stream in it; writes keep
+    /// `min_free` free on its volume. Blocking.
+    pub fn open(
+        dir: &Path,
+        policy: Policy,
+        min_free: MinFree,
+    ) -> Result<(Store, Recovered), Error> {
         std::fs::create_dir_all(dir).map_err(io_err(format!("cannot create {}", dir.display())))?;
         let mut streams = HashMap::new();
         let mut total = Recovered::default();
@@ -113,11 +149,13 @@ impl Store {
                 Arc::new(Stream::new(name, layout, index, lines)),
             );
         }
+        let streams = Arc::new(RwLock::new(streams));
         Ok((
             Store {
                 dir: dir.to_owned(),
                 policy,
-                streams: RwLock::new(streams),
+                room: Arc::new(Room::new(dir.to_owned(), min_free, streams.clone())),
+                streams,
             },
             total,
         ))
@@ -158,10 +196,7 @@ impl Store {
             })
             .clone();
         {
-            let mut ix = stream
-                .index
-                .write()
-                .map_err(|_| Error::Task("index lock poisoned".into()))?;
+            let mut ix = stream.write();
             if ix.live {
                 return Err(Error::AlreadyLive(name.to_owned()));
             }
@@ -170,6 +205,8 @@ impl Store {
         stream.bump();
         Ok(Recording {
             stream,
+            room: self.room.clone(),
+            trimmed: Vec::new(),
             ended: false,
         })
     }
@@ -186,20 +223,7 @@ impl Store {
         };
         let Some(before) = before else { return Ok(0) };
         let s = stream.clone();
-        blocking(move || {
-            let (gone, gone_periods) = s.append_and_apply(&[Record::Drop { before }])?;
-            for seg in &gone {
-                writer::remove_if_exists(&s.layout.segment(seg.seq))
-                    .map_err(io_err("cannot delete segment"))?;
-            }
-            for p in &gone_periods {
-                writer::remove_if_exists(&s.layout.init(p.id))
-                    .map_err(io_err("cannot delete init segment"))?;
-            }
-            s.compact_if_worth_it()?;
-            Ok(gone.len())
-        })
-        .await
+        blocking(move || Ok(s.drop_before_durably(before)?.len())).await
     }
 }
 
@@ -247,12 +271,21 @@ fn recover(layout: &Layout) -> Result<(StreamIndex, usize, RecoverCounts), Error
     counts.removed_files += remove_unknown(&layout.init_dir(), init_known)?;
     // Rewrite the index compactly (also drops a torn tail) if there is anything to write.
     let records = kept.to_records();
+    let mut lines = records.len();
     if !text.is_empty() {
         let body: String = records.iter().map(|r| r.to_line() + "\n").collect();
-        writer::write_atomic(&path, body.as_bytes())
-            .map_err(io_err(format!("cannot rewrite {}", path.display())))?;
+        if let Err(e) = writer::write_atomic(&path, body.as_bytes()) {
+            // A full volume must not keep the node from serving what it recorded: keep the
+            // old file, only cut a torn tail off (truncating needs no space).
+            tracing::warn!(path = %path.display(), error = %e, "cannot rewrite the index; keeping it");
+            if valid < text.len() {
+                writer::truncate(&path, valid as u64)
+                    .map_err(io_err(format!("cannot truncate {}", path.display())))?;
+            }
+            lines = text[..valid].iter().filter(|&&b| b == b'\n').count();
+        }
     }
-    Ok((kept, records.len(), counts))
+    Ok((kept, lines, counts))
 }
 
 /// Deletes the files in `dir` whose names `known` rejects; returns how many. Blocking.
@@ -280,92 +313,17 @@ struct RecoverCounts {
 impl Stream {
     fn new(name: String, layout: Layout, index: StreamIndex, file_lines: usize) -> Stream {
         Stream {
-            name,
+            timeline: Arc::new(Timeline::with_index(name, index)),
+            storage: Arc::new(storage::LocalDisk::new(layout.clone())),
             layout,
-            index: RwLock::new(index),
             file: Mutex::new(None),
             file_lines: file_lines.into(),
-            changed: watch::channel(0).0,
         }
     }
 
-    /// A stream whose index lives only in memory (a relay's view of an upstream stream).
-    pub fn in_memory(name: &str) -> Stream {
-        Stream::new(
-            name.to_owned(),
-            Layout::new(Path::new(""), name),
-            StreamIndex::default(),
-            0,
-        )
-    }
-
-    /// Applies records to the in-memory index only (relays) and wakes watchers. Returns what
-    /// a `Drop` removed.
-    pub fn apply_in_memory(&self, records: Vec<Record>) -> Vec<SegmentMeta> {
-        let mut gone = Vec::new();
-        {
-            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
-            for r in records {
-                match r {
-                    Record::Drop { before } => gone.extend(ix.drop_before(before).0),
-                    other => ix.apply(other),
-                }
-            }
-        }
-        self.bump();
-        gone
-    }
-
-    /// Sets the live flag of an in-memory index (relays mirror their upstream's).
-    pub fn set_live(&self, live: bool) {
-        let changed = {
-            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut ix.live, live) != live
-        };
-        if changed {
-            self.bump();
-        }
-    }
-
-    /// Raises the longest-segment mark (a relay takes its upstream's target duration, so every
-    /// node of a chain announces the same `EXT-X-TARGETDURATION`). Never lowers it.
-    pub fn raise_target(&self, duration_ms: u64) {
-        let raised = {
-            let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
-            let before = ix.max_duration_ms;
-            ix.max_duration_ms = before.max(duration_ms);
-            ix.max_duration_ms != before
-        };
-        if raised {
-            self.bump();
-        }
-    }
-
-    /// Sets where a relay's numbering starts (before its first segment).
-    pub fn start_seq_at(&self, seq: u64) {
-        let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
-        if ix.segments.is_empty() && ix.next_seq < seq {
-            ix.next_seq = seq;
-        }
-    }
-
-    /// A read view of the index. Do not hold it across `.await`.
-    pub fn read(&self) -> RwLockReadGuard<'_, StreamIndex> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Wakes on every index change.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
-    }
-
-    /// A counter that changes whenever the index does (for caches of rendered documents).
-    pub fn version(&self) -> u64 {
-        *self.changed.borrow()
-    }
-
-    fn bump(&self) {
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    /// The shared timeline (index + change notification) readers render.
+    pub fn timeline(&self) -> &Arc<Timeline> {
+        &self.timeline
     }
 
     /// Reads a media segment file, if indexed.
@@ -373,7 +331,8 @@ impl Stream {
         let Some(meta) = self.read().segment(seq).cloned() else {
             return Ok(None);
         };
-        read_file(&self.layout.segment(seq), meta.length).await
+        self.read_object(layout::Object::Segment(seq), meta.length)
+            .await
     }
 
     /// Reads a period's init segment, if indexed.
@@ -381,7 +340,8 @@ impl Stream {
         let Some(meta) = self.read().period(period).cloned() else {
             return Ok(None);
         };
-        read_file(&self.layout.init(period), meta.init_length).await
+        self.read_object(layout::Object::Init(period), meta.init_length)
+            .await
     }
 
     /// Appends records to the index file and applies them to the in-memory index, atomically
@@ -394,6 +354,65 @@ impl Stream {
             .file
             .lock()
             .map_err(|_| Error::Task("index file lock poisoned".into()))?;
+        self.append_locked(&mut file, records)?;
+        let gone = self.apply_only(records);
+        drop(file);
+        Ok(gone)
+    }
+
+    /// Drops every segment with `seq < before`: index first (appended and applied), then the
+    /// files. Returns the segments removed. Blocking.
+    ///
+    /// When the `drop` line cannot be appended (the volume is full), the drop is applied in
+    /// memory, the files deleted, and the line appended afterwards; if that fails too, the index
+    /// file still names the deleted segments and recovery drops them as missing.
+    fn drop_before_durably(&self, before: u64) -> Result<Vec<SegmentMeta>, Error> {
+        let records = [Record::Drop { before }];
+        let (gone, gone_periods, appended) = match self.append_and_apply(&records) {
+            Ok((gone, gone_periods)) => (gone, gone_periods, true),
+            Err(Error::Io { context, source }) => {
+                tracing::warn!(stream = %self.name, %context, error = %source, "cannot append the drop line; dropping first");
+                let (gone, gone_periods) = self.apply_only(&records);
+                (gone, gone_periods, false)
+            }
+            Err(e) => return Err(e),
+        };
+        for seg in &gone {
+            writer::remove_if_exists(&self.layout.segment(seg.seq))
+                .map_err(io_err("cannot delete segment"))?;
+        }
+        for p in &gone_periods {
+            writer::remove_if_exists(&self.layout.init(p.id))
+                .map_err(io_err("cannot delete init segment"))?;
+        }
+        if !appended {
+            if let Err(e) = self.append_only(&records) {
+                tracing::warn!(stream = %self.name, error = %e, "drop line still not appended; recovery will drop the missing files");
+            }
+        }
+        if let Err(e) = self.compact_if_worth_it() {
+            tracing::warn!(stream = %self.name, error = %e, "index compaction failed");
+        }
+        Ok(gone)
+    }
+
+    /// Applies records to the in-memory index only and wakes watchers. Returns what a `Drop`
+    /// removed.
+    fn apply_only(&self, records: &[Record]) -> (Vec<SegmentMeta>, Vec<PeriodMeta>) {
+        self.timeline.apply_records(records)
+    }
+
+    /// Appends records to the index file only. Blocking.
+    fn append_only(&self, records: &[Record]) -> Result<(), Error> {
+        let mut file = self
+            .file
+            .lock()
+            .map_err(|_| Error::Task("index file lock poisoned".into()))?;
+        self.append_locked(&mut file, records)
+    }
+
+    /// Appends records to the open (or opened now) index file; the caller holds its lock.
+    fn append_locked(&self, file: &mut Option<LineFile>, records: &[Record]) -> Result<(), Error> {
         if file.is_none() {
             *file =
                 Some(LineFile::open(&self.layout.index()).map_err(io_err("cannot open index"))?);
@@ -407,22 +426,7 @@ impl Stream {
         }
         self.file_lines
             .fetch_add(lines.len(), std::sync::atomic::Ordering::Relaxed);
-        let mut gone = (Vec::new(), Vec::new());
-        {
-            let mut ix = self
-                .index
-                .write()
-                .map_err(|_| Error::Task("index lock poisoned".into()))?;
-            for r in records {
-                match r {
-                    Record::Drop { before } => gone = ix.drop_before(*before),
-                    other => ix.apply(other.clone()),
-                }
-            }
-        }
-        drop(file);
-        self.bump();
-        Ok(gone)
+        Ok(())
     }
 
     /// Rewrites the index file when most of its lines describe deleted segments. Blocking.
@@ -446,20 +450,26 @@ impl Stream {
     }
 }
 
-async fn read_file(path: &Path, expected_len: u64) -> Result<Option<Bytes>, Error> {
-    match tokio::fs::read(path).await {
-        Ok(v) if v.len() as u64 == expected_len => Ok(Some(Bytes::from(v))),
-        Ok(v) => Err(Error::Io {
-            context: format!(
-                "{} has {} bytes, index says {expected_len}",
-                path.display(),
-                v.len()
-            ),
-            source: io::Error::other("size mismatch"),
-        }),
-        // Deleted by retention between the index lookup and the read.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),
+impl Stream {
+    /// An indexed object's bytes; `None` when it was deleted (retention) after the lookup.
+    async fn read_object(
+        &self,
+        key: layout::Object,
+        expected_len: u64,
+    ) -> Result<Option<Bytes>, Error> {
+        match self.storage.get(key, None).await? {
+            Some(v) if v.len() as u64 == expected_len => Ok(Some(v)),
+            Some(v) => Err(Error::Io {
+                context: format!(
+                    "{} of {} has {} bytes, index says {expected_len}",
+                    key.key(),
+                    self.name,
+                    v.len()
+                ),
+                source: io::Error::other("size mismatch"),
+            }),
+            None => Ok(None),
+        }
     }
 }
 
@@ -468,12 +478,22 @@ async fn read_file(path: &Path, expected_len: u64) -> Result<Option<Bytes>, Erro
 #[derive(Debug)]
 pub struct Recording {
     stream: Arc<Stream>,
+    /// Every write asks it for its bytes first (`record.min_free`).
+    room: Arc<Room>,
+    /// Trims made for this recording's writes, not yet reported.
+    trimmed: Vec<Trim>,
     ended: bool,
 }
 
 impl Recording {
     pub fn stream(&self) -> &Arc<Stream> {
         &self.stream
+    }
+
+    /// Segments deleted (of any stream) to make room for this recording's writes since the
+    /// last call: the caller announces them (`NetStream.Record.Trimmed`).
+    pub fn take_trimmed(&mut self) -> Vec<Trim> {
+        std::mem::take(&mut self.trimmed)
     }
 
     /// Durably stores a new period's init segment and indexes it.
@@ -487,14 +507,17 @@ impl Recording {
         meta.init_length = init.len() as u64;
         let s = self.stream.clone();
         let m = meta.clone();
-        blocking(move || {
+        self.write_with_room(init.len() as u64, move || {
             writer::create_dir_durable(&s.layout.init_dir())
                 .map_err(io_err("cannot create init folder"))?;
             writer::create_dir_durable(&s.layout.segments_dir())
                 .map_err(io_err("cannot create segments folder"))?;
-            writer::write_atomic(&s.layout.init(m.id), &init)
-                .map_err(io_err("cannot write init segment"))?;
-            s.append_and_apply(&[Record::Period(m)])?;
+            let path = s.layout.init(m.id);
+            writer::write_atomic(&path, &init).map_err(io_err("cannot write init segment"))?;
+            s.append_and_apply(&[Record::Period(m.clone())])
+                .inspect_err(|_| {
+                    let _ = writer::remove_if_exists(&path);
+                })?;
             Ok(())
         })
         .await?;
@@ -513,14 +536,44 @@ impl Recording {
         meta.hash = xxhash_rust::xxh3::xxh3_64(&data);
         let s = self.stream.clone();
         let m = meta.clone();
-        blocking(move || {
-            writer::write_atomic(&s.layout.segment(m.seq), &data)
-                .map_err(io_err("cannot write segment"))?;
-            s.append_and_apply(&[Record::Segment(m)])?;
+        self.write_with_room(meta.length, move || {
+            let path = s.layout.segment(m.seq);
+            writer::write_atomic(&path, &data).map_err(io_err("cannot write segment"))?;
+            // Not indexed, so not announced: the file must not stay either.
+            s.append_and_apply(&[Record::Segment(m.clone())])
+                .inspect_err(|_| {
+                    let _ = writer::remove_if_exists(&path);
+                })?;
             Ok(())
         })
         .await?;
         Ok(meta)
+    }
+
+    /// Runs a blocking write of `len` bytes after making room for it. A write that fails with
+    /// an I/O error (ENOSPC, EIO) left nothing behind; it is retried once after asking for
+    /// twice the room. [`Error::NoSpace`] when no room can be made.
+    async fn write_with_room(
+        &mut self,
+        len: u64,
+        write: impl Fn() -> Result<(), Error> + Send + Sync + 'static,
+    ) -> Result<(), Error> {
+        let write = Arc::new(write);
+        let (reservation, trims) = self.room.make_room(len, 0).await?;
+        self.trimmed.extend(trims);
+        let w = write.clone();
+        let first = blocking(move || w()).await;
+        drop(reservation);
+        let err = match first {
+            Err(e @ Error::Io { .. }) => e,
+            other => return other,
+        };
+        tracing::warn!(stream = %self.stream.name, error = %err, "write failed; making room and retrying once");
+        let (reservation, trims) = self.room.make_room(len, len).await?;
+        self.trimmed.extend(trims);
+        let result = blocking(move || write()).await;
+        drop(reservation);
+        result
     }
 
     /// Ends the recording: the stream is no longer live.
@@ -531,10 +584,7 @@ impl Recording {
     fn end(&mut self) {
         if !self.ended {
             self.ended = true;
-            if let Ok(mut ix) = self.stream.index.write() {
-                ix.live = false;
-            }
-            self.stream.bump();
+            self.stream.set_live(false);
         }
     }
 }
@@ -572,7 +622,7 @@ mod tests {
     #[tokio::test]
     async fn record_recover_and_refuse_second_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, _) = Store::open(dir.path(), policy()).unwrap();
+        let (store, _) = Store::open(dir.path(), policy(), MinFree::Bytes(0)).unwrap();
         let mut rec = store.begin_recording("cam").unwrap();
         assert!(matches!(
             store.begin_recording("cam"),
@@ -601,7 +651,7 @@ mod tests {
         io::Write::write_all(&mut f, b"{\"t\":\"seg\",\"se").unwrap();
         drop(f);
 
-        let (store, found) = Store::open(dir.path(), policy()).unwrap();
+        let (store, found) = Store::open(dir.path(), policy(), MinFree::Bytes(0)).unwrap();
         assert_eq!(
             found,
             Recovered {
@@ -645,6 +695,7 @@ mod tests {
                 retention_ms: 10_000,
                 max_bytes: 250,
             },
+            MinFree::Bytes(0),
         )
         .unwrap();
         let mut rec = store.begin_recording("cam").unwrap();
@@ -672,7 +723,7 @@ mod tests {
         );
         rec.finish();
         assert_eq!(store.enforce_retention(&s, 1_000_000).await.unwrap(), 1);
-        let (store, _) = Store::open(dir.path(), policy()).unwrap();
+        let (store, _) = Store::open(dir.path(), policy(), MinFree::Bytes(0)).unwrap();
         assert_eq!(store.get("cam").unwrap().read().next_seq, 5);
     }
 }

@@ -1,0 +1,193 @@
+//! The storage half of a recorded stream, behind a small trait: immutable objects by key
+//! ([`Object`]), ranged reads, and an append-only index. [`LocalDisk`] is today's layout
+//! (temp file, fsync, rename, dir fsync; index lines appended and fsynced). The object-store
+//! implementation goes behind the same seam.
+//!
+//! [`Stream`](super::Stream) reads through it; the recording path still calls `writer`
+//! directly (same durability order); this is the seam and its contract, tested on its own.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::layout::{Layout, Object};
+use super::writer::{self, LineFile};
+use super::{blocking, io_err, Error};
+
+/// A boxed storage future (no async-trait crate).
+pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// Where a recorded stream's bytes live.
+pub trait Storage: Send + Sync + Debug {
+    /// Stores an immutable object, durably once `Ok`. Create-only: a key that exists is
+    /// refused (keys are never reused once indexed; a failed put leaves nothing behind).
+    fn put(&self, key: Object, bytes: Bytes) -> Fut<'_, ()>;
+    /// The object's bytes (`range` within it), or `None` when it does not exist.
+    fn get(&self, key: Object, range: Option<Range<u64>>) -> Fut<'_, Option<Bytes>>;
+    /// Deletes an object; deleting a missing one succeeds.
+    fn delete(&self, key: Object) -> Fut<'_, ()>;
+    /// Appends index lines (each without newline), all or nothing, durably once `Ok`.
+    fn append_index(&self, lines: Vec<String>) -> Fut<'_, ()>;
+    /// The whole index as written (empty when none).
+    fn read_index(&self) -> Fut<'_, Vec<u8>>;
+}
+
+/// A stream's recording on the local disk (see [`Layout`]).
+#[derive(Debug, Clone)]
+pub struct LocalDisk {
+    layout: Layout,
+    /// The open index file; `None` until the first append. Locked only in blocking code.
+    index: Arc<Mutex<Option<LineFile>>>,
+}
+
+impl LocalDisk {
+    pub fn new(layout: Layout) -> LocalDisk {
+        LocalDisk {
+            layout,
+            index: Arc::default(),
+        }
+    }
+}
+
+impl Storage for LocalDisk {
+    fn put(&self, key: Object, bytes: Bytes) -> Fut<'_, ()> {
+        let path = self.layout.root().join(key.key());
+        Box::pin(blocking(move || {
+            if let Some(dir) = path.parent() {
+                if !dir.exists() {
+                    writer::create_dir_durable(dir).map_err(io_err("cannot create folder"))?;
+                }
+            }
+            if path.exists() {
+                return Err(io_err(format!("{} exists", path.display()))(
+                    io::ErrorKind::AlreadyExists.into(),
+                ));
+            }
+            writer::write_atomic(&path, &bytes)
+                .map_err(io_err(format!("cannot write {}", path.display())))
+        }))
+    }
+
+    fn get(&self, key: Object, range: Option<Range<u64>>) -> Fut<'_, Option<Bytes>> {
+        let path = self.layout.root().join(key.key());
+        Box::pin(blocking(move || {
+            let read = || -> io::Result<Vec<u8>> {
+                let mut f = std::fs::File::open(&path)?;
+                match &range {
+                    None => {
+                        let mut v = Vec::new();
+                        f.read_to_end(&mut v)?;
+                        Ok(v)
+                    }
+                    Some(r) => {
+                        let len = r.end.checked_sub(r.start).ok_or_else(|| {
+                            io::Error::new(io::ErrorKind::InvalidInput, "inverted range")
+                        })?;
+                        f.seek(SeekFrom::Start(r.start))?;
+                        let mut v = vec![0u8; usize::try_from(len).map_err(io::Error::other)?];
+                        f.read_exact(&mut v)?;
+                        Ok(v)
+                    }
+                }
+            };
+            match read() {
+                Ok(v) => Ok(Some(Bytes::from(v))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),
+            }
+        }))
+    }
+
+    fn delete(&self, key: Object) -> Fut<'_, ()> {
+        let path = self.layout.root().join(key.key());
+        Box::pin(blocking(move || {
+            writer::remove_if_exists(&path).map_err(io_err("cannot delete"))
+        }))
+    }
+
+    fn append_index(&self, lines: Vec<String>) -> Fut<'_, ()> {
+        let file = self.index.clone();
+        let path = self.layout.index();
+        Box::pin(blocking(move || {
+            let mut file = file
+                .lock()
+                .map_err(|_| Error::Task("index file lock poisoned".into()))?;
+            if file.is_none() {
+                if let Some(dir) = path.parent() {
+                    writer::create_dir_durable(dir).map_err(io_err("cannot create folder"))?;
+                }
+                *file = Some(LineFile::open(&path).map_err(io_err("cannot open index"))?);
+            }
+            match file.as_mut() {
+                Some(f) => f
+                    .append(&lines)
+                    .map_err(io_err(format!("cannot append to {}", path.display()))),
+                None => Ok(()),
+            }
+        }))
+    }
+
+    fn read_index(&self) -> Fut<'_, Vec<u8>> {
+        let path = self.layout.index();
+        Box::pin(blocking(move || match std::fs::read(&path) {
+            Ok(v) => Ok(v),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Record, StreamIndex};
+
+    #[tokio::test]
+    async fn local_disk_honours_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk: Arc<dyn Storage> = Arc::new(LocalDisk::new(Layout::new(dir.path(), "cam")));
+        let seg = Object::Segment(41);
+        assert_eq!(disk.get(seg, None).await.unwrap(), None);
+        disk.put(seg, Bytes::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        assert!(
+            disk.put(seg, Bytes::from_static(b"x")).await.is_err(),
+            "create-only"
+        );
+        assert_eq!(
+            disk.get(seg, None).await.unwrap().unwrap(),
+            Bytes::from_static(b"0123456789")
+        );
+        assert_eq!(
+            disk.get(seg, Some(2..5)).await.unwrap().unwrap(),
+            Bytes::from_static(b"234")
+        );
+        assert!(disk.get(seg, Some(8..20)).await.is_err(), "past the end");
+        assert!(dir.path().join("cam/segments/41.m4s").exists());
+        disk.put(Object::Init(0), Bytes::from_static(b"init"))
+            .await
+            .unwrap();
+        disk.delete(seg).await.unwrap();
+        disk.delete(seg).await.unwrap();
+        assert_eq!(disk.get(seg, None).await.unwrap(), None);
+
+        assert!(disk.read_index().await.unwrap().is_empty());
+        let records = [Record::Drop { before: 41 }, Record::Drop { before: 42 }];
+        disk.append_index(records.iter().map(Record::to_line).collect())
+            .await
+            .unwrap();
+        disk.append_index(vec![Record::Drop { before: 43 }.to_line()])
+            .await
+            .unwrap();
+        let text = disk.read_index().await.unwrap();
+        let (ix, valid) = StreamIndex::from_jsonl(&text);
+        assert_eq!(valid, text.len());
+        assert_eq!(ix.next_seq, 43);
+    }
+}

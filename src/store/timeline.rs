@@ -1,0 +1,119 @@
+//! The shared timeline of one stream: its [`StreamIndex`] and the change notification. This is
+//! what every read endpoint renders, for recorded and relayed streams alike; where segment
+//! bytes live is not its business (a relayed stream has a timeline and no disk layout at all).
+//!
+//! The index is behind a std `RwLock`, never held across `.await`; every change bumps the
+//! watch counter after the lock is released, so long-polls wake to a consistent index.
+
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::watch;
+
+use super::index::{PeriodMeta, Record, SegmentMeta, StreamIndex};
+
+/// The timeline of one stream.
+#[derive(Debug)]
+pub struct Timeline {
+    pub name: String,
+    index: RwLock<StreamIndex>,
+    /// Bumped after every change of the index (new segment, live flag): long-polls wait on it.
+    changed: watch::Sender<u64>,
+}
+
+impl Timeline {
+    /// An empty timeline (a relay's view of an upstream stream, before its first index).
+    pub fn new(name: &str) -> Timeline {
+        Timeline::with_index(name.to_owned(), StreamIndex::default())
+    }
+
+    /// A timeline starting from `index` (a recovered recording).
+    pub fn with_index(name: String, index: StreamIndex) -> Timeline {
+        Timeline {
+            name,
+            index: RwLock::new(index),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// Applies records and wakes watchers. Returns the segments a `Drop` removed.
+    pub fn apply(&self, records: Vec<Record>) -> Vec<SegmentMeta> {
+        self.apply_records(&records).0
+    }
+
+    /// Applies records and wakes watchers. Returns the segments and periods a `Drop` removed.
+    pub(super) fn apply_records(&self, records: &[Record]) -> (Vec<SegmentMeta>, Vec<PeriodMeta>) {
+        let mut gone = (Vec::new(), Vec::new());
+        {
+            let mut ix = self.write();
+            for r in records {
+                match r {
+                    Record::Drop { before } => {
+                        let (s, p) = ix.drop_before(*before);
+                        gone.0.extend(s);
+                        gone.1.extend(p);
+                    }
+                    other => ix.apply(other.clone()),
+                }
+            }
+        }
+        self.bump();
+        gone
+    }
+
+    /// Sets the live flag (relays mirror their upstream's; recordings set it while writing).
+    pub fn set_live(&self, live: bool) {
+        let changed = {
+            let mut ix = self.write();
+            std::mem::replace(&mut ix.live, live) != live
+        };
+        if changed {
+            self.bump();
+        }
+    }
+
+    /// Raises the longest-segment mark (a relay takes its upstream's target duration, so every
+    /// node of a chain announces the same `EXT-X-TARGETDURATION`). Never lowers it.
+    pub fn raise_target(&self, duration_ms: u64) {
+        let raised = {
+            let mut ix = self.write();
+            let before = ix.max_duration_ms;
+            ix.max_duration_ms = before.max(duration_ms);
+            ix.max_duration_ms != before
+        };
+        if raised {
+            self.bump();
+        }
+    }
+
+    /// Sets where a relay's numbering starts (before its first segment).
+    pub fn start_seq_at(&self, seq: u64) {
+        let mut ix = self.write();
+        if ix.segments.is_empty() && ix.next_seq < seq {
+            ix.next_seq = seq;
+        }
+    }
+
+    /// A read view of the index. Do not hold it across `.await`.
+    pub fn read(&self) -> RwLockReadGuard<'_, StreamIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes on every index change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// A counter that changes whenever the index does (for caches of rendered documents).
+    pub fn version(&self) -> u64 {
+        *self.changed.borrow()
+    }
+
+    /// A write view; the caller bumps after releasing it.
+    pub(super) fn write(&self) -> RwLockWriteGuard<'_, StreamIndex> {
+        self.index.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+}
