@@ -299,17 +299,23 @@ impl Recorder {
                             init,
                         )
                         .await;
+                    let warning = crate::media::avc::browser_warning(&meta.codecs);
+                    if let Some(warning) = warning {
+                        tracing::warn!(period = meta.id, codecs = %meta.codecs, "{warning}");
+                    }
                     if !self.recorded {
                         self.recorded = true;
-                        self.bus.emit(
-                            Event::new(
-                                Code::RecordStart,
-                                Some(&self.name),
-                                format!("recording {}", self.name),
-                            )
-                            .with("period", meta.id)
-                            .with("codecs", meta.codecs.clone()),
-                        );
+                        let mut event = Event::new(
+                            Code::RecordStart,
+                            Some(&self.name),
+                            format!("recording {}", self.name),
+                        )
+                        .with("period", meta.id)
+                        .with("codecs", meta.codecs.clone());
+                        if let Some(warning) = warning {
+                            event = event.with("warning", warning);
+                        }
+                        self.bus.emit(event);
                     } else {
                         tracing::info!(period = meta.id, codecs = %meta.codecs, "new period (codec or resolution change)");
                     }
