@@ -117,6 +117,37 @@ impl AvcConfig {
     }
 }
 
+/// H.264 profiles browsers' hardware and software decoders do not support, by profile_idc,
+/// with the warning given for each: these are what an encoder picks when fed 10-bit or
+/// non-4:2:0 input (GStreamer's x264enc with its defaults picks High 4:4:4 Predictive).
+const UNPLAYABLE_PROFILES: [(u8, &str); 3] = [
+    (
+        110,
+        "H.264 High 10 profile: browsers cannot decode it; encode with profile high or main",
+    ),
+    (
+        122,
+        "H.264 High 4:2:2 profile: browsers cannot decode it; encode with profile high or main",
+    ),
+    (
+        244,
+        "H.264 High 4:4:4 Predictive profile: browsers cannot decode it; encode with profile high or main",
+    ),
+];
+
+/// A warning when an RFC 6381 codecs string (e.g. `avc1.f4001f,mp4a.40.2`) names an H.264
+/// profile browsers cannot play; `None` when it is playable or has no (readable) `avc1` entry.
+pub fn browser_warning(codecs: &str) -> Option<&'static str> {
+    let profile = codecs.split(',').find_map(|c| {
+        let hex = c.trim().strip_prefix("avc1.")?;
+        u8::from_str_radix(hex.get(..2)?, 16).ok()
+    })?;
+    UNPLAYABLE_PROFILES
+        .iter()
+        .find(|(idc, _)| *idc == profile)
+        .map(|(_, warning)| *warning)
+}
+
 /// Removes emulation prevention bytes (the 3 in `00 00 03`) from a NAL unit.
 fn unescape(nal: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(nal.len());
@@ -304,6 +335,32 @@ pub fn parse_sps(nal: &[u8]) -> Result<Sps, Error> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn browser_warnings() {
+        let w = browser_warning("avc1.f4001f,mp4a.40.2").expect("4:4:4");
+        assert!(w.contains("High 4:4:4 Predictive"), "{w}");
+        assert!(browser_warning("avc1.6e0028")
+            .expect("10")
+            .contains("High 10"));
+        assert!(browser_warning("mp4a.40.2, avc1.7A0028")
+            .expect("4:2:2")
+            .contains("4:2:2"));
+        for ok in [
+            "avc1.64001f,mp4a.40.2",
+            "avc1.4d401e",
+            "avc1.42e01e",
+            "mp4a.40.2",
+            "",
+            "avc1.",
+            "avc1.f",
+            "avc1.zz001f",
+            "avc1.\u{e9}001f",
+            "avc1.a\u{e9}01f",
+        ] {
+            assert_eq!(browser_warning(ok), None, "{ok:?}");
+        }
+    }
     use crate::media::flv::{self, VideoBody};
 
     const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/testsrc.flv");

@@ -31,8 +31,9 @@
 //! meanwhile non-key frames of a changed video config are refused and audio of a changed config
 //! is stashed. Frames of a track without a sequence header are refused.
 //!
-//! Cuts: at the first video keyframe at least `segment_target_ms` after the segment's first
-//! video frame (audio-only: the first audio frame that far after the first), or at any frame
+//! Cuts: at the first video keyframe at least `segment_target_ms` minus [`cut_tolerance_ms`]
+//! after the segment's first video frame (audio-only: the first audio frame a full
+//! `segment_target_ms` after the first), or at any frame
 //! beyond [`MAX_SEGMENT_BYTES`], [`MAX_SEGMENT_MS`] or [`MAX_SEGMENT_SAMPLES`]; such a forced
 //! segment may start without a keyframe ([`Segment::keyframe`] is then false).
 
@@ -48,7 +49,8 @@ use crate::media::fmp4::{self, Codec, Fragment, Sample, Track, VIDEO_TIMESCALE};
 /// Settings of one publish session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemuxOptions {
-    /// Segments are cut at the first keyframe at least this long after the segment start.
+    /// Segments are cut at the first keyframe at least this long (less [`cut_tolerance_ms`])
+    /// after the segment start.
     pub segment_target_ms: u64,
     /// Where this session's timeline begins (the recording's previous end).
     pub timeline_start_ms: u64,
@@ -136,6 +138,14 @@ pub const JUMP_FORWARD_MS: i64 = 10_000;
 pub const JUMP_BACKWARD_MS: i64 = 1_000;
 /// Audio runs contiguously until the publisher's time is this far ahead of it.
 pub const AUDIO_RESYNC_MS: i64 = 100;
+/// Cap on how early before the target a keyframe may still cut: half a frame at 30 fps. Encoders
+/// that round their frame times (OBS puts 2 s keyframes 1,999 ms apart) land a hair short of the
+/// target; without slack such a keyframe is skipped and the segment doubles. Half a frame keeps
+/// a genuinely shorter GOP (a whole frame or more short) from cutting early.
+pub const MAX_CUT_TOLERANCE_MS: u64 = 16;
+/// Share of the target a keyframe may fall short of it and still cut (1 %), so short targets
+/// get proportionally less slack than [`MAX_CUT_TOLERANCE_MS`].
+const CUT_TOLERANCE_DIVISOR: u64 = 100;
 /// Duration given to a lone video frame whose successor never came (1/30 s at 90 kHz).
 const DEFAULT_VIDEO_DURATION: u64 = 3_000;
 const VIDEO_TICKS_PER_MS: u64 = VIDEO_TIMESCALE as u64 / 1000;
@@ -300,6 +310,12 @@ fn ms_to_ticks(ms: u64, rate: u32) -> u64 {
 fn ticks_to_ms(ticks: u64, rate: u32) -> u64 {
     let ms = u128::from(ticks) * 1000 / u128::from(rate.max(1));
     u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// How far short of `target_ms` a video keyframe may be and still cut the segment: 1 % of the
+/// target, at most [`MAX_CUT_TOLERANCE_MS`].
+pub fn cut_tolerance_ms(target_ms: u64) -> u64 {
+    (target_ms / CUT_TOLERANCE_DIVISOR).min(MAX_CUT_TOLERANCE_MS)
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -794,11 +810,14 @@ impl Remuxer {
                     return Err(Error::MissingConfig("video"));
                 }
                 let dts_ms = dts / VIDEO_TICKS_PER_MS;
-                let due = self.open.video.first().is_some_and(|first| {
-                    keyframe
-                        && dts.saturating_sub(first.dts)
-                            >= self.target_ms.saturating_mul(VIDEO_TICKS_PER_MS)
-                });
+                let min_ticks = self
+                    .target_ms
+                    .saturating_sub(cut_tolerance_ms(self.target_ms))
+                    .saturating_mul(VIDEO_TICKS_PER_MS);
+                let due =
+                    self.open.video.first().is_some_and(|first| {
+                        keyframe && dts.saturating_sub(first.dts) >= min_ticks
+                    });
                 if !self.open.is_empty() && (due || self.open.over_cap(data.len(), dts_ms)) {
                     out = self.cut(dts_ms, Some(dts), false)?;
                 }
@@ -1197,6 +1216,51 @@ mod tests {
             (14.8..=15.3).contains(&duration),
             "restart duration {duration}"
         );
+    }
+
+    #[test]
+    fn keyframes_a_hair_short_of_the_target_still_cut() {
+        // OBS-like: 30 fps, 2 s keyframes stamped 1,999 ms apart.
+        let tags = fixture();
+        let video = |key: bool| {
+            tags.iter()
+                .find(|t| {
+                    t.kind == TagKind::Video
+                        && matches!(
+                            flv::parse_video(&t.body),
+                            Ok(VideoBody::AvcFrame(f)) if f.keyframe == key
+                        )
+                })
+                .expect("frame")
+                .clone()
+        };
+        let header = tags
+            .iter()
+            .find(|t| {
+                t.kind == TagKind::Video
+                    && matches!(flv::parse_video(&t.body), Ok(VideoBody::AvcConfig(_)))
+            })
+            .expect("header")
+            .clone();
+        let (key, delta) = (video(true), video(false));
+        let mut feed = vec![Tag {
+            timestamp_ms: 0,
+            ..header
+        }];
+        for i in 0..600u32 {
+            let (gop, j) = (i / 60, i % 60);
+            let frame = if j == 0 { &key } else { &delta };
+            feed.push(Tag {
+                timestamp_ms: gop * 1999 + j * 33,
+                ..frame.clone()
+            });
+        }
+        let s = check(&remux(&feed, opts(0, 0)), 0);
+        let durations: Vec<_> = s.segments.iter().map(|x| x.duration_ms).collect();
+        assert_eq!(durations.len(), 10, "{durations:?}");
+        assert!(durations[..9].iter().all(|d| *d == 1999), "{durations:?}");
+        assert_eq!(cut_tolerance_ms(2000), 16);
+        assert_eq!(cut_tolerance_ms(500), 5);
     }
 
     #[test]
