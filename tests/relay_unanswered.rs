@@ -20,11 +20,15 @@ async fn expect_error(node: &TestNode, path: &str, status: u16) {
     let r = http().get(node.url(path)).send().await.unwrap();
     assert_eq!(r.status(), status, "{path}");
     assert_eq!(
-        r.headers()["cache-control"], "no-store",
+        r.headers()["cache-control"],
+        "no-store",
         "{path}: errors are not cached"
     );
     let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["code"], "NetConnection.Proxy.NotResponding", "{path}: {body}");
+    assert_eq!(
+        body["code"], "NetConnection.Proxy.NotResponding",
+        "{path}: {body}"
+    );
     assert_eq!(body["level"], "error");
 }
 

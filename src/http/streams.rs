@@ -66,6 +66,7 @@ pub fn status(st: &AppState, feed: &Feed) -> serde_json::Value {
             "last_seq": ix.segments.back().map(|s| s.seq),
         },
         "codecs": period.map(|p| p.codecs.as_str()),
+        "warning": period.and_then(|p| crate::media::avc::browser_warning(&p.codecs)),
         "width": period.and_then(|p| p.width),
         "height": period.and_then(|p| p.height),
         "period": period.map(|p| p.id),
