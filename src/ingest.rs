@@ -7,15 +7,7 @@
 //!
 //! Wall clock: a period's `time_ms` is the arrival time of the session's first tag (never earlier
 //! than the recording's previous end, so `time` grows monotonically across republishes); a
-//! segment's `time_ms` is its period's plus its media offset, so wall clock and media time agree
-//! while the publisher sends in real time. Two rules bend that ([`segment_wall_time`]): the live
-//! edge (`time_ms + duration_ms` of the newest segment) is never ahead of the wall clock at the
-//! moment the segment is recorded, so a publisher sending faster than real time (ffmpeg without
-//! `-re`, an encoder flushing its buffer) gets arrival times, not future ones; and `time_ms`
-//! never decreases: a segment starts no earlier than the previous one's end, or, when that end
-//! plus this segment's duration would be in the future, no earlier than the previous one's
-//! start. Monotonic wins over the wall clock in that last corner (the index is searched by
-//! time).
+//! segment's `time_ms` is its period's plus its media offset, so wall clock and media time agree.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,33 +28,6 @@ use crate::store::{PeriodMeta, Recording, SegmentMeta, Store};
 /// absorbs an fsync stall; when full, only that publisher's connection is slowed (TCP
 /// backpressure), never another's.
 pub const TAG_QUEUE: usize = 1024;
-
-/// Wall time of a segment of `duration_ms` whose media-based time is `media_based_ms`, given the
-/// previous segment's `(time_ms, duration_ms)` and the wall clock: see the module doc's
-/// "Wall clock".
-fn segment_wall_time(
-    media_based_ms: i64,
-    duration_ms: u64,
-    prev: Option<(i64, u64)>,
-    now_ms: i64,
-) -> i64 {
-    let duration = i64::try_from(duration_ms).unwrap_or(i64::MAX);
-    let latest = now_ms.saturating_sub(duration);
-    let time = media_based_ms.min(latest);
-    match prev {
-        Some((prev_time, prev_duration)) => {
-            let prev_end =
-                prev_time.saturating_add(i64::try_from(prev_duration).unwrap_or(i64::MAX));
-            let floor = if prev_end <= latest {
-                prev_end
-            } else {
-                prev_time
-            };
-            time.max(floor)
-        }
-        None => time,
-    }
-}
 
 /// The ingest side of a node.
 #[derive(Debug)]
@@ -348,25 +313,12 @@ impl Recorder {
                         tracing::warn!("segment before any period; dropped");
                         continue;
                     };
-                    let prev = self
-                        .recording
-                        .stream()
-                        .read()
-                        .segments
-                        .back()
-                        .map(|x| (x.time_ms, x.duration_ms));
-                    let time_ms = segment_wall_time(
-                        period.time_ms + (s.start_ms as i64 - period.start_ms as i64),
-                        s.duration_ms,
-                        prev,
-                        crate::time::now_ms(),
-                    );
                     let meta = SegmentMeta {
                         seq: 0,
                         period: period.id,
                         start_ms: s.start_ms,
                         duration_ms: s.duration_ms,
-                        time_ms,
+                        time_ms: period.time_ms + (s.start_ms as i64 - period.start_ms as i64),
                         length: 0,
                         hash: 0,
                     };
@@ -420,62 +372,5 @@ mod tests {
         assert_eq!(query_value("a=1&key=k&b", "key"), Some("k"));
         assert_eq!(query_value("keys=1", "key"), None);
         assert_eq!(query_value("", "key"), None);
-    }
-
-    #[test]
-    fn real_time_segments_keep_their_media_time() {
-        assert_eq!(segment_wall_time(10_000, 2_000, None, 12_050), 10_000);
-        assert_eq!(
-            segment_wall_time(12_000, 2_000, Some((10_000, 2_000)), 14_030),
-            12_000
-        );
-    }
-
-    #[test]
-    fn faster_than_real_time_is_held_at_the_wall_clock() {
-        // Media says 30 s, only 12 s have passed: the live edge is now.
-        assert_eq!(segment_wall_time(30_000, 2_000, None, 12_000), 10_000);
-        // A burst: each segment ends at its arrival, never before the previous one's end.
-        let mut prev = None;
-        let mut now = 1_000;
-        for i in 0..20 {
-            let t = segment_wall_time(i * 2_000, 2_000, prev, now);
-            assert!(
-                t + 2_000 <= now,
-                "segment {i} ends at {} > {now}",
-                t + 2_000
-            );
-            if let Some((pt, pd)) = prev {
-                assert!(t >= pt, "monotonic");
-                if pt + pd as i64 + 2_000 <= now {
-                    assert!(t >= pt + pd as i64, "no overlap when there is room");
-                }
-            }
-            prev = Some((t, 2_000));
-            now += 500;
-        }
-    }
-
-    #[test]
-    fn time_never_goes_back() {
-        // The previous segment's end leaves no room for this one: it starts at the previous start.
-        assert_eq!(
-            segment_wall_time(20_000, 2_000, Some((9_000, 2_000)), 12_000),
-            10_000
-        );
-        assert_eq!(
-            segment_wall_time(20_000, 2_000, Some((10_500, 1_000)), 12_000),
-            10_500
-        );
-        // Media time behind the previous end (a republish) moves up to it.
-        assert_eq!(
-            segment_wall_time(5_000, 2_000, Some((8_000, 2_000)), 20_000),
-            10_000
-        );
-        // Monotonic wins when even the previous start leaves no room.
-        assert_eq!(
-            segment_wall_time(20_000, 4_000, Some((11_000, 1_000)), 12_000),
-            11_000
-        );
     }
 }
