@@ -29,6 +29,8 @@ use crate::cache::{Cache, Expect, Fetched, Key, PullError};
 use crate::events::{Bus, Code, Event};
 use crate::store::{PeriodMeta, Record, SegmentMeta, Timeline};
 
+/// How often a live upstream stream that has no segment yet is asked again.
+const EMPTY_POLL: Duration = Duration::from_millis(100);
 /// How often an ended upstream stream is asked whether it went live again.
 const ENDED_POLL: Duration = Duration::from_secs(2);
 /// Slack for aligning two upstreams' wall clocks on failover (they timestamp the same feed
@@ -310,6 +312,15 @@ impl Proxy {
                         }
                         tokio::select! {
                             _ = tokio::time::sleep(ENDED_POLL) => {}
+                            _ = self.cancel.cancelled() => break,
+                        }
+                        continue;
+                    }
+                    if self.lock().cursor.is_none() {
+                        // A live stream with no segment yet: nothing to long-poll after, so
+                        // ask again shortly rather than in a tight loop.
+                        tokio::select! {
+                            _ = tokio::time::sleep(EMPTY_POLL) => {}
                             _ = self.cancel.cancelled() => break,
                         }
                         continue;
