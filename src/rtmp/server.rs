@@ -4,7 +4,9 @@
 //! The task owns every timeout ([`Limits`]) and the publish channel: a `PublishRequest` is
 //! answered by [`PublishHandler::publish`], media goes to the returned sender (awaiting when it
 //! is full, which slows only this publisher's socket), and the sender is dropped on unpublish,
-//! disconnect, error or shutdown. A protocol error ends that connection only (logged at warn).
+//! disconnect, error or shutdown. A protocol error ends that connection only (logged at warn);
+//! a peer that simply went away (reset, broken pipe, EOF mid-message) is logged at info, since
+//! encoders routinely close that way after unpublishing.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -101,6 +103,7 @@ pub async fn serve<H: PublishHandler>(
                 let _permit = permit;
                 match connection(socket, peer, &*handler, limits, stop).await {
                     Ok(()) => debug!("connection closed"),
+                    Err(err) if is_disconnect(&err) => info!(%err, "connection closed by peer"),
                     Err(err) => warn!(%err, "connection ended"),
                 }
             }
@@ -108,21 +111,41 @@ pub async fn serve<H: PublishHandler>(
         );
     }
     drop(listener);
-    drop(stop_tx);
+    // The set still holds connections that ended on their own since the last accept (it is
+    // only reaped per accept): only those still running are closed by the shutdown.
+    while tasks.try_join_next().is_some() {}
     let open = tasks.len();
+    drop(stop_tx);
+    let mut aborted = 0;
     if timeout(limits.shutdown_grace, async {
         while tasks.join_next().await.is_some() {}
     })
     .await
     .is_err()
     {
+        aborted = tasks.len();
         warn!(
-            remaining = tasks.len(),
+            remaining = aborted,
             "rtmp connections did not close in time; aborting"
         );
         tasks.shutdown().await;
     }
-    info!(closed = open, "rtmp ingest stopped");
+    info!(closed = open, aborted, "rtmp ingest stopped");
+}
+
+/// The peer went away (reset, broken pipe, EOF mid-message): an ordinary end, not a fault.
+fn is_disconnect(err: &Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(
+        err,
+        Error::Io(e) if matches!(
+            e.kind(),
+            ErrorKind::ConnectionReset
+                | ErrorKind::BrokenPipe
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionAborted
+        )
+    )
 }
 
 /// One connection, from handshake to close. `Ok` for an orderly end (EOF, refusal, shutdown).
@@ -237,3 +260,29 @@ async fn linger_close(mut socket: TcpStream) {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod disconnect_tests {
+    use super::*;
+    use std::io::{self, ErrorKind};
+
+    #[test]
+    fn peer_going_away_is_a_disconnect() {
+        for kind in [
+            ErrorKind::ConnectionReset,
+            ErrorKind::BrokenPipe,
+            ErrorKind::UnexpectedEof,
+            ErrorKind::ConnectionAborted,
+        ] {
+            assert!(is_disconnect(&Error::Io(io::Error::from(kind))), "{kind:?}");
+        }
+        for err in [
+            Error::Io(io::Error::from(ErrorKind::PermissionDenied)),
+            Error::Protocol("publish before connect"),
+            Error::BadVersion(6),
+            Error::Timeout("idle read"),
+        ] {
+            assert!(!is_disconnect(&err), "{err}");
+        }
+    }
+}
