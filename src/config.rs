@@ -438,18 +438,27 @@ impl Serialize for ByteSize {
     }
 }
 
+/// A size key's TOML value: a plain integer (bytes), or a string in the type's own grammar.
+fn int_or_parsed<'de, D, T>(d: D, from_bytes: impl FnOnce(u64) -> T) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(u64),
+        Str(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Int(n) => Ok(from_bytes(n)),
+        Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(ByteSize(n)),
-            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
-        }
+        int_or_parsed(d, ByteSize)
     }
 }
 
@@ -498,16 +507,7 @@ impl Serialize for MinFree {
 
 impl<'de> Deserialize<'de> for MinFree {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u64),
-            Str(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(MinFree(crate::store::MinFree::Bytes(n))),
-            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
-        }
+        int_or_parsed(d, |n| MinFree(crate::store::MinFree::Bytes(n)))
     }
 }
 
