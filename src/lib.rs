@@ -22,7 +22,9 @@
 //!   in-memory [`store::StreamIndex`] is what every read endpoint renders.
 //! - [`ingest`]: publish policy (names, key, already-live) and one recorder task per publish.
 //! - [`relay`]: `proxyFrom(local, remote)`; relayed streams keep their own index in the same
-//!   [`store::Stream`] type, so HTTP handlers do not care where bytes come from ([`http::Feed`]).
+//!   [`store::Timeline`] type, so HTTP handlers do not care where bytes come from ([`http::Feed`]).
+//! - [`wire`]: the JSON documents nodes exchange (`index.json`, status), one type each for
+//!   writing and reading.
 //! - [`cache`]: immutable `Bytes` by (stream, seq); zero-copy hits; one fetch per key at a time.
 //! - [`http`]: axum router; errors map to HTTP in one place ([`http::ApiError`]).
 //! - [`node`]: wiring, listeners and graceful shutdown; [`demo`]: the built-in three-node chain.
@@ -41,3 +43,4 @@ pub mod relay;
 pub mod rtmp;
 pub mod store;
 pub mod time;
+pub mod wire;

@@ -65,8 +65,10 @@ pub struct NewProxy {
     pub upstreams: Vec<String>,
 }
 
+/// An entry of `GET /api/proxies`: the status `source` of the relayed stream, its local name
+/// and whether it is live.
 fn proxy_json(p: &crate::relay::Proxy) -> serde_json::Value {
-    let mut v = p.source_json();
+    let mut v = serde_json::to_value(crate::wire::Source::Proxy(p.source())).unwrap_or_default();
     v["local"] = p.local.clone().into();
     v["live"] = p.stream.read().live.into();
     v

@@ -109,10 +109,10 @@ impl Feed {
     }
 
     /// `source` of the status JSON.
-    pub fn source_json(&self) -> serde_json::Value {
+    pub fn source(&self) -> crate::wire::Source {
         match self {
-            Feed::Recorded(_) => serde_json::json!({"kind": "ingest"}),
-            Feed::Relayed(p) => p.source_json(),
+            Feed::Recorded(_) => crate::wire::Source::Ingest,
+            Feed::Relayed(p) => crate::wire::Source::Proxy(p.source()),
         }
     }
 }

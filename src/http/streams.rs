@@ -7,13 +7,13 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use super::{
     cache_control, ApiError, AppState, Feed, QueryParams, StreamName, LIVE, MAX_WAIT, PAST,
 };
 use crate::store::{StreamIndex, Timeline};
-use crate::time::{format_rfc3339, now_ms, At};
+use crate::time::{now_ms, At};
+use crate::wire::{Index, Status};
 
 /// A selected window of the index.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,31 +46,9 @@ pub fn select_window(
 }
 
 /// The status object of a stream (SPEC.md `GET /streams/{name}`).
-pub fn status(st: &AppState, feed: &Feed) -> serde_json::Value {
+pub fn status(st: &AppState, feed: &Feed) -> Status {
     let stream = feed.stream();
-    let source = feed.source_json();
-    let ix = stream.read();
-    let period = ix.periods.last();
-    serde_json::json!({
-        "name": stream.name,
-        "node": &*st.node_name,
-        "live": ix.live,
-        "source": source,
-        "dvr": {
-            "start": ix.start_ms().map(format_rfc3339),
-            "end": ix.live_edge_ms().map(format_rfc3339),
-            "duration_ms": ix.duration_ms(),
-            "segments": ix.segments.len(),
-            "bytes": ix.bytes,
-            "first_seq": ix.segments.front().map(|s| s.seq),
-            "last_seq": ix.segments.back().map(|s| s.seq),
-        },
-        "codecs": period.map(|p| p.codecs.as_str()),
-        "warning": period.and_then(|p| crate::media::avc::browser_warning(&p.codecs)),
-        "width": period.and_then(|p| p.width),
-        "height": period.and_then(|p| p.height),
-        "period": period.map(|p| p.id),
-    })
+    Status::of(&stream.name, &st.node_name, feed.source(), &stream.read())
 }
 
 /// `GET /streams`
@@ -79,18 +57,15 @@ pub async fn list(State(st): State<AppState>) -> Response {
     let mut all: Vec<_> = st.feeds().iter().map(|f| status(&st, f)).collect();
     let offered = st.relays.available().await;
     if !offered.is_empty() {
-        let have: std::collections::HashSet<String> = all
-            .iter()
-            .filter_map(|s| s["name"].as_str().map(str::to_owned))
-            .collect();
+        let have: std::collections::HashSet<String> = all.iter().map(|s| s.name.clone()).collect();
         for s in offered.iter() {
-            if s["name"].as_str().is_some_and(|n| !have.contains(n)) {
+            if !have.contains(&s.name) {
                 let mut s = s.clone();
-                s["node"] = serde_json::json!(&*st.node_name);
+                s.node = st.node_name.to_string();
                 all.push(s);
             }
         }
-        all.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        all.sort_by(|a, b| a.name.cmp(&b.name));
     }
     let mut r = axum::Json(all).into_response();
     cache_control(&mut r, LIVE);
@@ -106,84 +81,6 @@ pub async fn status_handler(
     let mut r = axum::Json(status(&st, &feed)).into_response();
     cache_control(&mut r, LIVE);
     Ok(r)
-}
-
-#[derive(Serialize)]
-struct IndexDoc<'a> {
-    stream: &'a str,
-    live: bool,
-    target_duration_ms: u64,
-    periods: Vec<PeriodDoc<'a>>,
-    segments: Vec<SegmentDoc>,
-}
-
-#[derive(Serialize)]
-struct PeriodDoc<'a> {
-    id: u32,
-    init: String,
-    codecs: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    width: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    height: Option<u32>,
-    /// Media timeline position where the period starts.
-    start_ms: u64,
-    /// Content hash of the init segment (its ETag without quotes).
-    hash: String,
-    /// Size of the init segment in bytes.
-    length: u64,
-}
-
-#[derive(Serialize)]
-struct SegmentDoc {
-    seq: u64,
-    period: u32,
-    start_ms: u64,
-    duration_ms: u64,
-    time: String,
-    url: String,
-    offset: u64,
-    length: u64,
-    /// Content hash (the ETag without quotes): lets a relay verify what it pulled.
-    hash: String,
-}
-
-fn render_index(st: &AppState, name: &str, ix: &StreamIndex, range: Range<usize>) -> Vec<u8> {
-    let doc = IndexDoc {
-        stream: name,
-        live: ix.live,
-        target_duration_ms: ix.max_duration_ms.max(st.segment_target_ms),
-        periods: ix
-            .periods
-            .iter()
-            .map(|p| PeriodDoc {
-                id: p.id,
-                init: format!("init/{}.mp4", p.id),
-                codecs: &p.codecs,
-                width: p.width,
-                height: p.height,
-                start_ms: p.start_ms,
-                hash: format!("{:016x}", p.init_hash),
-                length: p.init_length,
-            })
-            .collect(),
-        segments: ix
-            .segments
-            .range(range)
-            .map(|s| SegmentDoc {
-                seq: s.seq,
-                period: s.period,
-                start_ms: s.start_ms,
-                duration_ms: s.duration_ms,
-                time: format_rfc3339(s.time_ms),
-                url: format!("segments/{}.m4s", s.seq),
-                offset: 0,
-                length: s.length,
-                hash: format!("{:016x}", s.hash),
-            })
-            .collect(),
-    };
-    serde_json::to_vec(&doc).unwrap_or_default()
 }
 
 /// Largest `?limit=`.
@@ -239,7 +136,8 @@ pub async fn index_json(
             range.end.saturating_sub(limit).max(range.start)..range.end
         };
     }
-    let body = render_index(&st, &name, &ix, range);
+    let body =
+        serde_json::to_vec(&Index::of(&name, &ix, range, st.segment_target_ms)).unwrap_or_default();
     drop(ix);
     let mut r = (
         [(

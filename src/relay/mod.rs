@@ -21,6 +21,7 @@ pub use proxy::{Context, Proxy};
 use failover::Trouble;
 
 use crate::events::{Code, Event};
+use crate::wire::{ProxySource, Source, Status};
 
 /// How long "no upstream has this stream" is remembered.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(3);
@@ -68,7 +69,7 @@ pub struct Relays {
     /// Single flight of on-demand creation and the negative cache: `None` = nowhere.
     probes: moka::future::Cache<String, Option<Arc<Proxy>>>,
     /// The on-demand upstreams' stream list (one entry), for `/streams`.
-    listing: moka::future::Cache<(), Arc<Vec<serde_json::Value>>>,
+    listing: moka::future::Cache<(), Arc<Vec<Status>>>,
 }
 
 impl std::fmt::Debug for Relays {
@@ -215,7 +216,7 @@ impl Relays {
     /// objects whose `source` says where they would come from (`"state": "available"`): what
     /// a viewer can pick at an edge before anyone watched them. The first upstream that
     /// answers wins; the list is reused for a couple of seconds; an error is an empty list.
-    pub async fn available(&self) -> Arc<Vec<serde_json::Value>> {
+    pub async fn available(&self) -> Arc<Vec<Status>> {
         if self.on_demand.is_empty() {
             return Arc::default();
         }
@@ -226,20 +227,18 @@ impl Relays {
                         Ok(list) => {
                             let offered = list
                                 .into_iter()
-                                .filter_map(|mut s| {
-                                    let name = s.get("name")?.as_str()?.to_owned();
-                                    if !crate::names::is_valid(&name) || self.get_quiet(&name).is_some() {
-                                        return None;
-                                    }
-                                    s["source"] = serde_json::json!({
-                                        "kind": "proxy",
-                                        "remote": name,
-                                        "upstream": base,
-                                        "upstreams": self.on_demand,
-                                        "state": "available",
-                                        "on_demand": true,
+                                // One entry this node cannot read is left out, not the list.
+                                .filter_map(|s| serde_json::from_value::<Status>(s).ok())
+                                .filter(|s| crate::names::is_valid(&s.name) && self.get_quiet(&s.name).is_none())
+                                .map(|mut s| {
+                                    s.source = Source::Proxy(ProxySource {
+                                        remote: s.name.clone(),
+                                        upstream: Some(base.clone()),
+                                        upstreams: self.on_demand.clone(),
+                                        state: "available".into(),
+                                        on_demand: true,
                                     });
-                                    Some(s)
+                                    s
                                 })
                                 .collect();
                             return Arc::new(offered);

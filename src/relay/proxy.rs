@@ -24,10 +24,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::failover::{Failover, Trouble};
-use super::upstream::{parse_hash, Client, UpIndex};
+use super::upstream::Client;
 use crate::cache::{Cache, Expect, Fetched, Key, PullError};
 use crate::events::{Bus, Code, Event};
 use crate::store::{PeriodMeta, Record, SegmentMeta, Timeline};
+use crate::wire::{parse_hash, Index as UpIndex, ProxySource};
 
 /// How often a live upstream stream that has no segment yet is asked again.
 const EMPTY_POLL: Duration = Duration::from_millis(100);
@@ -187,17 +188,16 @@ impl Proxy {
         self.upstreams.get(i).map_or("", String::as_str)
     }
 
-    /// `{"kind":"proxy",...}` for status JSON.
-    pub fn source_json(&self) -> serde_json::Value {
+    /// Where the stream comes from, for status JSON.
+    pub fn source(&self) -> ProxySource {
         let st = self.lock();
-        serde_json::json!({
-            "kind": "proxy",
-            "remote": self.remote,
-            "upstream": self.upstreams.get(st.current),
-            "upstreams": self.upstreams,
-            "state": st.state,
-            "on_demand": self.on_demand,
-        })
+        ProxySource {
+            remote: self.remote.clone(),
+            upstream: self.upstreams.get(st.current).cloned(),
+            upstreams: self.upstreams.clone(),
+            state: st.state.to_owned(),
+            on_demand: self.on_demand,
+        }
     }
 
     /// A segment's bytes: cached, or one shared pull from the upstream it was indexed from.

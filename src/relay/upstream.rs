@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::Deserialize;
 
 use super::failover::{status_is_trouble, Trouble};
 use crate::cache::{PullError, Sink};
+use crate::wire::{Index, MAX_INDEX_BYTES};
 
 /// Connect timeout: a dead upstream is noticed quickly.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,60 +31,6 @@ pub fn pull_time_limit(length: u64) -> Duration {
 
 /// Resumes of one broken pull (each from the same upstream, for the missing bytes).
 pub const MAX_RESUMES: u32 = 3;
-/// Largest `index.json` accepted: a 24-hour window is about 10 MB; this bounds a hostile one.
-pub const MAX_INDEX_BYTES: usize = 64 << 20;
-/// Largest segment (or init segment) accepted from an index: bounds what one pull may buffer.
-pub const MAX_SEGMENT_BYTES: u64 = 256 << 20;
-/// Largest seq, media time or byte offset accepted from an index: 2^53, so the numbers stay
-/// exact in JSON (and in browsers) and the relay's arithmetic on them cannot overflow.
-pub const MAX_INDEX_NUMBER: u64 = 1 << 53;
-/// Longest segment accepted from an index (segments are cut at keyframes seconds apart).
-pub const MAX_SEGMENT_DURATION_MS: u64 = 24 * 3600 * 1000;
-
-/// A period as an upstream's `index.json` lists it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct UpPeriod {
-    pub id: u32,
-    pub init: String,
-    pub codecs: String,
-    #[serde(default)]
-    pub width: Option<u32>,
-    #[serde(default)]
-    pub height: Option<u32>,
-    #[serde(default)]
-    pub start_ms: u64,
-    #[serde(default)]
-    pub hash: Option<String>,
-    #[serde(default)]
-    pub length: Option<u64>,
-}
-
-/// A segment as an upstream's `index.json` lists it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct UpSegment {
-    pub seq: u64,
-    pub period: u32,
-    pub start_ms: u64,
-    pub duration_ms: u64,
-    pub time: String,
-    pub url: String,
-    #[serde(default)]
-    pub offset: u64,
-    pub length: u64,
-    #[serde(default)]
-    pub hash: Option<String>,
-}
-
-/// An upstream's `index.json`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct UpIndex {
-    pub live: bool,
-    #[serde(default)]
-    pub target_duration_ms: u64,
-    pub periods: Vec<UpPeriod>,
-    pub segments: Vec<UpSegment>,
-}
-
 /// Checks an upstream base URL (config and `/api/proxies`); the error says what is wrong.
 /// Only `http://`: this build has no TLS client (terminate TLS in front of the upstream, or
 /// relay over a private network).
@@ -105,84 +51,6 @@ pub fn check_upstream_url(url: &str) -> Result<(), String> {
         return Err(format!("is not a usable URL: {url:?}"));
     }
     Ok(())
-}
-
-/// A relative URL from an index is only used if it stays below the stream.
-pub fn safe_relative(url: &str) -> bool {
-    !url.is_empty()
-        && !url.starts_with('/')
-        && url
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..")
-        && url
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
-}
-
-/// Parses a 16-hex-digit content hash.
-pub fn parse_hash(h: Option<&str>) -> Option<u64> {
-    h.filter(|h| h.len() == 16)
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-}
-
-impl UpIndex {
-    /// Checks what a relay relies on; the error says what is wrong. A valid index has
-    /// increasing seqs, URLs below the stream, bounded lengths and numbers small enough that
-    /// nothing computed from them overflows.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.target_duration_ms > MAX_SEGMENT_DURATION_MS {
-            return Err(format!("target duration {} ms", self.target_duration_ms));
-        }
-        let mut prev: Option<u64> = None;
-        for s in &self.segments {
-            if prev.is_some_and(|p| s.seq <= p) {
-                return Err(format!("segment seq {} out of order", s.seq));
-            }
-            prev = Some(s.seq);
-            if s.length == 0 || s.length > MAX_SEGMENT_BYTES {
-                return Err(format!("segment {} has length {}", s.seq, s.length));
-            }
-            if s.seq > MAX_INDEX_NUMBER
-                || s.start_ms > MAX_INDEX_NUMBER
-                || s.offset > MAX_INDEX_NUMBER
-            {
-                return Err(format!(
-                    "segment {} has seq, start_ms or offset beyond 2^53",
-                    s.seq
-                ));
-            }
-            if s.duration_ms > MAX_SEGMENT_DURATION_MS {
-                return Err(format!(
-                    "segment {} has duration {} ms",
-                    s.seq, s.duration_ms
-                ));
-            }
-            if !safe_relative(&s.url) {
-                return Err(format!("segment {} has unusable url {:?}", s.seq, s.url));
-            }
-            if crate::time::parse_rfc3339(&s.time).is_none() {
-                return Err(format!("segment {} has bad time {:?}", s.seq, s.time));
-            }
-            if !self.periods.iter().any(|p| p.id == s.period) {
-                return Err(format!(
-                    "segment {} names unknown period {}",
-                    s.seq, s.period
-                ));
-            }
-        }
-        for p in &self.periods {
-            if !safe_relative(&p.init) {
-                return Err(format!(
-                    "period {} has unusable init url {:?}",
-                    p.id, p.init
-                ));
-            }
-            if let Some(length) = p.length.filter(|&l| l == 0 || l > MAX_SEGMENT_BYTES) {
-                return Err(format!("period {} has init length {length}", p.id));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// The HTTP client of a relay (pooled connections).
@@ -229,12 +97,12 @@ impl Client {
         remote: &str,
         query: &str,
         timeout: Duration,
-    ) -> Result<Option<UpIndex>, Trouble> {
+    ) -> Result<Option<Index>, Trouble> {
         let url = format!(
             "{}/streams/{remote}/index.json{query}",
             base.trim_end_matches('/')
         );
-        let Some(index) = self.get_json::<UpIndex>(&url, timeout, "index").await? else {
+        let Some(index) = self.get_json::<Index>(&url, timeout, "index").await? else {
             return Ok(None);
         };
         index.validate().map_err(Trouble::BadAnswer)?;
@@ -410,73 +278,4 @@ enum PullFault {
     Broken(String, bool),
     /// Not worth resuming.
     Fatal(String, bool),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn relative_urls() {
-        for ok in ["segments/1.m4s", "init/0.mp4", "a/b_c-d.e"] {
-            assert!(safe_relative(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x",
-            "a/../b",
-            "http://evil/x",
-            "a//b",
-            "a b",
-            "./x",
-        ] {
-            assert!(!safe_relative(bad), "{bad}");
-        }
-        assert_eq!(parse_hash(Some("00000000000000ab")), Some(0xab));
-        assert_eq!(parse_hash(Some("zz")), None);
-    }
-
-    #[test]
-    fn hostile_numbers_are_refused() {
-        let good = [
-            ("seq", 5),
-            ("offset", 0),
-            ("start_ms", 0),
-            ("duration_ms", 2000),
-            ("init_length", 10),
-        ];
-        let index = |field: &str, value: u64| -> UpIndex {
-            let v = |name: &str| {
-                if name == field {
-                    value
-                } else {
-                    good.iter().find(|g| g.0 == name).map_or(0, |g| g.1)
-                }
-            };
-            serde_json::from_str(&format!(
-                r#"{{"live":true,
-                "periods":[{{"id":0,"init":"init/0.mp4","codecs":"c","length":{}}}],
-                "segments":[{{"seq":{},"period":0,"start_ms":{},"duration_ms":{},"offset":{},
-                "time":"2026-11-30T15:04:05.250Z","url":"segments/5.m4s","length":10}}]}}"#,
-                v("init_length"),
-                v("seq"),
-                v("start_ms"),
-                v("duration_ms"),
-                v("offset"),
-            ))
-            .unwrap()
-        };
-        assert!(index("", 0).validate().is_ok());
-        for (field, value) in [
-            ("seq", u64::MAX),
-            ("offset", u64::MAX - 1),
-            ("start_ms", u64::MAX),
-            ("duration_ms", u64::MAX),
-            ("init_length", 1 << 40),
-            ("init_length", 0),
-        ] {
-            assert!(index(field, value).validate().is_err(), "{field} = {value}");
-        }
-    }
 }
