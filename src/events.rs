@@ -5,61 +5,73 @@
 
 use serde::Serialize;
 
-/// A status code of SPEC.md ("Status events").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Code {
-    PublishStart,
-    PublishBadName,
-    UnpublishSuccess,
-    RecordStart,
-    RecordStop,
-    RecordNoAccess,
-    RecordTrimmed,
-    ProxyStart,
-    ProxyStop,
-    ProxyBadName,
-    ProxyNotResponding,
-    ProxyFailover,
-    SeekNotify,
-    SeekInvalidTime,
-    ConnectRejected,
+/// Declares [`Code`]: each code once, with its wire spelling and its onStatus `level`.
+macro_rules! codes {
+    ($($(#[$doc:meta])* $name:ident = $wire:literal, $level:literal;)*) => {
+        /// A status code of SPEC.md ("Status events", and the `code` of HTTP error bodies and
+        /// RTMP replies).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Code {
+            /// Every code.
+            pub const ALL: &'static [Code] = &[$(Code::$name),*];
+
+            /// The wire spelling, e.g. `"NetStream.Publish.Start"`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$name => $wire,)*
+                }
+            }
+
+            /// `"status"` for normal transitions, `"warning"` for trouble that was handled,
+            /// `"error"` for failures (the onStatus `level`).
+            pub fn level(self) -> &'static str {
+                match self {
+                    $(Code::$name => $level,)*
+                }
+            }
+        }
+    };
 }
 
-impl Code {
-    /// The wire spelling, e.g. `"NetStream.Publish.Start"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::PublishStart => "NetStream.Publish.Start",
-            Code::PublishBadName => "NetStream.Publish.BadName",
-            Code::UnpublishSuccess => "NetStream.Unpublish.Success",
-            Code::RecordStart => "NetStream.Record.Start",
-            Code::RecordStop => "NetStream.Record.Stop",
-            Code::RecordNoAccess => "NetStream.Record.NoAccess",
-            Code::RecordTrimmed => "NetStream.Record.Trimmed",
-            Code::ProxyStart => "ProxyStream.Proxy.Start",
-            Code::ProxyStop => "ProxyStream.Proxy.Stop",
-            Code::ProxyBadName => "ProxyStream.Proxy.BadName",
-            Code::ProxyNotResponding => "NetConnection.Proxy.NotResponding",
-            Code::ProxyFailover => "ProxyStream.Proxy.Failover",
-            Code::SeekNotify => "NetStream.Seek.Notify",
-            Code::SeekInvalidTime => "NetStream.Seek.InvalidTime",
-            Code::ConnectRejected => "NetConnection.Connect.Rejected",
-        }
-    }
-
-    /// `"status"` for normal transitions, `"error"` for failures (the onStatus `level`).
-    pub fn level(self) -> &'static str {
-        match self {
-            Code::PublishBadName
-            | Code::RecordNoAccess
-            | Code::ProxyBadName
-            | Code::ProxyNotResponding
-            | Code::SeekInvalidTime
-            | Code::ConnectRejected => "error",
-            Code::ProxyFailover | Code::RecordTrimmed => "warning",
-            _ => "status",
-        }
-    }
+codes! {
+    PublishStart = "NetStream.Publish.Start", "status";
+    PublishBadName = "NetStream.Publish.BadName", "error";
+    UnpublishSuccess = "NetStream.Unpublish.Success", "status";
+    RecordStart = "NetStream.Record.Start", "status";
+    RecordStop = "NetStream.Record.Stop", "status";
+    RecordNoAccess = "NetStream.Record.NoAccess", "error";
+    /// Segments deleted to keep `record.min_free`.
+    RecordTrimmed = "NetStream.Record.Trimmed", "warning";
+    ProxyStart = "ProxyStream.Proxy.Start", "status";
+    ProxyStop = "ProxyStream.Proxy.Stop", "status";
+    ProxyBadName = "ProxyStream.Proxy.BadName", "error";
+    ProxyNotResponding = "NetConnection.Proxy.NotResponding", "error";
+    ProxyFailover = "ProxyStream.Proxy.Failover", "warning";
+    SeekNotify = "NetStream.Seek.Notify", "status";
+    SeekInvalidTime = "NetStream.Seek.InvalidTime", "error";
+    ConnectRejected = "NetConnection.Connect.Rejected", "error";
+    /// RTMP `connect` accepted.
+    ConnectSuccess = "NetConnection.Connect.Success", "status";
+    /// RTMP command this server does not answer otherwise.
+    CallFailed = "NetConnection.Call.Failed", "error";
+    /// HTTP: the stream name is not valid.
+    PlayBadName = "NetStream.Play.BadName", "error";
+    /// HTTP: no such stream.
+    PlayStreamNotFound = "NetStream.Play.StreamNotFound", "error";
+    /// HTTP: no such resource of a stream.
+    PlayNotFound = "NetStream.Play.NotFound", "error";
+    /// HTTP: no such segment (yet).
+    PlaySegmentNotFound = "NetStream.Play.SegmentNotFound", "error";
+    /// HTTP: a malformed request.
+    PlayBadRequest = "NetStream.Play.BadRequest", "error";
+    PlayRangeNotSatisfiable = "NetStream.Play.RangeNotSatisfiable", "error";
+    PlayMethodNotAllowed = "NetStream.Play.MethodNotAllowed", "error";
+    /// HTTP: an internal error (details are logged, not sent).
+    PlayFailed = "NetStream.Play.Failed", "error";
 }
 
 impl Serialize for Code {
@@ -135,5 +147,29 @@ impl Bus {
     /// A receiver of every event emitted from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<Event>> {
         self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_and_well_formed() {
+        let mut seen = std::collections::HashSet::new();
+        for &c in Code::ALL {
+            let s = c.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            let parts: Vec<&str> = s.split('.').collect();
+            assert_eq!(parts.len(), 3, "{s}");
+            assert!(
+                parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphabetic())),
+                "{s}"
+            );
+            assert!(["status", "warning", "error"].contains(&c.level()), "{s}");
+            assert_eq!(serde_json::to_value(c).ok(), Some(s.into()));
+        }
     }
 }

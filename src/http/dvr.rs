@@ -19,7 +19,9 @@ use futures_util::StreamExt;
 use super::hls::outside;
 use super::streams::select_window;
 use super::{cache_control, ApiError, AppState, Feed, QueryParams, StreamName, LIVE, PAST};
+use crate::events::Code;
 use crate::media::clip;
+use crate::store::layout::Object;
 use crate::store::Lookup;
 use crate::time::{format_rfc3339, now_ms, At};
 
@@ -46,16 +48,16 @@ pub async fn seek(
     let offset_ms = u64::try_from(t - s.time_ms).unwrap_or(0).min(s.duration_ms);
     let time = format_rfc3339(t);
     let body = serde_json::json!({
-        "code": "NetStream.Seek.Notify",
-        "level": "status",
+        "code": Code::SeekNotify,
+        "level": Code::SeekNotify.level(),
         "stream": name,
         "time": time,
         "seq": s.seq,
         "period": s.period,
         "segment_time": format_rfc3339(s.time_ms),
         "offset_ms": offset_ms,
-        "segment": format!("segments/{}.m4s", s.seq),
-        "init": format!("init/{}.mp4", s.period),
+        "segment": Object::Segment(s.seq).key(),
+        "init": Object::Init(s.period).key(),
         "playlist": format!("index.m3u8?start={time}"),
         "live": ix.live,
         "behind_live_ms": edge.saturating_sub(t),

@@ -51,36 +51,28 @@ pub enum ApiError {
 
 impl ApiError {
     /// Status and `code` of the error: the single mapping.
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, Code) {
         match self {
-            ApiError::BadName => (StatusCode::BAD_REQUEST, "NetStream.Play.BadName"),
-            ApiError::StreamNotFound(_) => (StatusCode::NOT_FOUND, "NetStream.Play.StreamNotFound"),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NetStream.Play.NotFound"),
-            ApiError::SegmentNotFound { .. } => {
-                (StatusCode::NOT_FOUND, "NetStream.Play.SegmentNotFound")
-            }
-            ApiError::BadTime(_) => (StatusCode::BAD_REQUEST, Code::SeekInvalidTime.as_str()),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "NetStream.Play.BadRequest"),
-            ApiError::SeekOutside { .. } => (StatusCode::NOT_FOUND, Code::SeekInvalidTime.as_str()),
+            ApiError::BadName => (StatusCode::BAD_REQUEST, Code::PlayBadName),
+            ApiError::StreamNotFound(_) => (StatusCode::NOT_FOUND, Code::PlayStreamNotFound),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, Code::PlayNotFound),
+            ApiError::SegmentNotFound { .. } => (StatusCode::NOT_FOUND, Code::PlaySegmentNotFound),
+            ApiError::BadTime(_) => (StatusCode::BAD_REQUEST, Code::SeekInvalidTime),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, Code::PlayBadRequest),
+            ApiError::SeekOutside { .. } => (StatusCode::NOT_FOUND, Code::SeekInvalidTime),
             ApiError::RangeNotSatisfiable { .. } => (
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "NetStream.Play.RangeNotSatisfiable",
+                Code::PlayRangeNotSatisfiable,
             ),
-            ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, Code::ProxyNotResponding.as_str()),
-            ApiError::UpstreamTimeout(_) => (
-                StatusCode::GATEWAY_TIMEOUT,
-                Code::ProxyNotResponding.as_str(),
-            ),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, Code::ConnectRejected.as_str()),
-            ApiError::ProxyBadName(_) => (StatusCode::CONFLICT, Code::ProxyBadName.as_str()),
-            ApiError::UpstreamNotAllowed(_) => {
-                (StatusCode::FORBIDDEN, Code::ConnectRejected.as_str())
+            ApiError::Upstream(_) => (StatusCode::BAD_GATEWAY, Code::ProxyNotResponding),
+            ApiError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, Code::ProxyNotResponding),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, Code::ConnectRejected),
+            ApiError::ProxyBadName(_) => (StatusCode::CONFLICT, Code::ProxyBadName),
+            ApiError::UpstreamNotAllowed(_) => (StatusCode::FORBIDDEN, Code::ConnectRejected),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, Code::PlayMethodNotAllowed)
             }
-            ApiError::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "NetStream.Play.MethodNotAllowed",
-            ),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "NetStream.Play.Failed"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::PlayFailed),
         }
     }
 }
@@ -112,8 +104,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(%detail, "request failed");
         }
-        let mut body =
-            serde_json::json!({"code": code, "level": "error", "description": self.to_string()});
+        let mut body = serde_json::json!({"code": code, "level": code.level(), "description": self.to_string()});
         if let ApiError::SeekOutside { start, end, .. } = &self {
             body["dvr"] = serde_json::json!({"start": start, "end": end});
         }

@@ -9,6 +9,7 @@
 use std::fmt::Write;
 use std::ops::Range;
 
+use crate::store::layout::Object;
 use crate::store::StreamIndex;
 
 /// How to render.
@@ -56,17 +57,17 @@ pub fn render(ix: &StreamIndex, range: Range<usize>, opts: &Options) -> String {
             if period.is_some() {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"init/{}.mp4\"", s.period);
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", Object::Init(s.period));
             period = Some(s.period);
         }
         out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
         crate::time::write_rfc3339(&mut out, s.time_ms);
         let _ = write!(
             out,
-            "\n#EXTINF:{}.{:03},\nsegments/{}.m4s\n",
+            "\n#EXTINF:{}.{:03},\n{}\n",
             s.duration_ms / 1000,
             s.duration_ms % 1000,
-            s.seq
+            Object::Segment(s.seq)
         );
     }
     if opts.endlist {

@@ -41,10 +41,6 @@ const CSID_CONTROL: u32 = 2;
 const CSID_COMMAND: u32 = 3;
 const CSID_STATUS: u32 = 5;
 
-// Protocol codes outside the SPEC's status events (events::Code covers those).
-const CONNECT_SUCCESS: &str = "NetConnection.Connect.Success";
-const CALL_FAILED: &str = "NetConnection.Call.Failed";
-
 /// What the session asks of its caller, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
@@ -282,7 +278,10 @@ impl ServerSession {
     fn error(&mut self, txn: f64, description: &str) {
         let info = Value::Object(vec![
             ("level".into(), Value::String("error".into())),
-            ("code".into(), Value::String(CALL_FAILED.into())),
+            (
+                "code".into(),
+                Value::String(Code::CallFailed.as_str().into()),
+            ),
             ("description".into(), Value::String(description.into())),
         ]);
         self.command(
@@ -464,7 +463,10 @@ impl ServerSession {
         ]);
         let info = Value::Object(vec![
             ("level".into(), Value::String("status".into())),
-            ("code".into(), Value::String(CONNECT_SUCCESS.into())),
+            (
+                "code".into(),
+                Value::String(Code::ConnectSuccess.as_str().into()),
+            ),
             (
                 "description".into(),
                 Value::String("Connection succeeded.".into()),

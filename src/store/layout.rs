@@ -63,11 +63,17 @@ pub enum Object {
 }
 
 impl Object {
-    /// The key; the one place it is spelled.
+    /// The key (see [`Object`]'s `Display`, the one place it is spelled).
     pub fn key(self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Object::Init(period) => format!("init/{period}.mp4"),
-            Object::Segment(seq) => format!("segments/{seq}.m4s"),
+            Object::Init(period) => write!(f, "init/{period}.mp4"),
+            Object::Segment(seq) => write!(f, "segments/{seq}.m4s"),
         }
     }
 }
