@@ -9,6 +9,7 @@
 //! [`NEGATIVE_TTL`], so requests for them cost no upstream traffic and no per-name state.
 
 pub mod failover;
+pub mod mirror;
 pub mod proxy;
 pub mod upstream;
 

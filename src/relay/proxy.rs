@@ -5,14 +5,14 @@
 //! milliseconds of the upstream announcing them. Segments are pulled on demand (or ahead, for
 //! the newest `prefetch`) through the node cache, once for all viewers.
 //!
+//! How upstream answers map onto the relay's timeline (numbering, wall-clock alignment,
+//! continuity across failover) is decided by the pure [`Mirror`]; this module does the I/O
+//! around it: polling, failover ([`Failover`]), pulls and the retention window.
+//!
 //! Invariants:
-//! - The relay numbers its segments itself. It starts at the upstream's numbering and keeps it
-//!   while it stays on one upstream; after a failover it continues its own sequence, aligning
-//!   the new upstream's segments by wall-clock `time` (never by their seq), so the timeline
-//!   neither repeats nor skips beyond the failover gap.
+//! - The follow task alone writes the relay's timeline, and a segment's locator is in the
+//!   proxy's map before the segment is in the timeline (nothing listed is unfetchable).
 //! - `time` of a segment is the upstream's, unchanged.
-//! - A new relay period (a discontinuity) starts only where the media timeline really breaks:
-//!   an upstream period change, or a different init segment or media time after a failover.
 //! - Every segment's bytes come from exactly one upstream URL (resumed by Range on that URL).
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,33 +24,19 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::failover::{Failover, Trouble};
+use super::mirror::{Locator, Mirror, Tail};
 use super::upstream::Client;
 use crate::cache::{Cache, Expect, Fetched, Key, PullError};
 use crate::events::{Bus, Code, Event};
-use crate::store::{PeriodMeta, Record, SegmentMeta, Timeline};
-use crate::wire::{parse_hash, Index as UpIndex, ProxySource};
+use crate::store::{Record, Timeline};
+use crate::wire::{Index, ProxySource};
 
 /// How often a live upstream stream that has no segment yet is asked again.
 const EMPTY_POLL: Duration = Duration::from_millis(100);
 /// How often an ended upstream stream is asked whether it went live again.
 const ENDED_POLL: Duration = Duration::from_secs(2);
-/// Slack for aligning two upstreams' wall clocks on failover (they timestamp the same feed
-/// at slightly different arrival times).
-const ALIGN_SLACK_MS: u64 = 50;
 /// Most segments a relay index keeps, whatever the upstream lists: bounds memory per stream.
 const MAX_SEGMENTS: usize = 200_000;
-
-/// Where a relay segment's bytes are.
-#[derive(Debug, Clone)]
-struct Locator {
-    /// Index of the upstream that listed it, and the path below that upstream's base.
-    upstream: usize,
-    path: Arc<str>,
-    offset: u64,
-    length: u64,
-    /// The content hash to verify, when the upstream publishes one.
-    verify: Option<u64>,
-}
 
 /// Mutable state of a proxy. std `Mutex`: short sections, never held across `.await`.
 #[derive(Debug, Default)]
@@ -59,10 +45,6 @@ struct State {
     state: &'static str,
     segments: BTreeMap<u64, Locator>,
     inits: HashMap<u32, Locator>,
-    /// Upstream (index, period id) -> relay period id, for the upstream in use.
-    periods: HashMap<u32, u32>,
-    /// Last upstream seq taken from the current upstream; `None` = (re)sync by time.
-    cursor: Option<u64>,
 }
 
 /// What the relay has heard from its upstreams so far.
@@ -277,12 +259,13 @@ impl Proxy {
             self.upstreams.len(),
             self.cache_name.len() as u64 ^ crate::time::now_ms() as u64,
         );
+        let mut mirror = Mirror::new(&self.remote);
         let mut last_new = Instant::now();
         let idle = self.ctx.idle_timeout;
         while !self.cancel.is_cancelled() {
             let up = failover.current();
             let base = self.upstreams[up].clone();
-            let cursor = self.lock().cursor;
+            let cursor = mirror.cursor();
             let (query, timeout) = match cursor {
                 None => (String::new(), Duration::from_secs(10)),
                 Some(c) if self.stream.read().live => (
@@ -299,7 +282,7 @@ impl Proxy {
                 Ok(Some(ix)) => {
                     failover.on_success();
                     let was_live = self.stream.read().live;
-                    let added = self.apply(up, &ix);
+                    let added = self.apply(&mut mirror, up, &ix);
                     if added > 0 || cursor.is_none() {
                         last_new = Instant::now();
                     }
@@ -316,7 +299,7 @@ impl Proxy {
                         }
                         continue;
                     }
-                    if self.lock().cursor.is_none() {
+                    if mirror.cursor().is_none() {
                         // A live stream with no segment yet: nothing to long-poll after, so
                         // ask again shortly rather than in a tight loop.
                         tokio::select! {
@@ -355,11 +338,10 @@ impl Proxy {
                 .with("upstream", base.clone()),
             );
             let switch = failover.on_trouble();
+            mirror.resync();
             {
                 let mut st = self.lock();
                 st.current = switch.to;
-                st.cursor = None;
-                st.periods.clear();
                 st.state = "failing over";
             }
             if switch.to != switch.from {
@@ -383,153 +365,33 @@ impl Proxy {
         self.stream.set_live(false);
     }
 
-    /// Maps an upstream index answer into the relay index. Returns how many segments were added.
-    fn apply(self: &Arc<Self>, up: usize, ix: &UpIndex) -> usize {
-        let root = format!("streams/{}/", self.remote);
-        let (last, next_period, current_period) = {
-            let r = self.stream.read();
-            (
-                r.segments.back().cloned(),
-                r.periods.last().map_or(0, |p| p.id + 1),
-                r.periods.last().cloned(),
-            )
-        };
-        let mut st = self.lock();
-        let resync = st.cursor.is_none();
-        let mut records = Vec::new();
-        let mut next_seq = self.stream.read().next_seq;
-        if last.is_none() {
-            if let Some(first) = ix.segments.first() {
-                // Mirror the upstream's numbering while nothing else has been relayed.
-                self.stream.start_seq_at(first.seq);
-                next_seq = next_seq.max(first.seq);
-            }
+    /// Maps an upstream index answer into the relay index ([`Mirror`] decides, this applies).
+    /// Returns how many segments were added.
+    fn apply(self: &Arc<Self>, mirror: &mut Mirror, up: usize, ix: &Index) -> usize {
+        let tail = Tail::of(&self.stream.read());
+        let changes = mirror.apply(&tail, up, ix);
+        if let Some(seq) = changes.start_seq {
+            self.stream.start_seq_at(seq);
         }
-        let mut prev = last.clone();
-        let mut cur_period = current_period;
-        let mut next_period = next_period;
-        let mut added = 0;
-        let mut newest = Vec::new();
-        for s in &ix.segments {
-            if st.cursor.is_some_and(|c| s.seq <= c) {
-                continue;
-            }
-            let Some(time_ms) = crate::time::parse_rfc3339(&s.time) else {
-                continue;
-            };
-            if let Some(p) = &prev {
-                // Align by wall clock: skip what the relay already has. Not only at a resync:
-                // a new upstream that lags behind the old one lists the relay's newest
-                // segments again in its next answers. (One upstream's times only grow, so
-                // this never drops a segment of a stream that stays on one upstream.)
-                let mid = p.time_ms + (p.duration_ms / 2) as i64;
-                if time_ms <= mid {
-                    st.cursor = Some(s.seq);
-                    continue;
-                }
-            }
-            let Some(up_period) = ix.periods.iter().find(|p| p.id == s.period) else {
-                continue;
-            };
-            let relay_period = match st.periods.get(&s.period) {
-                Some(&id) => id,
-                None => {
-                    let init_hash = parse_hash(up_period.hash.as_deref());
-                    let continues = match (&cur_period, &prev) {
-                        (Some(cp), Some(p)) => {
-                            Some(cp.init_hash) == init_hash
-                                && (p.start_ms + p.duration_ms).abs_diff(s.start_ms)
-                                    <= ALIGN_SLACK_MS
-                                && cp.codecs == up_period.codecs
-                        }
-                        _ => false,
-                    };
-                    let id = if continues {
-                        cur_period.as_ref().map_or(next_period, |p| p.id)
-                    } else {
-                        let Some(length) = up_period.length else {
-                            tracing::warn!(
-                                period = up_period.id,
-                                "upstream period without init length; skipped"
-                            );
-                            continue;
-                        };
-                        let meta = PeriodMeta {
-                            id: next_period,
-                            codecs: up_period.codecs.clone(),
-                            width: up_period.width,
-                            height: up_period.height,
-                            start_ms: s.start_ms,
-                            time_ms,
-                            init_hash: init_hash
-                                .unwrap_or_else(|| pseudo_hash(&up_period.init, length, up)),
-                            init_length: length,
-                        };
-                        st.inits.insert(
-                            meta.id,
-                            Locator {
-                                upstream: up,
-                                path: format!("{root}{}", up_period.init).into(),
-                                offset: 0,
-                                length,
-                                verify: init_hash,
-                            },
-                        );
-                        next_period += 1;
-                        cur_period = Some(meta.clone());
-                        records.push(Record::Period(meta));
-                        next_period - 1
-                    };
-                    st.periods.insert(s.period, id);
-                    id
-                }
-            };
-            let verify = parse_hash(s.hash.as_deref());
-            let hash = verify.unwrap_or_else(|| pseudo_hash(&s.url, s.length, up));
-            let meta = SegmentMeta {
-                seq: next_seq,
-                period: relay_period,
-                start_ms: s.start_ms,
-                duration_ms: s.duration_ms,
-                time_ms,
-                length: s.length,
-                hash,
-            };
-            st.segments.insert(
-                next_seq,
-                Locator {
-                    upstream: up,
-                    path: format!("{root}{}", s.url).into(),
-                    offset: s.offset,
-                    length: s.length,
-                    verify,
-                },
-            );
-            newest.push(next_seq);
-            next_seq += 1;
-            st.cursor = Some(s.seq);
-            prev = Some(meta.clone());
-            records.push(Record::Segment(meta));
-            added += 1;
+        let newest: Vec<u64> = changes.segments.iter().map(|(seq, _)| *seq).collect();
+        {
+            let mut st = self.lock();
+            st.inits.extend(changes.inits);
+            st.segments.extend(changes.segments);
         }
-        if resync && st.cursor.is_none() {
-            // Nothing listed yet: follow from the start.
-            st.cursor = ix.segments.last().map(|s| s.seq);
-        }
-        drop(st);
-        if !records.is_empty() {
-            self.stream.apply(records);
+        if !changes.records.is_empty() {
+            self.stream.apply(changes.records);
         }
         self.stream.raise_target(ix.target_duration_ms);
         self.enforce_window();
         if ix.live {
             // The cache runs each pull as its own task: dropping the result does not cancel it.
-            for seq in newest.into_iter().rev().take(self.ctx.prefetch as usize) {
+            for &seq in newest.iter().rev().take(self.ctx.prefetch as usize) {
                 let me = self.clone();
                 tokio::spawn(async move { drop(me.segment(seq).await) });
             }
         }
-        added
+        newest.len()
     }
 
     /// Keeps the relay index within the retention window and `MAX_SEGMENTS`.
@@ -555,10 +417,4 @@ impl Proxy {
             st.segments.remove(&s.seq);
         }
     }
-}
-
-/// A stand-in content hash for an upstream that does not publish one: changes whenever the
-/// URL, length or upstream does, so ETags never name two different bodies.
-fn pseudo_hash(url: &str, length: u64, upstream: usize) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(format!("{url}|{length}|{upstream}").as_bytes())
 }

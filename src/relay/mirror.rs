@@ -1,0 +1,472 @@
+//! How an upstream's index maps onto a relay's own timeline, as a pure function:
+//! `Mirror::apply(state, the relay's timeline tail, one upstream answer) -> Changes`. No I/O, no
+//! locks, no tasks: the [`Proxy`](super::Proxy) follow task owns the `Mirror` and applies the
+//! changes (records to the timeline, locators to its segment map).
+//!
+//! Rules (each has a unit test below):
+//! 1. **Numbering.** The relay's first segment takes the upstream's seq (a relay of one origin
+//!    shows the origin's numbers). Every later segment takes the relay's own next seq, whatever
+//!    the upstream's numbers, so a failover to an upstream that numbers differently neither
+//!    repeats nor skips a seq.
+//! 2. **Cursor.** On one upstream, segments at or below the last upstream seq taken are
+//!    skipped (an answer repeating itself adds nothing). [`Mirror::resync`] (after a failover)
+//!    forgets the cursor and the period map; the next answer is aligned by wall clock.
+//! 3. **Wall-clock alignment.** A segment whose `time` is not past the middle of the relay's
+//!    newest segment is already relayed (two upstreams timestamp the same feed a little apart,
+//!    and a lagging upstream lists the relay's newest segments again); it only moves the cursor.
+//! 4. **Continuity.** An upstream period maps onto the relay's current period when its init
+//!    hash and codecs are the same and its media time continues the relay's newest segment
+//!    (within [`ALIGN_SLACK_MS`]); otherwise it starts a new relay period (a discontinuity)
+//!    whose init segment comes from that upstream.
+//! 5. **Hostile numbers.** A segment with an unreadable time or an unknown period, or of a
+//!    period without an init length, is left out; all arithmetic saturates. An answer is
+//!    validated before it gets here ([`crate::wire::Index::validate`]), but nothing here relies
+//!    on that to stay panic-free.
+//! 6. **Nothing listed.** A resync whose answer gave the relay nothing new follows on from the
+//!    upstream's newest listed seq; an empty answer leaves the cursor unset.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::store::{PeriodMeta, Record, SegmentMeta, StreamIndex};
+use crate::wire::{parse_hash, Index};
+
+/// Slack for aligning two upstreams' media times on failover (they timestamp the same feed at
+/// slightly different arrival times).
+pub const ALIGN_SLACK_MS: u64 = 50;
+
+/// Where a relay segment's (or init segment's) bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locator {
+    /// Index of the upstream that listed it, and the path below that upstream's base.
+    pub upstream: usize,
+    pub path: Arc<str>,
+    pub offset: u64,
+    pub length: u64,
+    /// The content hash to verify, when the upstream publishes one.
+    pub verify: Option<u64>,
+}
+
+/// What the relay's timeline holds now, as far as mapping needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// The newest segment.
+    pub last: Option<SegmentMeta>,
+    /// The newest period.
+    pub period: Option<PeriodMeta>,
+    pub next_seq: u64,
+}
+
+impl Tail {
+    pub fn of(ix: &StreamIndex) -> Tail {
+        Tail {
+            last: ix.segments.back().cloned(),
+            period: ix.periods.last().cloned(),
+            next_seq: ix.next_seq,
+        }
+    }
+}
+
+/// What one upstream answer changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The relay's numbering starts here (its first segment ever).
+    pub start_seq: Option<u64>,
+    /// New periods and segments, in order, for the timeline.
+    pub records: Vec<Record>,
+    /// Where the new segments' bytes are, by relay seq (oldest first).
+    pub segments: Vec<(u64, Locator)>,
+    /// Where the new periods' init segments are, by relay period id.
+    pub inits: Vec<(u32, Locator)>,
+}
+
+/// The mapping state of one relayed stream, for the upstream in use.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    /// `streams/{remote}/`: what an index's relative URLs are relative to.
+    root: String,
+    /// Upstream period id -> relay period id.
+    periods: HashMap<u32, u32>,
+    /// Last upstream seq taken; `None` = align the next answer by wall clock.
+    cursor: Option<u64>,
+}
+
+impl Mirror {
+    pub fn new(remote: &str) -> Mirror {
+        Mirror {
+            root: format!("streams/{remote}/"),
+            periods: HashMap::new(),
+            cursor: None,
+        }
+    }
+
+    /// Last upstream seq taken (what to long-poll after); `None` before any, and after
+    /// [`Mirror::resync`].
+    pub fn cursor(&self) -> Option<u64> {
+        self.cursor
+    }
+
+    /// Another upstream is next: its numbers and period ids mean nothing here.
+    pub fn resync(&mut self) {
+        self.cursor = None;
+        self.periods.clear();
+    }
+
+    /// Maps answer `ix` of upstream number `up` onto a timeline whose end is `tail`.
+    pub fn apply(&mut self, tail: &Tail, up: usize, ix: &Index) -> Changes {
+        let mut out = Changes::default();
+        let resync = self.cursor.is_none();
+        let mut next_seq = tail.next_seq;
+        if tail.last.is_none() {
+            if let Some(first) = ix.segments.first() {
+                out.start_seq = Some(first.seq);
+                next_seq = next_seq.max(first.seq);
+            }
+        }
+        let mut prev = tail.last.clone();
+        let mut cur_period = tail.period.clone();
+        let mut next_period = tail.period.as_ref().map_or(0, |p| p.id.saturating_add(1));
+        for s in &ix.segments {
+            if self.cursor.is_some_and(|c| s.seq <= c) {
+                continue;
+            }
+            let Some(time_ms) = crate::time::parse_rfc3339(&s.time) else {
+                continue;
+            };
+            if let Some(p) = &prev {
+                let mid = p.time_ms.saturating_add((p.duration_ms / 2) as i64);
+                if time_ms <= mid {
+                    self.cursor = Some(s.seq);
+                    continue;
+                }
+            }
+            let Some(up_period) = ix.periods.iter().find(|p| p.id == s.period) else {
+                continue;
+            };
+            let relay_period = match self.periods.get(&s.period) {
+                Some(&id) => id,
+                None => {
+                    let init_hash = parse_hash(up_period.hash.as_deref());
+                    let continues = match (&cur_period, &prev) {
+                        (Some(cp), Some(p)) => {
+                            Some(cp.init_hash) == init_hash
+                                && p.start_ms
+                                    .saturating_add(p.duration_ms)
+                                    .abs_diff(s.start_ms)
+                                    <= ALIGN_SLACK_MS
+                                && cp.codecs == up_period.codecs
+                        }
+                        _ => false,
+                    };
+                    let id = match (&cur_period, continues) {
+                        (Some(cp), true) => cp.id,
+                        _ => {
+                            let Some(length) = up_period.length else {
+                                tracing::warn!(
+                                    period = up_period.id,
+                                    "upstream period without init length; skipped"
+                                );
+                                continue;
+                            };
+                            let meta = PeriodMeta {
+                                id: next_period,
+                                codecs: up_period.codecs.clone(),
+                                width: up_period.width,
+                                height: up_period.height,
+                                start_ms: s.start_ms,
+                                time_ms,
+                                init_hash: init_hash
+                                    .unwrap_or_else(|| pseudo_hash(&up_period.init, length, up)),
+                                init_length: length,
+                            };
+                            out.inits.push((
+                                meta.id,
+                                Locator {
+                                    upstream: up,
+                                    path: format!("{}{}", self.root, up_period.init).into(),
+                                    offset: 0,
+                                    length,
+                                    verify: init_hash,
+                                },
+                            ));
+                            next_period = next_period.saturating_add(1);
+                            cur_period = Some(meta.clone());
+                            out.records.push(Record::Period(meta));
+                            next_period - 1
+                        }
+                    };
+                    self.periods.insert(s.period, id);
+                    id
+                }
+            };
+            let verify = parse_hash(s.hash.as_deref());
+            let meta = SegmentMeta {
+                seq: next_seq,
+                period: relay_period,
+                start_ms: s.start_ms,
+                duration_ms: s.duration_ms,
+                time_ms,
+                length: s.length,
+                hash: verify.unwrap_or_else(|| pseudo_hash(&s.url, s.length, up)),
+            };
+            out.segments.push((
+                next_seq,
+                Locator {
+                    upstream: up,
+                    path: format!("{}{}", self.root, s.url).into(),
+                    offset: s.offset,
+                    length: s.length,
+                    verify,
+                },
+            ));
+            next_seq = next_seq.saturating_add(1);
+            self.cursor = Some(s.seq);
+            prev = Some(meta.clone());
+            out.records.push(Record::Segment(meta));
+        }
+        if resync && self.cursor.is_none() {
+            self.cursor = ix.segments.last().map(|s| s.seq);
+        }
+        out
+    }
+}
+
+/// A stand-in content hash for an upstream that does not publish one: changes whenever the
+/// URL, length or upstream does, so ETags never name two different bodies.
+fn pseudo_hash(url: &str, length: u64, upstream: usize) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(format!("{url}|{length}|{upstream}").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::format_rfc3339;
+    use crate::wire::{format_hash, Period, Segment};
+
+    const T0: i64 = 1_764_000_000_000;
+
+    /// An upstream answer: periods `(id, init hash, codecs)`, segments
+    /// `(seq, period, start_ms, time_ms)` of 2 s each.
+    fn answer(periods: &[(u32, u64, &str)], segments: &[(u64, u32, u64, i64)]) -> Index {
+        Index {
+            stream: "cam".into(),
+            live: true,
+            target_duration_ms: 2_000,
+            periods: periods
+                .iter()
+                .map(|&(id, hash, codecs)| Period {
+                    id,
+                    init: format!("init/{id}.mp4"),
+                    codecs: codecs.into(),
+                    width: None,
+                    height: None,
+                    start_ms: 0,
+                    hash: Some(format_hash(hash)),
+                    length: Some(700),
+                })
+                .collect(),
+            segments: segments
+                .iter()
+                .map(|&(seq, period, start_ms, time_ms)| Segment {
+                    seq,
+                    period,
+                    start_ms,
+                    duration_ms: 2_000,
+                    time: format_rfc3339(time_ms),
+                    url: format!("segments/{seq}.m4s"),
+                    offset: 0,
+                    length: 1_000 + seq % 1_000,
+                    hash: Some(format_hash(0xbeef ^ seq)),
+                })
+                .collect(),
+        }
+    }
+
+    /// `n` segments of one period, seqs from `first`, starting at media 0 / wall `T0`.
+    fn run(first: u64, n: u64) -> Vec<(u64, u32, u64, i64)> {
+        (0..n)
+            .map(|i| (first + i, 0, i * 2_000, T0 + i as i64 * 2_000))
+            .collect()
+    }
+
+    /// A relay timeline that applies changes as the proxy does.
+    #[derive(Default)]
+    struct Relay {
+        ix: StreamIndex,
+        locators: Vec<(u64, Locator)>,
+        inits: Vec<(u32, Locator)>,
+    }
+
+    impl Relay {
+        fn feed(&mut self, m: &mut Mirror, up: usize, answer: &Index) -> usize {
+            let c = m.apply(&Tail::of(&self.ix), up, answer);
+            if let Some(seq) = c.start_seq {
+                if self.ix.segments.is_empty() {
+                    self.ix.next_seq = self.ix.next_seq.max(seq);
+                }
+            }
+            for r in c.records {
+                self.ix.apply(r);
+            }
+            self.inits.extend(c.inits);
+            let n = c.segments.len();
+            self.locators.extend(c.segments);
+            n
+        }
+
+        fn seqs(&self) -> Vec<u64> {
+            self.ix.segments.iter().map(|s| s.seq).collect()
+        }
+    }
+
+    #[test]
+    fn first_segment_takes_the_upstream_numbering() {
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        assert_eq!(r.feed(&mut m, 0, &answer(&[(0, 1, "c")], &run(41, 3))), 3);
+        assert_eq!(r.seqs(), [41, 42, 43]);
+        assert_eq!(m.cursor(), Some(43));
+        let loc = &r.locators[0].1;
+        assert_eq!(&*loc.path, "streams/cam/segments/41.m4s");
+        assert_eq!(
+            (loc.upstream, loc.length, loc.verify),
+            (0, 1_041, Some(0xbeef ^ 41))
+        );
+        assert_eq!(&*r.inits[0].1.path, "streams/cam/init/0.mp4");
+        assert_eq!(
+            r.ix.segments[0].time_ms, T0,
+            "time is the upstream's, unchanged"
+        );
+    }
+
+    #[test]
+    fn the_cursor_skips_what_was_taken() {
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        let a = answer(&[(0, 1, "c")], &run(1, 3));
+        r.feed(&mut m, 0, &a);
+        assert_eq!(
+            r.feed(&mut m, 0, &a),
+            0,
+            "the same answer again adds nothing"
+        );
+        assert_eq!(r.feed(&mut m, 0, &answer(&[(0, 1, "c")], &run(1, 5))), 2);
+        assert_eq!(r.seqs(), [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn failover_aligns_by_wall_clock_and_keeps_numbering() {
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        r.feed(&mut m, 0, &answer(&[(0, 7, "c")], &run(100, 3)));
+        m.resync();
+        assert_eq!(m.cursor(), None);
+        // The backup numbers the same feed from 5 and timestamps it 30 ms later; it also lists
+        // the segments the relay already has.
+        let backup: Vec<_> = run(5, 5)
+            .into_iter()
+            .map(|(seq, _, start, time)| (seq, 3, start, time + 30))
+            .collect();
+        assert_eq!(r.feed(&mut m, 1, &answer(&[(3, 7, "c")], &backup)), 2);
+        assert_eq!(r.seqs(), [100, 101, 102, 103, 104], "no repeat, no skip");
+        assert_eq!(
+            r.ix.periods.len(),
+            1,
+            "same init and media time: one period"
+        );
+        assert_eq!(r.locators[3].1.upstream, 1);
+        assert_eq!(&*r.locators[3].1.path, "streams/cam/segments/8.m4s");
+        assert_eq!(m.cursor(), Some(9));
+    }
+
+    #[test]
+    fn a_lagging_upstream_repeating_the_newest_segments_adds_nothing() {
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        r.feed(&mut m, 0, &answer(&[(0, 1, "c")], &run(1, 4)));
+        m.resync();
+        assert_eq!(r.feed(&mut m, 1, &answer(&[(0, 1, "c")], &run(1, 2))), 0);
+        assert_eq!(
+            m.cursor(),
+            Some(2),
+            "skipped segments still move the cursor"
+        );
+        assert_eq!(r.seqs(), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn another_init_or_media_time_is_a_new_period() {
+        // Another init hash.
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        r.feed(&mut m, 0, &answer(&[(0, 1, "c")], &run(1, 2)));
+        m.resync();
+        let later = [(1, 0, 4_000, T0 + 4_000)];
+        r.feed(&mut m, 1, &answer(&[(0, 2, "c")], &later));
+        assert_eq!(r.ix.periods.len(), 2);
+        assert_eq!(r.ix.segments[2].period, 1);
+        assert_eq!(r.inits[1].1.upstream, 1);
+        // Same init, but the media time jumps (the upstreams' timelines differ).
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        r.feed(&mut m, 0, &answer(&[(0, 1, "c")], &run(1, 2)));
+        m.resync();
+        let jumped = [(9, 0, 90_000, T0 + 4_000)];
+        r.feed(&mut m, 1, &answer(&[(0, 1, "c")], &jumped));
+        assert_eq!(r.ix.periods.len(), 2);
+        // An upstream period change on one upstream.
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        let mut segs = run(1, 2);
+        segs.push((3, 1, 4_000, T0 + 4_000));
+        r.feed(&mut m, 0, &answer(&[(0, 1, "c"), (1, 2, "d")], &segs));
+        assert_eq!(r.ix.periods.len(), 2);
+        assert_eq!(r.ix.periods[1].codecs, "d");
+        assert_eq!(r.ix.periods[1].start_ms, 4_000);
+    }
+
+    #[test]
+    fn hostile_answers_are_left_out_without_panicking() {
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        let mut a = answer(&[(0, 1, "c"), (1, 2, "c")], &run(1, 5));
+        a.segments[0].time = "not a time".into();
+        a.segments[1].period = 9; // unknown period
+        a.periods[1].length = None;
+        a.segments[2].period = 1; // a period without init length
+        a.segments[3].duration_ms = u64::MAX;
+        a.segments[3].start_ms = u64::MAX;
+        a.segments[4].seq = u64::MAX;
+        a.segments[4].start_ms = u64::MAX;
+        r.feed(&mut m, 0, &a);
+        // Only segment 3 is usable; its endless duration covers segment 4's time.
+        assert_eq!(r.ix.segments.len(), 1);
+        assert_eq!(m.cursor(), Some(u64::MAX));
+        // The next answer still maps: saturating arithmetic, no wrap.
+        let mut b = answer(&[(0, 1, "c")], &[(u64::MAX, 0, 0, T0 + 100_000)]);
+        b.segments[0].duration_ms = u64::MAX;
+        m.resync();
+        r.feed(&mut m, 0, &b);
+        assert!(r.seqs().windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn nothing_new_at_a_resync_follows_from_the_newest() {
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        let empty = answer(&[(0, 1, "c")], &[]);
+        assert_eq!(r.feed(&mut m, 0, &empty), 0);
+        assert_eq!(m.cursor(), None, "empty: nothing to long-poll after");
+        let mut unusable = answer(&[(0, 1, "c")], &run(1, 3));
+        for s in &mut unusable.segments {
+            s.time = "?".into();
+        }
+        r.feed(&mut m, 0, &unusable);
+        assert_eq!(m.cursor(), Some(3));
+    }
+
+    #[test]
+    fn without_upstream_hashes_etags_still_differ() {
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        let mut a = answer(&[(0, 1, "c")], &run(1, 2));
+        for s in &mut a.segments {
+            s.hash = None;
+        }
+        a.periods[0].hash = None;
+        r.feed(&mut m, 0, &a);
+        assert_ne!(r.ix.segments[0].hash, r.ix.segments[1].hash);
+        assert_eq!(r.locators[0].1.verify, None, "nothing to verify against");
+        assert_ne!(r.ix.periods[0].init_hash, 0);
+    }
+}
