@@ -7,25 +7,94 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters of one node.
+/// Declares a struct of counters and its `/metrics` rendering together, so each metric (field,
+/// name, help) is spelled exactly once. `field / 1e6` renders the counter divided (a
+/// microsecond sum as seconds).
+#[macro_export]
+macro_rules! counters {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$fmeta:meta])* $field:ident $(/ $div:literal)? => $kind:literal $metric:literal, $help:literal;)*
+        }
+        $(with { $($(#[$xmeta:meta])* $xfield:ident: $xty:ty),* $(,)? })?
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: ::std::sync::atomic::AtomicU64,)*
+            $($($(#[$xmeta])* pub $xfield: $xty,)*)?
+        }
+
+        impl $name {
+            /// Writes every metric in the Prometheus text format.
+            pub fn render(&self, t: &mut $crate::metrics::Text) {
+                $(t.metric(
+                    $metric,
+                    $kind,
+                    $help,
+                    &[("", $crate::metrics::get(&self.$field) $(/ $div)?)],
+                );)*
+                $($(self.$xfield.render(t);)*)?
+            }
+        }
+    };
+}
+
+counters! {
+    /// Counters of one node (the cache keeps its own, [`crate::cache::Stats`]).
+    pub struct Metrics {
+        rtmp_publishes => "counter" "dvrgate_rtmp_publishes_total", "Accepted RTMP publishes.";
+        rtmp_publish_refused => "counter" "dvrgate_rtmp_publish_refused_total", "Refused RTMP publishes.";
+        ingest_tags => "counter" "dvrgate_ingest_tags_total", "FLV tags received from publishers.";
+        ingest_bytes => "counter" "dvrgate_ingest_bytes_total", "FLV tag body bytes received.";
+        ingest_bad_tags => "counter" "dvrgate_ingest_bad_tags_total", "Tags dropped as malformed or unsupported.";
+        segments_written => "counter" "dvrgate_segments_written_total", "Media segments durably written.";
+        segment_bytes_written => "counter" "dvrgate_segment_bytes_written_total", "Media segment bytes durably written.";
+        /// Sum of durable-write times (file + index fsyncs), microseconds.
+        segment_write_us / 1e6 => "counter" "dvrgate_segment_write_seconds_total", "Time spent writing segments durably (file and index fsyncs).";
+        segments_deleted => "counter" "dvrgate_segments_deleted_total", "Segments deleted by retention or to keep record.min_free.";
+        record_errors => "counter" "dvrgate_record_errors_total", "Recording write failures.";
+        sse_clients => "gauge" "dvrgate_sse_clients", "Connected SSE clients.";
+    }
+    with {
+        /// Responses by status class.
+        http_responses: HttpResponses,
+    }
+}
+
+/// HTTP responses by status class (one labelled metric).
 #[derive(Debug, Default)]
-pub struct Metrics {
-    pub http_requests_2xx: AtomicU64,
-    pub http_requests_3xx: AtomicU64,
-    pub http_requests_4xx: AtomicU64,
-    pub http_requests_5xx: AtomicU64,
-    pub rtmp_publishes: AtomicU64,
-    pub rtmp_publish_refused: AtomicU64,
-    pub ingest_tags: AtomicU64,
-    pub ingest_bytes: AtomicU64,
-    pub ingest_bad_tags: AtomicU64,
-    pub segments_written: AtomicU64,
-    pub segment_bytes_written: AtomicU64,
-    /// Sum of durable-write times (file + index fsyncs), microseconds.
-    pub segment_write_us: AtomicU64,
-    pub segments_deleted: AtomicU64,
-    pub record_errors: AtomicU64,
-    pub sse_clients: AtomicU64,
+pub struct HttpResponses {
+    by_class: [AtomicU64; 4],
+}
+
+impl HttpResponses {
+    /// Counts one response with `status`.
+    pub fn count(&self, status: u16) {
+        let i = match status {
+            200..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        inc(&self.by_class[i]);
+    }
+
+    pub fn render(&self, t: &mut Text) {
+        let [a, b, c, d] = &self.by_class;
+        t.metric(
+            "dvrgate_http_responses_total",
+            "counter",
+            "HTTP responses by status class.",
+            &[
+                ("class=\"2xx\"", get(a)),
+                ("class=\"3xx\"", get(b)),
+                ("class=\"4xx\"", get(c)),
+                ("class=\"5xx\"", get(d)),
+            ],
+        );
+    }
 }
 
 /// Adds one to a counter.
@@ -65,4 +134,32 @@ impl Text {
 /// Reads a counter as a sample value.
 pub fn get(c: &AtomicU64) -> f64 {
     c.load(Ordering::Relaxed) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_metric_is_rendered_once_with_its_value() {
+        let m = Metrics::default();
+        inc(&m.ingest_tags);
+        add(&m.segment_write_us, 1_500_000);
+        m.http_responses.count(404);
+        let mut t = Text::default();
+        m.render(&mut t);
+        crate::cache::Stats::default().render(&mut t);
+        let text = t.finish();
+        let mut names = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap_or_default();
+            assert!(name.starts_with("dvrgate_"), "{line}");
+            assert!(names.insert(name.to_owned()), "{name} twice");
+        }
+        assert!(text.contains("\ndvrgate_ingest_tags_total 1\n"), "{text}");
+        assert!(text.contains("\ndvrgate_segment_write_seconds_total 1.5\n"));
+        assert!(text.contains("dvrgate_http_responses_total{class=\"4xx\"} 1\n"));
+        assert!(text.contains("# TYPE dvrgate_sse_clients gauge\n"));
+        assert!(names.contains("dvrgate_upstream_pulls_total"));
+    }
 }

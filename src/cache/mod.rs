@@ -31,7 +31,7 @@ mod flight;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -60,33 +60,24 @@ pub enum Key {
     Init { stream: Arc<str>, period: u32 },
 }
 
-/// Counters for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Served from memory (or from an entry on its way to disk).
-    pub hits: AtomicU64,
-    /// Served from the disk tier.
-    pub disk_hits: AtomicU64,
-    /// Not in any tier (recorded loads and upstream pulls).
-    pub misses: AtomicU64,
-    /// Upstream pulls started.
-    pub pulls: AtomicU64,
-    /// Upstream pulls that failed (nothing cached).
-    pub pull_failures: AtomicU64,
-    /// Requests that joined a fetch already in progress.
-    pub coalesced: AtomicU64,
-    /// Entries written to the disk tier.
-    pub spills: AtomicU64,
-    /// Evicted entries not spilled (queue full, disk failing or disabled).
-    pub spill_dropped: AtomicU64,
-    /// Files removed from the disk tier to stay within its bound.
-    pub disk_evictions: AtomicU64,
-    /// Entries evicted from memory for size.
-    pub memory_evictions: AtomicU64,
-    /// Fetches that had to wait for memory (the in-flight budget was used up).
-    pub memory_waits: AtomicU64,
-    /// Fetches given up while waiting for memory because every request for them went away.
-    pub memory_wait_abandoned: AtomicU64,
+crate::counters! {
+    /// Counters for `/metrics`.
+    pub struct Stats {
+        /// Served from memory (or from an entry on its way to disk).
+        hits => "counter" "dvrgate_cache_hits_total", "Requests served from the memory cache.";
+        disk_hits => "counter" "dvrgate_cache_disk_hits_total", "Requests served from the disk cache tier.";
+        /// Not in any tier (recorded loads and upstream pulls).
+        misses => "counter" "dvrgate_cache_misses_total", "Requests found in no cache tier.";
+        coalesced => "counter" "dvrgate_cache_coalesced_total", "Requests that joined a fetch already in progress.";
+        memory_evictions => "counter" "dvrgate_cache_memory_evictions_total", "Entries evicted from memory for size.";
+        spills => "counter" "dvrgate_cache_spills_total", "Evicted entries written to the disk tier.";
+        spill_dropped => "counter" "dvrgate_cache_spill_dropped_total", "Evicted entries not spilled (queue full, disk failing).";
+        disk_evictions => "counter" "dvrgate_cache_disk_evictions_total", "Files removed from the disk tier to stay within its bound.";
+        memory_waits => "counter" "dvrgate_cache_memory_waits_total", "Fetches that waited for the in-flight memory budget.";
+        memory_wait_abandoned => "counter" "dvrgate_cache_memory_wait_abandoned_total", "Fetches given up while waiting for memory (every request for them went away).";
+        pulls => "counter" "dvrgate_upstream_pulls_total", "Segment pulls from an upstream.";
+        pull_failures => "counter" "dvrgate_upstream_pull_failures_total", "Upstream pulls that failed (nothing cached).";
+    }
 }
 
 /// Why [`Cache::get_or_load`] has no value.

@@ -1,162 +1,18 @@
 //! `GET /metrics`: the node's counters plus gauges read from their owners, Prometheus text.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use super::{cache_control, AppState};
-use crate::metrics::{get, Text};
+use crate::metrics::Text;
 
 /// `GET /metrics`
 pub async fn metrics(State(st): State<AppState>) -> Response {
-    let m = &st.metrics;
     let mut t = Text::default();
-    t.metric(
-        "dvrgate_http_responses_total",
-        "counter",
-        "HTTP responses by status class.",
-        &[
-            ("class=\"2xx\"", get(&m.http_requests_2xx)),
-            ("class=\"3xx\"", get(&m.http_requests_3xx)),
-            ("class=\"4xx\"", get(&m.http_requests_4xx)),
-            ("class=\"5xx\"", get(&m.http_requests_5xx)),
-        ],
-    );
-    t.metric(
-        "dvrgate_rtmp_publishes_total",
-        "counter",
-        "Accepted RTMP publishes.",
-        &[("", get(&m.rtmp_publishes))],
-    );
-    t.metric(
-        "dvrgate_rtmp_publish_refused_total",
-        "counter",
-        "Refused RTMP publishes.",
-        &[("", get(&m.rtmp_publish_refused))],
-    );
-    t.metric(
-        "dvrgate_ingest_tags_total",
-        "counter",
-        "FLV tags received from publishers.",
-        &[("", get(&m.ingest_tags))],
-    );
-    t.metric(
-        "dvrgate_ingest_bytes_total",
-        "counter",
-        "FLV tag body bytes received.",
-        &[("", get(&m.ingest_bytes))],
-    );
-    t.metric(
-        "dvrgate_ingest_bad_tags_total",
-        "counter",
-        "Tags dropped as malformed or unsupported.",
-        &[("", get(&m.ingest_bad_tags))],
-    );
-    t.metric(
-        "dvrgate_segments_written_total",
-        "counter",
-        "Media segments durably written.",
-        &[("", get(&m.segments_written))],
-    );
-    t.metric(
-        "dvrgate_segment_bytes_written_total",
-        "counter",
-        "Media segment bytes durably written.",
-        &[("", get(&m.segment_bytes_written))],
-    );
-    t.metric(
-        "dvrgate_segment_write_seconds_total",
-        "counter",
-        "Time spent writing segments durably (file and index fsyncs).",
-        &[("", get(&m.segment_write_us) / 1e6)],
-    );
-    t.metric(
-        "dvrgate_segments_deleted_total",
-        "counter",
-        "Segments deleted by retention.",
-        &[("", get(&m.segments_deleted))],
-    );
-    t.metric(
-        "dvrgate_record_errors_total",
-        "counter",
-        "Recording write failures.",
-        &[("", get(&m.record_errors))],
-    );
-    t.metric(
-        "dvrgate_sse_clients",
-        "gauge",
-        "Connected SSE clients.",
-        &[("", get(&m.sse_clients))],
-    );
+    st.metrics.render(&mut t);
     let c = &st.cache;
-    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
-    let counters: [(&str, &str, f64); 12] = [
-        (
-            "dvrgate_cache_hits_total",
-            "Requests served from the memory cache.",
-            n(&c.stats.hits),
-        ),
-        (
-            "dvrgate_cache_disk_hits_total",
-            "Requests served from the disk cache tier.",
-            n(&c.stats.disk_hits),
-        ),
-        (
-            "dvrgate_cache_misses_total",
-            "Requests found in no cache tier.",
-            n(&c.stats.misses),
-        ),
-        (
-            "dvrgate_cache_coalesced_total",
-            "Requests that joined a fetch already in progress.",
-            n(&c.stats.coalesced),
-        ),
-        (
-            "dvrgate_cache_memory_evictions_total",
-            "Entries evicted from memory for size.",
-            n(&c.stats.memory_evictions),
-        ),
-        (
-            "dvrgate_cache_spills_total",
-            "Evicted entries written to the disk tier.",
-            n(&c.stats.spills),
-        ),
-        (
-            "dvrgate_cache_spill_dropped_total",
-            "Evicted entries not spilled (queue full, disk failing).",
-            n(&c.stats.spill_dropped),
-        ),
-        (
-            "dvrgate_cache_disk_evictions_total",
-            "Files removed from the disk tier to stay within its bound.",
-            n(&c.stats.disk_evictions),
-        ),
-        (
-            "dvrgate_cache_memory_waits_total",
-            "Fetches that waited for the in-flight memory budget.",
-            n(&c.stats.memory_waits),
-        ),
-        (
-            "dvrgate_cache_memory_wait_abandoned_total",
-            "Fetches given up while waiting for memory (every request for them went away).",
-            n(&c.stats.memory_wait_abandoned),
-        ),
-        (
-            "dvrgate_upstream_pulls_total",
-            "Segment pulls from an upstream.",
-            n(&c.stats.pulls),
-        ),
-        (
-            "dvrgate_upstream_pull_failures_total",
-            "Upstream pulls that failed (nothing cached).",
-            n(&c.stats.pull_failures),
-        ),
-    ];
-    for (name, help, v) in counters {
-        t.metric(name, "counter", help, &[("", v)]);
-    }
+    c.stats.render(&mut t);
     c.run_pending_tasks().await;
     let gauges: [(&str, &str, f64); 5] = [
         (

@@ -208,13 +208,7 @@ async fn common_headers(State(st): State<AppState>, req: Request, next: Next) ->
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Content-Length, Content-Range, ETag, Via, Accept-Ranges"),
     );
-    let m = &st.metrics;
-    crate::metrics::inc(match resp.status().as_u16() {
-        200..=299 => &m.http_requests_2xx,
-        300..=399 => &m.http_requests_3xx,
-        400..=499 => &m.http_requests_4xx,
-        _ => &m.http_requests_5xx,
-    });
+    st.metrics.http_responses.count(resp.status().as_u16());
     resp
 }
 
