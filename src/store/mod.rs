@@ -1,14 +1,15 @@
 //! Recordings: durable, append-only storage of fMP4 segments with a time index per stream.
 //!
-//! Ownership: the [`Store`] owns the map of streams; each [`Stream`] owns its in-memory
-//! [`StreamIndex`] (behind a std `RwLock`, never held across `.await`) and its `index.jsonl`
-//! (behind a std `Mutex`, only locked inside `spawn_blocking`). A [`Recording`] is the single
-//! writer of a live stream.
+//! Ownership: the [`Store`] owns the map of streams; each [`Stream`] owns its shared
+//! [`Timeline`] (the in-memory [`StreamIndex`] behind a std `RwLock`, never held across
+//! `.await`) and its [`Storage`](storage::Storage) (objects by key and the append-only index;
+//! [`storage::LocalDisk`] today). Every write goes through the storage. A [`Recording`] is the
+//! single writer of a live stream.
 //!
-//! Durability order (see `writer`): segment file written to a temp file, fsynced, renamed, dir
-//! fsynced; *then* its index line appended and fsynced, *while* holding the index-file lock, and
-//! applied to the in-memory index; *then* announced (watchers woken, events emitted by the
-//! caller). Hence after a crash (`kill -9` at any moment) [`Store::open`] finds every announced
+//! Durability order (see `storage` and `writer`): segment object put (temp file, fsync,
+//! rename, dir fsync); *then* its index line appended and fsynced, *while* holding the
+//! stream's index lock (which compaction takes too), and applied to the in-memory index;
+//! *then* announced (watchers woken, events emitted by the caller). Hence after a crash (`kill -9` at any moment) [`Store::open`] finds every announced
 //! segment intact, truncates a torn index line and deletes unindexed files.
 //!
 //! A write that fails (ENOSPC, EIO) leaves nothing behind that looks like a segment: the temp
@@ -35,17 +36,16 @@ pub mod writer;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
 pub use index::{Lookup, PeriodMeta, Record, SegmentMeta, StreamIndex};
-use layout::Layout;
+use layout::{Layout, Object};
 pub use retention::Policy;
 pub use room::{Room, Trim};
 pub use space::MinFree;
 pub use timeline::Timeline;
-use writer::LineFile;
 
 /// Storage errors.
 #[derive(Debug, thiserror::Error)]
@@ -93,12 +93,13 @@ pub struct Store {
 #[derive(Debug)]
 pub struct Stream {
     timeline: Arc<Timeline>,
-    /// Where the bytes are read from (the write path still goes through `layout` + `writer`).
+    /// Where the objects and the index are (read and written only through it).
     storage: Arc<dyn storage::Storage>,
-    layout: Layout,
-    /// The open index file; `None` until the first write. Locked only in blocking code.
-    file: Mutex<Option<LineFile>>,
-    /// Lines in the index file, to decide when compaction pays.
+    /// Serializes index appends (each with its apply) against compaction, so a compaction's
+    /// snapshot never misses a line appended meanwhile. tokio `Mutex`: held across storage
+    /// calls.
+    index_lock: tokio::sync::Mutex<()>,
+    /// Lines in the index, to decide when compaction pays.
     file_lines: std::sync::atomic::AtomicUsize,
 }
 
@@ -222,8 +223,7 @@ impl Store {
             retention::plan(&ix.segments, ix.bytes, ix.live, now_ms, self.policy)
         };
         let Some(before) = before else { return Ok(0) };
-        let s = stream.clone();
-        blocking(move || Ok(s.drop_before_durably(before)?.len())).await
+        Ok(stream.drop_before_durably(before).await?.len())
     }
 }
 
@@ -314,9 +314,8 @@ impl Stream {
     fn new(name: String, layout: Layout, index: StreamIndex, file_lines: usize) -> Stream {
         Stream {
             timeline: Arc::new(Timeline::with_index(name, index)),
-            storage: Arc::new(storage::LocalDisk::new(layout.clone())),
-            layout,
-            file: Mutex::new(None),
+            storage: Arc::new(storage::LocalDisk::new(layout)),
+            index_lock: tokio::sync::Mutex::new(()),
             file_lines: file_lines.into(),
         }
     }
@@ -331,8 +330,7 @@ impl Stream {
         let Some(meta) = self.read().segment(seq).cloned() else {
             return Ok(None);
         };
-        self.read_object(layout::Object::Segment(seq), meta.length)
-            .await
+        self.read_object(Object::Segment(seq), meta.length).await
     }
 
     /// Reads a period's init segment, if indexed.
@@ -340,35 +338,51 @@ impl Stream {
         let Some(meta) = self.read().period(period).cloned() else {
             return Ok(None);
         };
-        self.read_object(layout::Object::Init(period), meta.init_length)
+        self.read_object(Object::Init(period), meta.init_length)
             .await
     }
 
-    /// Appends records to the index file and applies them to the in-memory index, atomically
-    /// with respect to compaction. Blocking. Returns what a `Drop` removed.
-    fn append_and_apply(
+    /// Stores an object and indexes it: the object first (durable), then its index record
+    /// (durable), then the in-memory index. When either write fails nothing stays: an object
+    /// that is not indexed is never announced, so it must not linger either.
+    async fn store_and_index(
+        &self,
+        key: Object,
+        bytes: Bytes,
+        record: Record,
+    ) -> Result<(), Error> {
+        let indexed = match self.storage.put(key, bytes).await {
+            Ok(()) => self.append_and_apply(&[record]).await.map(drop),
+            Err(e) => Err(e),
+        };
+        if indexed.is_err() {
+            if let Err(e) = self.storage.delete(key).await {
+                tracing::warn!(stream = %self.name, key = %key, error = %e, "cannot remove an unindexed object; recovery will");
+            }
+        }
+        indexed
+    }
+
+    /// Appends records to the index and applies them to the in-memory index, atomically
+    /// with respect to compaction. Returns what a `Drop` removed.
+    async fn append_and_apply(
         &self,
         records: &[Record],
     ) -> Result<(Vec<SegmentMeta>, Vec<PeriodMeta>), Error> {
-        let mut file = self
-            .file
-            .lock()
-            .map_err(|_| Error::Task("index file lock poisoned".into()))?;
-        self.append_locked(&mut file, records)?;
-        let gone = self.apply_only(records);
-        drop(file);
-        Ok(gone)
+        let _serial = self.index_lock.lock().await;
+        self.append_locked(records).await?;
+        Ok(self.apply_only(records))
     }
 
     /// Drops every segment with `seq < before`: index first (appended and applied), then the
-    /// files. Returns the segments removed. Blocking.
+    /// objects. Returns the segments removed.
     ///
     /// When the `drop` line cannot be appended (the volume is full), the drop is applied in
-    /// memory, the files deleted, and the line appended afterwards; if that fails too, the index
-    /// file still names the deleted segments and recovery drops them as missing.
-    fn drop_before_durably(&self, before: u64) -> Result<Vec<SegmentMeta>, Error> {
+    /// memory, the objects deleted, and the line appended afterwards; if that fails too, the
+    /// index still names the deleted segments and recovery drops them as missing.
+    async fn drop_before_durably(&self, before: u64) -> Result<Vec<SegmentMeta>, Error> {
         let records = [Record::Drop { before }];
-        let (gone, gone_periods, appended) = match self.append_and_apply(&records) {
+        let (gone, gone_periods, appended) = match self.append_and_apply(&records).await {
             Ok((gone, gone_periods)) => (gone, gone_periods, true),
             Err(Error::Io { context, source }) => {
                 tracing::warn!(stream = %self.name, %context, error = %source, "cannot append the drop line; dropping first");
@@ -378,19 +392,17 @@ impl Stream {
             Err(e) => return Err(e),
         };
         for seg in &gone {
-            writer::remove_if_exists(&self.layout.segment(seg.seq))
-                .map_err(io_err("cannot delete segment"))?;
+            self.storage.delete(Object::Segment(seg.seq)).await?;
         }
         for p in &gone_periods {
-            writer::remove_if_exists(&self.layout.init(p.id))
-                .map_err(io_err("cannot delete init segment"))?;
+            self.storage.delete(Object::Init(p.id)).await?;
         }
         if !appended {
-            if let Err(e) = self.append_only(&records) {
+            if let Err(e) = self.append_only(&records).await {
                 tracing::warn!(stream = %self.name, error = %e, "drop line still not appended; recovery will drop the missing files");
             }
         }
-        if let Err(e) = self.compact_if_worth_it() {
+        if let Err(e) = self.compact_if_worth_it().await {
             tracing::warn!(stream = %self.name, error = %e, "index compaction failed");
         }
         Ok(gone)
@@ -402,48 +414,33 @@ impl Stream {
         self.timeline.apply_records(records)
     }
 
-    /// Appends records to the index file only. Blocking.
-    fn append_only(&self, records: &[Record]) -> Result<(), Error> {
-        let mut file = self
-            .file
-            .lock()
-            .map_err(|_| Error::Task("index file lock poisoned".into()))?;
-        self.append_locked(&mut file, records)
+    /// Appends records to the index only.
+    async fn append_only(&self, records: &[Record]) -> Result<(), Error> {
+        let _serial = self.index_lock.lock().await;
+        self.append_locked(records).await
     }
 
-    /// Appends records to the open (or opened now) index file; the caller holds its lock.
-    fn append_locked(&self, file: &mut Option<LineFile>, records: &[Record]) -> Result<(), Error> {
-        if file.is_none() {
-            *file =
-                Some(LineFile::open(&self.layout.index()).map_err(io_err("cannot open index"))?);
-        }
+    /// Appends records to the index; the caller holds `index_lock`.
+    async fn append_locked(&self, records: &[Record]) -> Result<(), Error> {
         let lines: Vec<String> = records.iter().map(Record::to_line).collect();
-        if let Some(f) = file.as_mut() {
-            f.append(&lines).map_err(io_err(format!(
-                "cannot append to {}",
-                self.layout.index().display()
-            )))?;
-        }
+        let n = lines.len();
+        self.storage.append_index(lines).await?;
         self.file_lines
-            .fetch_add(lines.len(), std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
-    /// Rewrites the index file when most of its lines describe deleted segments. Blocking.
-    fn compact_if_worth_it(&self) -> Result<(), Error> {
-        let mut file = self
-            .file
-            .lock()
-            .map_err(|_| Error::Task("index file lock poisoned".into()))?;
+    /// Rewrites the index when most of its lines describe deleted segments.
+    async fn compact_if_worth_it(&self) -> Result<(), Error> {
+        let _serial = self.index_lock.lock().await;
         let records = self.read().to_records();
         let lines = self.file_lines.load(std::sync::atomic::Ordering::Relaxed);
         if lines < 1024 || lines < records.len() * 2 {
             return Ok(());
         }
-        let body: String = records.iter().map(|r| r.to_line() + "\n").collect();
-        writer::write_atomic(&self.layout.index(), body.as_bytes())
-            .map_err(io_err("cannot compact index"))?;
-        *file = Some(LineFile::open(&self.layout.index()).map_err(io_err("cannot reopen index"))?);
+        self.storage
+            .rewrite_index(records.iter().map(Record::to_line).collect())
+            .await?;
         self.file_lines
             .store(records.len(), std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -452,11 +449,7 @@ impl Stream {
 
 impl Stream {
     /// An indexed object's bytes; `None` when it was deleted (retention) after the lookup.
-    async fn read_object(
-        &self,
-        key: layout::Object,
-        expected_len: u64,
-    ) -> Result<Option<Bytes>, Error> {
+    async fn read_object(&self, key: Object, expected_len: u64) -> Result<Option<Bytes>, Error> {
         match self.storage.get(key, None).await? {
             Some(v) if v.len() as u64 == expected_len => Ok(Some(v)),
             Some(v) => Err(Error::Io {
@@ -508,17 +501,11 @@ impl Recording {
         let s = self.stream.clone();
         let m = meta.clone();
         self.write_with_room(init.len() as u64, move || {
-            writer::create_dir_durable(&s.layout.init_dir())
-                .map_err(io_err("cannot create init folder"))?;
-            writer::create_dir_durable(&s.layout.segments_dir())
-                .map_err(io_err("cannot create segments folder"))?;
-            let path = s.layout.init(m.id);
-            writer::write_atomic(&path, &init).map_err(io_err("cannot write init segment"))?;
-            s.append_and_apply(&[Record::Period(m.clone())])
-                .inspect_err(|_| {
-                    let _ = writer::remove_if_exists(&path);
-                })?;
-            Ok(())
+            let (s, init, m) = (s.clone(), init.clone(), m.clone());
+            async move {
+                s.store_and_index(Object::Init(m.id), init, Record::Period(m))
+                    .await
+            }
         })
         .await?;
         Ok(meta)
@@ -537,32 +524,27 @@ impl Recording {
         let s = self.stream.clone();
         let m = meta.clone();
         self.write_with_room(meta.length, move || {
-            let path = s.layout.segment(m.seq);
-            writer::write_atomic(&path, &data).map_err(io_err("cannot write segment"))?;
-            // Not indexed, so not announced: the file must not stay either.
-            s.append_and_apply(&[Record::Segment(m.clone())])
-                .inspect_err(|_| {
-                    let _ = writer::remove_if_exists(&path);
-                })?;
-            Ok(())
+            let (s, data, m) = (s.clone(), data.clone(), m.clone());
+            async move {
+                s.store_and_index(Object::Segment(m.seq), data, Record::Segment(m))
+                    .await
+            }
         })
         .await?;
         Ok(meta)
     }
 
-    /// Runs a blocking write of `len` bytes after making room for it. A write that fails with
-    /// an I/O error (ENOSPC, EIO) left nothing behind; it is retried once after asking for
-    /// twice the room. [`Error::NoSpace`] when no room can be made.
-    async fn write_with_room(
-        &mut self,
-        len: u64,
-        write: impl Fn() -> Result<(), Error> + Send + Sync + 'static,
-    ) -> Result<(), Error> {
-        let write = Arc::new(write);
+    /// Runs a write of `len` bytes after making room for it. A write that fails with an I/O
+    /// error (ENOSPC, EIO) left nothing behind; it is retried once after asking for twice the
+    /// room. [`Error::NoSpace`] when no room can be made.
+    async fn write_with_room<W, F>(&mut self, len: u64, write: W) -> Result<(), Error>
+    where
+        W: Fn() -> F,
+        F: std::future::Future<Output = Result<(), Error>>,
+    {
         let (reservation, trims) = self.room.make_room(len, 0).await?;
         self.trimmed.extend(trims);
-        let w = write.clone();
-        let first = blocking(move || w()).await;
+        let first = write().await;
         drop(reservation);
         let err = match first {
             Err(e @ Error::Io { .. }) => e,
@@ -571,7 +553,7 @@ impl Recording {
         tracing::warn!(stream = %self.stream.name, error = %err, "write failed; making room and retrying once");
         let (reservation, trims) = self.room.make_room(len, len).await?;
         self.trimmed.extend(trims);
-        let result = blocking(move || write()).await;
+        let result = write().await;
         drop(reservation);
         result
     }

@@ -31,7 +31,7 @@ pub struct Room {
     min_free: MinFree,
     /// The store's streams (the same map as `Store::streams`).
     streams: Arc<RwLock<HashMap<String, Arc<Stream>>>>,
-    /// Serializes check-and-trim. tokio `Mutex`: held across the blocking trim.
+    /// Serializes check-and-trim. tokio `Mutex`: held across the trim's storage calls.
     lock: tokio::sync::Mutex<()>,
     /// Bytes of writes that passed the check and have not finished yet.
     pending: AtomicU64,
@@ -75,8 +75,7 @@ impl Room {
         extra: u64,
     ) -> Result<(Reservation, Vec<Trim>), Error> {
         let _serial = self.lock.lock().await;
-        let room = self.clone();
-        let (bytes, trims) = blocking(move || room.check_and_trim(len, extra)).await?;
+        let (bytes, trims) = self.check_and_trim(len, extra).await?;
         self.pending.fetch_add(bytes, Ordering::Relaxed);
         Ok((
             Reservation {
@@ -87,13 +86,17 @@ impl Room {
         ))
     }
 
-    /// Blocking. Returns the bytes to reserve and what was trimmed.
-    fn check_and_trim(&self, len: u64, extra: u64) -> Result<(u64, Vec<Trim>), Error> {
-        let Some(space) = space::free_space(&self.dir).map_err(io_err(format!(
-            "cannot read the free space of {}",
-            self.dir.display()
-        )))?
-        else {
+    /// Returns the bytes to reserve and what was trimmed. The caller holds `lock`.
+    async fn check_and_trim(&self, len: u64, extra: u64) -> Result<(u64, Vec<Trim>), Error> {
+        let dir = self.dir.clone();
+        let space = blocking(move || {
+            space::free_space(&dir).map_err(io_err(format!(
+                "cannot read the free space of {}",
+                dir.display()
+            )))
+        })
+        .await?;
+        let Some(space) = space else {
             return Ok((len, Vec::new()));
         };
         let incoming = space.footprint(len).saturating_add(extra);
@@ -141,7 +144,7 @@ impl Room {
         let mut trims = Vec::with_capacity(cuts.len());
         for cut in cuts {
             let stream = &streams[cut.stream];
-            let gone = stream.drop_before_durably(cut.before)?;
+            let gone = stream.drop_before_durably(cut.before).await?;
             let (Some(first), Some(last)) = (gone.first(), gone.last()) else {
                 continue;
             };

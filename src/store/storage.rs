@@ -3,8 +3,9 @@
 //! (temp file, fsync, rename, dir fsync; index lines appended and fsynced). The object-store
 //! implementation goes behind the same seam.
 //!
-//! [`Stream`](super::Stream) reads through it; the recording path still calls `writer`
-//! directly (same durability order); this is the seam and its contract, tested on its own.
+//! [`Stream`](super::Stream) reads and writes only through it: an object is put (durable),
+//! then its index line appended (durable), then announced. Recovery after a crash (dropping
+//! torn index tails and files nothing indexes) is the local disk's own business, in `store`.
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -35,6 +36,9 @@ pub trait Storage: Send + Sync + Debug {
     fn append_index(&self, lines: Vec<String>) -> Fut<'_, ()>;
     /// The whole index as written (empty when none).
     fn read_index(&self) -> Fut<'_, Vec<u8>>;
+    /// Replaces the whole index by `lines` at once (compaction): a reader sees the old index
+    /// or the new one, never a mix; later appends go after the new lines.
+    fn rewrite_index(&self, lines: Vec<String>) -> Fut<'_, ()>;
 }
 
 /// A stream's recording on the local disk (see [`Layout`]).
@@ -140,6 +144,20 @@ impl Storage for LocalDisk {
             Err(e) => Err(io_err(format!("cannot read {}", path.display()))(e)),
         }))
     }
+
+    fn rewrite_index(&self, lines: Vec<String>) -> Fut<'_, ()> {
+        let file = self.index.clone();
+        let path = self.layout.index();
+        Box::pin(blocking(move || {
+            let mut file = file
+                .lock()
+                .map_err(|_| Error::Task("index file lock poisoned".into()))?;
+            let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            writer::write_atomic(&path, body.as_bytes()).map_err(io_err("cannot compact index"))?;
+            *file = Some(LineFile::open(&path).map_err(io_err("cannot reopen index"))?);
+            Ok(())
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -189,5 +207,23 @@ mod tests {
         let (ix, valid) = StreamIndex::from_jsonl(&text);
         assert_eq!(valid, text.len());
         assert_eq!(ix.next_seq, 43);
+
+        disk.rewrite_index(vec![Record::Drop { before: 50 }.to_line()])
+            .await
+            .unwrap();
+        disk.append_index(vec![Record::Drop { before: 51 }.to_line()])
+            .await
+            .unwrap();
+        let text = disk.read_index().await.unwrap();
+        assert_eq!(
+            text,
+            format!(
+                "{}\n{}\n",
+                Record::Drop { before: 50 }.to_line(),
+                Record::Drop { before: 51 }.to_line()
+            )
+            .into_bytes(),
+            "appends go after the rewritten lines"
+        );
     }
 }
