@@ -115,17 +115,12 @@ impl Storage for LocalDisk {
     }
 
     fn append_index(&self, lines: Vec<String>) -> Fut<'_, ()> {
-        let file = self.index.clone();
-        let path = self.layout.index();
-        Box::pin(blocking(move || {
-            let mut file = file
-                .lock()
-                .map_err(|_| Error::Task("index file lock poisoned".into()))?;
+        self.with_index_file(move |file, path| {
             if file.is_none() {
                 if let Some(dir) = path.parent() {
                     writer::create_dir_durable(dir).map_err(io_err("cannot create folder"))?;
                 }
-                *file = Some(LineFile::open(&path).map_err(io_err("cannot open index"))?);
+                *file = Some(LineFile::open(path).map_err(io_err("cannot open index"))?);
             }
             match file.as_mut() {
                 Some(f) => f
@@ -133,7 +128,7 @@ impl Storage for LocalDisk {
                     .map_err(io_err(format!("cannot append to {}", path.display()))),
                 None => Ok(()),
             }
-        }))
+        })
     }
 
     fn read_index(&self) -> Fut<'_, Vec<u8>> {
@@ -146,16 +141,29 @@ impl Storage for LocalDisk {
     }
 
     fn rewrite_index(&self, lines: Vec<String>) -> Fut<'_, ()> {
+        self.with_index_file(move |file, path| {
+            let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            writer::write_atomic(path, body.as_bytes()).map_err(io_err("cannot compact index"))?;
+            *file = Some(LineFile::open(path).map_err(io_err("cannot reopen index"))?);
+            Ok(())
+        })
+    }
+}
+
+impl LocalDisk {
+    /// Runs `f` on the open index file (`None` until the first append) and its path, in
+    /// blocking code, holding the file's lock.
+    fn with_index_file(
+        &self,
+        f: impl FnOnce(&mut Option<LineFile>, &std::path::Path) -> Result<(), Error> + Send + 'static,
+    ) -> Fut<'_, ()> {
         let file = self.index.clone();
         let path = self.layout.index();
         Box::pin(blocking(move || {
             let mut file = file
                 .lock()
                 .map_err(|_| Error::Task("index file lock poisoned".into()))?;
-            let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
-            writer::write_atomic(&path, body.as_bytes()).map_err(io_err("cannot compact index"))?;
-            *file = Some(LineFile::open(&path).map_err(io_err("cannot reopen index"))?);
-            Ok(())
+            f(&mut file, &path)
         }))
     }
 }
