@@ -5,10 +5,10 @@
 
 use bytes::Bytes;
 
-use super::timeline::{ms_to_ticks, ticks_to_ms, Placed, VIDEO_TICKS_PER_MS};
+use super::timeline::{ms_to_ticks, ticks_to_ms, ticks_to_ms_ceil, Placed, VIDEO_TICKS_PER_MS};
 use super::{Error, Output, Period, Remuxer, Segment};
 use crate::media::avc::AvcConfig;
-use crate::media::fmp4::{self, Fragment, Sample};
+use crate::media::fmp4::{self, Fragment, Sample, VIDEO_TIMESCALE};
 
 /// A segment is cut early (at any frame) beyond this size: a stream without keyframes, or whose
 /// video stalled while audio goes on, would otherwise grow one segment without bound. 64 MiB
@@ -70,22 +70,26 @@ pub fn cut_tolerance_ms(target_ms: u64) -> u64 {
 }
 
 impl Remuxer {
-    /// Unpublish: closes the open segment at the end of its last frame.
+    /// Unpublish: closes the open segment at the end of its last frame of any track.
+    ///
+    /// Audio usually runs past the last video frame (by up to a frame of each); the segment
+    /// covers the longer track, rounded up to a whole ms, so that the next publish, which
+    /// starts where this one ends, never decodes before what this one already played.
     pub(super) fn cut_last(&mut self) -> Vec<Output> {
         if self.period.is_none() || self.open.is_empty() {
             return Vec::new();
         }
         let video_end = self.open.video.last().map(|v| {
             let duration = self.video_last.map_or(DEFAULT_VIDEO_DURATION, |(_, d)| d);
-            v.dts.saturating_add(duration) / VIDEO_TICKS_PER_MS
+            ticks_to_ms_ceil(v.dts.saturating_add(duration), VIDEO_TIMESCALE)
         });
         let audio_end = self.open.audio.last().and_then(|a| {
             let asc = self.period.as_ref()?.audio.as_ref()?;
             let end = a.dts.saturating_add(u64::from(asc.samples_per_frame));
-            Some(ticks_to_ms(end, asc.sample_rate))
+            Some(ticks_to_ms_ceil(end, asc.sample_rate))
         });
         let end_ms = video_end
-            .or(audio_end)
+            .max(audio_end)
             .unwrap_or(self.open.start_ms)
             .max(self.open.start_ms.saturating_add(1));
         match self.cut(end_ms, None, true) {
@@ -296,6 +300,7 @@ impl Remuxer {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
+    use super::super::Remuxer;
     use super::cut_tolerance_ms;
     use crate::media::flv::{self, Tag, TagKind, VideoBody};
 
@@ -342,5 +347,66 @@ mod tests {
         assert!(durations[..9].iter().all(|d| *d == 1999), "{durations:?}");
         assert_eq!(cut_tolerance_ms(2000), 16);
         assert_eq!(cut_tolerance_ms(500), 5);
+    }
+
+    /// Unpublish then republish: the last segment covers every track (audio runs past the last
+    /// video frame), so the next period's first `tfdt` of every track is at or after the end of
+    /// every track of the previous period, and decode times never go back.
+    #[test]
+    fn republish_starts_after_every_track_ends() {
+        let tags = fixture();
+        let mut r = Remuxer::new(opts(0, 0));
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            for tag in &tags {
+                out.extend(r.push_tag(tag).expect("good tag"));
+            }
+            out.extend(r.finish());
+        }
+        let s = check(&out, 0);
+        assert_eq!(s.periods.len(), 2);
+        let cut = s
+            .segments
+            .iter()
+            .position(|x| x.start_ms == s.periods[1].start_ms)
+            .expect("second period");
+        let timescale = |period: usize, id: u32| {
+            let t = s.tracks[period].iter().find(|t| t.0 == id).expect("track");
+            u128::from(t.1)
+        };
+        let last = &s.segments[cut - 1];
+        let old_end_ms = u128::from(last.start_ms + last.duration_ms);
+        let mut overlap_ms = 0f64;
+        for &(old_id, _, _) in &s.tracks[0] {
+            let end = s.fragments[..cut]
+                .iter()
+                .flatten()
+                .filter(|f| f.0 == old_id)
+                .map(|f| u128::from(f.1 + f.2))
+                .max()
+                .expect("track has samples");
+            let old_ts = timescale(0, old_id);
+            assert!(
+                end * 1000 <= old_end_ms * old_ts,
+                "track {old_id} ends after the period's last segment"
+            );
+            for &(new_id, _, _) in &s.tracks[1] {
+                let start = s.fragments[cut..]
+                    .iter()
+                    .flatten()
+                    .find(|f| f.0 == new_id)
+                    .map(|f| u128::from(f.1))
+                    .expect("track has samples");
+                let new_ts = timescale(1, new_id);
+                overlap_ms = overlap_ms.max(
+                    (end * new_ts) as f64 / (old_ts * new_ts) as f64 * 1000.0
+                        - (start * old_ts) as f64 / (old_ts * new_ts) as f64 * 1000.0,
+                );
+            }
+        }
+        assert!(
+            overlap_ms <= 0.0,
+            "the second period starts {overlap_ms:.3} ms before the first one ends"
+        );
     }
 }

@@ -96,6 +96,12 @@ pub(super) fn ticks_to_ms(ticks: u64, rate: u32) -> u64 {
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
+/// `ticks` at `rate` in ms, rounded up: an end time that must not fall before the last sample.
+pub(super) fn ticks_to_ms_ceil(ticks: u64, rate: u32) -> u64 {
+    let ms = (u128::from(ticks) * 1000).div_ceil(u128::from(rate.max(1)));
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
 pub(super) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
