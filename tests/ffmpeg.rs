@@ -138,3 +138,65 @@ async fn ffmpeg_publishes_and_decodes_the_hls_playlist() {
         p["codecs"]
     );
 }
+
+/// A republish continues the timeline as a new period: across the discontinuity no stream's
+/// decode time goes back (the last segment of the first publish covers its audio tail), so
+/// ffmpeg decodes the whole playlist without a complaint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dts_never_goes_back_across_a_republish() {
+    if !have("ffmpeg") || !have("ffprobe") {
+        return;
+    }
+    let node = TestNode::origin();
+    publish_and_end(&node, "again").await;
+    publish_and_end(&node, "again").await;
+    let playlist = node.url("/streams/again/index.m3u8");
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "packet=stream_index,dts_time",
+            "-of",
+            "csv=p=0",
+            &playlist,
+        ])
+        .output()
+        .unwrap();
+    assert!(probe.status.success(), "ffprobe of {playlist} failed");
+    let text = String::from_utf8_lossy(&probe.stdout);
+    let mut last: Vec<(u32, f64)> = Vec::new();
+    let mut packets = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut fields = line.split(',');
+        let (Some(stream), Some(dts)) = (fields.next(), fields.next()) else {
+            panic!("ffprobe line {line:?}");
+        };
+        let (stream, dts): (u32, f64) =
+            (stream.trim().parse().unwrap(), dts.trim().parse().unwrap());
+        if let Some((_, prev)) = last.iter_mut().find(|(s, _)| *s == stream) {
+            assert!(dts >= *prev, "stream {stream}: dts {dts} after {prev}");
+            *prev = dts;
+        } else {
+            last.push((stream, dts));
+        }
+        packets += 1;
+    }
+    assert_eq!(last.len(), 2, "video and audio: {text}");
+    // Two publishes of the 10 s fixture: ~20 s of packets reached ffprobe.
+    assert!(packets > 1000, "{packets} packets");
+    assert!(
+        last.iter().all(|&(_, dts)| dts > 19.0),
+        "both publishes probed: {last:?}"
+    );
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "warning", "-i", &playlist, "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&decode.stderr);
+    assert!(decode.status.success(), "decode failed: {stderr}");
+    assert!(
+        !stderr.contains("monoton"),
+        "ffmpeg saw decode times going back: {stderr}"
+    );
+}
