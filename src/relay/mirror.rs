@@ -11,9 +11,13 @@
 //! 2. **Cursor.** On one upstream, segments at or below the last upstream seq taken are
 //!    skipped (an answer repeating itself adds nothing). [`Mirror::resync`] (after a failover)
 //!    forgets the cursor and the period map; the next answer is aligned by wall clock.
-//! 3. **Wall-clock alignment.** A segment whose `time` is not past the middle of the relay's
-//!    newest segment is already relayed (two upstreams timestamp the same feed a little apart,
-//!    and a lagging upstream lists the relay's newest segments again); it only moves the cursor.
+//! 3. **Wall-clock alignment, after a resync only.** Until the new upstream gives a segment the
+//!    relay does not have, a segment whose `time` is not past the middle of the relay's newest
+//!    segment is already relayed (two upstreams timestamp the same feed a little apart, and a
+//!    lagging upstream lists the relay's newest segments again); it only moves the cursor. On
+//!    one upstream, seq order alone decides: segments of a burst (a publisher faster than real
+//!    time) may overlap in wall time and are all relayed; a segment whose `time` goes back
+//!    before the previous one's is left out (the timeline stays ordered by time).
 //! 4. **Continuity.** An upstream period maps onto the relay's current period when its init
 //!    hash and codecs are the same and its media time continues the relay's newest segment
 //!    (within [`ALIGN_SLACK_MS`]); otherwise it starts a new relay period (a discontinuity)
@@ -89,6 +93,8 @@ pub struct Mirror {
     periods: HashMap<u32, u32>,
     /// Last upstream seq taken; `None` = align the next answer by wall clock.
     cursor: Option<u64>,
+    /// Since the last resync, no segment was taken from this upstream: align by wall clock.
+    aligning: bool,
 }
 
 impl Mirror {
@@ -97,6 +103,7 @@ impl Mirror {
             root: format!("streams/{remote}/"),
             periods: HashMap::new(),
             cursor: None,
+            aligning: true,
         }
     }
 
@@ -110,6 +117,7 @@ impl Mirror {
     pub fn resync(&mut self) {
         self.cursor = None;
         self.periods.clear();
+        self.aligning = true;
     }
 
     /// Maps answer `ix` of upstream number `up` onto a timeline whose end is `tail`.
@@ -134,8 +142,12 @@ impl Mirror {
                 continue;
             };
             if let Some(p) = &prev {
-                let mid = p.time_ms.saturating_add((p.duration_ms / 2) as i64);
-                if time_ms <= mid {
+                let already = if self.aligning {
+                    time_ms <= p.time_ms.saturating_add((p.duration_ms / 2) as i64)
+                } else {
+                    time_ms < p.time_ms
+                };
+                if already {
                     self.cursor = Some(s.seq);
                     continue;
                 }
@@ -221,6 +233,7 @@ impl Mirror {
             ));
             next_seq = next_seq.saturating_add(1);
             self.cursor = Some(s.seq);
+            self.aligning = false;
             prev = Some(meta.clone());
             out.records.push(Record::Segment(meta));
         }
@@ -391,6 +404,35 @@ mod tests {
     }
 
     #[test]
+    fn a_burst_on_one_upstream_is_relayed_whole() {
+        // A publisher faster than real time: 2 s segments recorded 100 ms apart.
+        let burst: Vec<_> = (0..5u64)
+            .map(|i| (i + 1, 0, i * 2_000, T0 + i as i64 * 100))
+            .collect();
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        assert_eq!(r.feed(&mut m, 0, &answer(&[(0, 1, "c")], &burst[..2])), 2);
+        assert_eq!(r.feed(&mut m, 0, &answer(&[(0, 1, "c")], &burst[2..])), 3);
+        assert_eq!(r.seqs(), [1, 2, 3, 4, 5]);
+        // After a failover, the same burst from a backup is aligned by time: nothing new.
+        m.resync();
+        assert_eq!(r.feed(&mut m, 1, &answer(&[(0, 1, "c")], &burst)), 0);
+    }
+
+    #[test]
+    fn time_going_back_on_one_upstream_is_left_out() {
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        let segs = [
+            (1, 0, 0, T0),
+            (2, 0, 2_000, T0 - 1),
+            (3, 0, 4_000, T0 + 4_000),
+        ];
+        assert_eq!(r.feed(&mut m, 0, &answer(&[(0, 1, "c")], &segs)), 2);
+        assert_eq!(r.seqs(), [1, 2]);
+        assert_eq!(r.ix.segments[1].time_ms, T0 + 4_000);
+        assert_eq!(m.cursor(), Some(3));
+    }
+
+    #[test]
     fn another_init_or_media_time_is_a_new_period() {
         // Another init hash.
         let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
@@ -431,8 +473,8 @@ mod tests {
         a.segments[4].seq = u64::MAX;
         a.segments[4].start_ms = u64::MAX;
         r.feed(&mut m, 0, &a);
-        // Only segment 3 is usable; its endless duration covers segment 4's time.
-        assert_eq!(r.ix.segments.len(), 1);
+        // Segments 3 and 4 are usable (huge numbers, but no overflow).
+        assert_eq!(r.ix.segments.len(), 2);
         assert_eq!(m.cursor(), Some(u64::MAX));
         // The next answer still maps: saturating arithmetic, no wrap.
         let mut b = answer(&[(0, 1, "c")], &[(u64::MAX, 0, 0, T0 + 100_000)]);
