@@ -1,6 +1,7 @@
-//! Relays: origin -> intermediate -> edge on real processes. Identical bytes at every hop, live
-//! propagation through long-polls, one upstream pull per hop for concurrent misses, the
-//! control API, and failover between two origins recording the same feed.
+//! Relays: origin -> intermediate -> edge (in-process nodes; the two that are killed with -9 are
+//! processes). Identical bytes at every hop, live propagation through long-polls, one upstream
+//! pull per hop for concurrent misses, the control API, and failover between two origins
+//! recording the same feed.
 
 mod common;
 
@@ -349,7 +350,8 @@ async fn control_api_creates_lists_and_stops_proxies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_keeps_a_continuous_timeline() {
-    let mut a = TestNode::origin();
+    // `a` is killed with -9: a process.
+    let mut a = TestNode::process_origin();
     let b = TestNode::origin();
     let (ua, ub) = (format!("http://{}", a.http), format!("http://{}", b.http));
     // One feed pushed to both origins at once (two publishers, same tags, same pacing).
@@ -521,7 +523,12 @@ async fn an_edge_lists_what_its_upstreams_offer() {
 async fn a_segment_listed_by_a_dead_upstream_comes_from_its_twin() {
     let origin = TestNode::origin();
     publish_and_end(&origin, "cam").await;
-    let mut mid_a = relay_of(&origin, "");
+    // Killed with -9 below: a process.
+    let mut mid_a = relay_on(
+        Backend::Process,
+        &[origin.base()],
+        "idle_timeout = \"3s\"\n",
+    );
     let mid_b = relay_of(&origin, "");
     let edge = relay(
         &[

@@ -1,5 +1,6 @@
 //! Crash safety and graceful shutdown: `kill -9` during a publish loses at most the segment
-//! being written; SIGTERM finishes the segment being written and exits 0.
+//! being written; SIGTERM finishes the segment being written and exits 0. Real processes: these
+//! are the tests that kill, signal and restart the binary.
 
 mod common;
 
@@ -27,7 +28,7 @@ async fn fetch_all(node: &TestNode, name: &str, segs: &[serde_json::Value]) -> V
 
 #[tokio::test]
 async fn kill_9_mid_publish_keeps_every_announced_segment() {
-    let mut node = TestNode::origin();
+    let mut node = TestNode::process_origin();
     let tags = read_flv(CLIP);
     let mut p = Publisher::connect(node.rtmp.unwrap(), "live", "cam")
         .await
@@ -109,7 +110,7 @@ async fn kill_9_mid_publish_keeps_every_announced_segment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_the_last_segment_and_exits_0() {
-    let mut node = TestNode::origin();
+    let mut node = TestNode::process_origin();
     let tags = read_flv(CLIP);
     let mut p = Publisher::connect(node.rtmp.unwrap(), "live", "cam")
         .await

@@ -1,5 +1,6 @@
-//! The web player in real headless Chromium (chromedriver + fantoccini) against the real
-//! binary, through two relays: origin -> intermediate -> edge -> browser.
+//! The web player in real headless Chromium (chromedriver + fantoccini) against in-process
+//! nodes (the intermediate, killed at the end, is a real process), through two relays:
+//! origin -> intermediate -> edge -> browser.
 //!
 //! The publisher sends 60 s of the fixture at once, then keeps publishing in real time. A
 //! segment's `time` is its period's ingest time plus its media time, so the burst gives a 60 s
@@ -80,7 +81,8 @@ async fn player_through_two_relays() {
     }
     let started = Instant::now();
     let origin = TestNode::origin();
-    let mut intermediate = relay_of(&origin);
+    // Killed with -9 at the end (the edge's upstream goes away): a process.
+    let mut intermediate = relay_on(Backend::Process, &[origin.base()], "");
     let edge = relay_of(&intermediate);
     let (stop, stop_rx) = oneshot::channel();
     let publisher = tokio::spawn(publish(origin.rtmp.unwrap(), stop_rx));

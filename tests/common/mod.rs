@@ -124,6 +124,11 @@ impl TestNode {
         TestNode::start_on(Backend::InProcess, extra)
     }
 
+    /// An origin as a `dvrgate serve` process.
+    pub fn process_origin() -> TestNode {
+        TestNode::process_with(|_| String::new())
+    }
+
     /// Starts a `dvrgate serve` process with the base config plus `extra(dir)`.
     pub fn process_with(extra: impl FnOnce(&Path) -> String) -> TestNode {
         TestNode::start_on(Backend::Process, extra)
@@ -350,10 +355,7 @@ impl Drop for TestNode {
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!(
-                "--- last log lines of node {} ---",
-                self.http
-            );
+            eprintln!("--- last log lines of node {} ---", self.http);
             for l in tail.iter().rev() {
                 eprintln!("{l}");
             }
