@@ -20,6 +20,8 @@ use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+pub mod fake_upstream;
+
 /// The fixture clip (10 s H.264 + AAC).
 pub const CLIP: &[u8] = include_bytes!("../fixtures/testsrc.flv");
 
@@ -639,6 +641,13 @@ pub fn http() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client")
+}
+
+/// GET the whole body; panics unless the status is 200.
+pub async fn get_bytes(url: &str) -> Bytes {
+    let r = http().get(url).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {url}");
+    r.bytes().await.unwrap()
 }
 
 /// GET and parse JSON; panics with the body on a non-2xx status.
