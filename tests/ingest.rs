@@ -43,10 +43,8 @@ async fn check_segments(node: &TestNode, name: &str) -> serde_json::Value {
         .unwrap();
     assert_eq!(init.status(), 200);
     let init = init.bytes().await.unwrap();
-    let top = boxes(&init);
-    assert_eq!(&top[0].kind, b"ftyp");
-    let moov = boxes(child(&top, b"moov").expect("moov").payload);
-    assert!(child(&moov, b"mvex").is_some(), "moov has mvex");
+    let (_, moov) = decode_init(&init);
+    assert!(moov.mvex.is_some(), "moov has mvex");
     let mut next_tfdt: std::collections::HashMap<u32, u64> = Default::default();
     let mut next_start_ms = None;
     for (i, s) in segs.iter().enumerate() {
@@ -73,34 +71,31 @@ async fn check_segments(node: &TestNode, name: &str) -> serde_json::Value {
             .await
             .unwrap();
         assert_eq!(bytes.len() as u64, s["length"].as_u64().unwrap());
-        for run in segment_runs(&bytes) {
+        for traf in &decode_segment(&bytes).traf {
+            let track_id = traf.tfhd.track_id;
+            let base_decode_time = traf.tfdt.as_ref().expect("tfdt").base_media_decode_time;
             assert!(
-                run.first_is_sync,
-                "segment {i} track {} starts with a sync sample",
-                run.track_id
+                starts_with_sync(traf),
+                "segment {i} track {track_id} starts with a sync sample"
             );
-            if let Some(expected) = next_tfdt.get(&run.track_id) {
+            if let Some(expected) = next_tfdt.get(&track_id) {
                 if i > 0 && s["period"] != segs[i - 1]["period"] {
                     // A new period (discontinuity) starts where the previous one ended, give or
                     // take the last audio frame.
-                    let diff = run.base_decode_time.abs_diff(*expected);
+                    let diff = base_decode_time.abs_diff(*expected);
                     assert!(
                         diff <= 9_000,
-                        "segment {i} track {} jumps by {diff} at a period change",
-                        run.track_id
+                        "segment {i} track {track_id} jumps by {diff} at a period change"
                     );
                 } else {
                     assert_eq!(
-                        run.base_decode_time, *expected,
-                        "segment {i} track {} tfdt continuous",
-                        run.track_id
+                        base_decode_time, *expected,
+                        "segment {i} track {track_id} tfdt continuous"
                     );
                 }
             }
-            next_tfdt.insert(
-                run.track_id,
-                run.base_decode_time + run.durations.iter().map(|&d| u64::from(d)).sum::<u64>(),
-            );
+            let duration: u64 = sample_durations(traf).iter().map(|&d| u64::from(d)).sum();
+            next_tfdt.insert(track_id, base_decode_time + duration);
         }
     }
     index
@@ -144,10 +139,10 @@ async fn publish_records_a_playable_index() {
         .bytes()
         .await
         .unwrap();
-    let runs = segment_runs(&bytes);
-    assert_eq!(runs.len(), 2, "video and audio tracks");
+    let moof = decode_segment(&bytes);
+    assert_eq!(moof.traf.len(), 2, "video and audio tracks");
     assert!(
-        runs.iter().any(|r| r.has_cts),
+        moof.traf.iter().any(has_cts),
         "composition offsets for B-frames"
     );
 

@@ -691,140 +691,57 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> 
     out
 }
 
-/// One ISO-BMFF box: type and payload (after the header).
-#[derive(Debug, Clone)]
-pub struct Mp4Box<'a> {
-    pub kind: [u8; 4],
-    pub payload: &'a [u8],
+/// Decodes an init segment with mp4-atom: `ftyp` then `moov`, nothing else.
+pub fn decode_init(init: &[u8]) -> (mp4_atom::Ftyp, mp4_atom::Moov) {
+    use mp4_atom::Decode;
+    let mut buf = init;
+    let ftyp = mp4_atom::Ftyp::decode(&mut buf).expect("ftyp");
+    let moov = mp4_atom::Moov::decode(&mut buf).expect("moov");
+    assert!(buf.is_empty(), "init = ftyp + moov");
+    (ftyp, moov)
 }
 
-/// Splits a byte run into boxes; panics on malformed input (tests check our own output).
-pub fn boxes(mut data: &[u8]) -> Vec<Mp4Box<'_>> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        assert!(data.len() >= 8, "truncated box header");
-        let mut size = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
-        let kind: [u8; 4] = data[4..8].try_into().unwrap();
-        let mut header = 8;
-        if size == 1 {
-            size = u64::from_be_bytes(data[8..16].try_into().unwrap()) as usize;
-            header = 16;
-        }
-        assert!(
-            size >= header && size <= data.len(),
-            "bad box size {size} for {:?}",
-            String::from_utf8_lossy(&kind)
-        );
-        out.push(Mp4Box {
-            kind,
-            payload: &data[header..size],
-        });
-        data = &data[size..];
-    }
-    out
+/// Decodes a media segment with mp4-atom: `moof` then `mdat`, nothing else.
+pub fn decode_segment(seg: &[u8]) -> mp4_atom::Moof {
+    use mp4_atom::Decode;
+    let mut buf = seg;
+    let moof = mp4_atom::Moof::decode(&mut buf).expect("moof");
+    let mp4_atom::Any::Mdat(_) = mp4_atom::Any::decode(&mut buf).expect("mdat") else {
+        panic!("segment = moof + mdat");
+    };
+    assert!(buf.is_empty(), "segment = moof + mdat");
+    moof
 }
 
-/// The first child box of `kind`.
-pub fn child<'a>(parent: &[Mp4Box<'a>], kind: &[u8; 4]) -> Option<Mp4Box<'a>> {
-    parent.iter().find(|b| &b.kind == kind).cloned()
+/// Sample durations of a track fragment: per sample, else the `tfhd` default.
+pub fn sample_durations(traf: &mp4_atom::Traf) -> Vec<u32> {
+    traf.trun
+        .iter()
+        .flat_map(|t| t.samples.iter())
+        .map(|e| {
+            e.duration
+                .or(traf.tfhd.default_sample_duration)
+                .expect("sample duration")
+        })
+        .collect()
 }
 
-/// Per-track timing of one media segment: (track id, base decode time, sample durations,
-/// first sample is sync).
-#[derive(Debug, Clone)]
-pub struct TrackRun {
-    pub track_id: u32,
-    pub base_decode_time: u64,
-    pub durations: Vec<u32>,
-    pub first_is_sync: bool,
-    pub has_cts: bool,
+/// Whether the first sample of a track fragment is a sync sample (its flags: first-sample or
+/// per-sample flags, else the `tfhd` default).
+pub fn starts_with_sync(traf: &mp4_atom::Traf) -> bool {
+    let first = traf.trun.first().and_then(|t| t.samples.iter().next());
+    let flags = first
+        .and_then(|e| e.flags)
+        .or(traf.tfhd.default_sample_flags)
+        .unwrap_or(0);
+    flags & 0x0001_0000 == 0
 }
 
-/// Parses moof/traf/tfhd/tfdt/trun of a media segment (moof + mdat).
-pub fn segment_runs(seg: &[u8]) -> Vec<TrackRun> {
-    let top = boxes(seg);
-    assert_eq!(
-        top.iter().map(|b| b.kind).collect::<Vec<_>>(),
-        vec![*b"moof", *b"mdat"],
-        "segment = moof + mdat"
-    );
-    let moof = boxes(top[0].payload);
-    let mut runs = Vec::new();
-    for traf in moof.iter().filter(|b| &b.kind == b"traf") {
-        let inner = boxes(traf.payload);
-        let tfhd = child(&inner, b"tfhd").expect("tfhd").payload;
-        let tfhd_flags = u32::from_be_bytes([0, tfhd[1], tfhd[2], tfhd[3]]);
-        let track_id = u32::from_be_bytes(tfhd[4..8].try_into().unwrap());
-        // Defaults in tfhd: base offset (0x1), desc index (0x2), duration (0x8), size (0x10), flags (0x20).
-        let mut p = 8;
-        if tfhd_flags & 0x1 != 0 {
-            p += 8;
-        }
-        if tfhd_flags & 0x2 != 0 {
-            p += 4;
-        }
-        let default_duration =
-            (tfhd_flags & 0x8 != 0).then(|| u32::from_be_bytes(tfhd[p..p + 4].try_into().unwrap()));
-        if tfhd_flags & 0x8 != 0 {
-            p += 4;
-        }
-        if tfhd_flags & 0x10 != 0 {
-            p += 4;
-        }
-        let default_flags = (tfhd_flags & 0x20 != 0)
-            .then(|| u32::from_be_bytes(tfhd[p..p + 4].try_into().unwrap()));
-        let tfdt = child(&inner, b"tfdt").expect("tfdt").payload;
-        let base_decode_time = if tfdt[0] == 1 {
-            u64::from_be_bytes(tfdt[4..12].try_into().unwrap())
-        } else {
-            u64::from(u32::from_be_bytes(tfdt[4..8].try_into().unwrap()))
-        };
-        let trun = child(&inner, b"trun").expect("trun").payload;
-        let flags = u32::from_be_bytes([0, trun[1], trun[2], trun[3]]);
-        let count = u32::from_be_bytes(trun[4..8].try_into().unwrap()) as usize;
-        let mut p = 8;
-        if flags & 0x1 != 0 {
-            p += 4;
-        }
-        let mut first_flags = None;
-        if flags & 0x4 != 0 {
-            first_flags = Some(u32::from_be_bytes(trun[p..p + 4].try_into().unwrap()));
-            p += 4;
-        }
-        let mut durations = Vec::with_capacity(count);
-        let mut sample_flags0 = None;
-        for i in 0..count {
-            let d = if flags & 0x100 != 0 {
-                let v = u32::from_be_bytes(trun[p..p + 4].try_into().unwrap());
-                p += 4;
-                v
-            } else {
-                default_duration.expect("sample duration")
-            };
-            durations.push(d);
-            if flags & 0x200 != 0 {
-                p += 4;
-            }
-            if flags & 0x400 != 0 {
-                if i == 0 {
-                    sample_flags0 = Some(u32::from_be_bytes(trun[p..p + 4].try_into().unwrap()));
-                }
-                p += 4;
-            }
-            if flags & 0x800 != 0 {
-                p += 4;
-            }
-        }
-        let f0 = first_flags.or(sample_flags0).or(default_flags).unwrap_or(0);
-        runs.push(TrackRun {
-            track_id,
-            base_decode_time,
-            durations,
-            first_is_sync: f0 & 0x0001_0000 == 0,
-            has_cts: flags & 0x800 != 0,
-        });
-    }
-    runs
+/// Whether a track fragment carries composition offsets.
+pub fn has_cts(traf: &mp4_atom::Traf) -> bool {
+    traf.trun
+        .iter()
+        .any(|t| t.samples.iter().any(|e| e.cts.is_some()))
 }
 
 /// The value of an unlabelled metric from the node's `/metrics`.
