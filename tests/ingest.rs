@@ -6,33 +6,15 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures_util::StreamExt;
-
-async fn wait_ended(node: &TestNode, name: &str) -> serde_json::Value {
-    let url = node.url(&format!("/streams/{name}"));
-    eventually(Duration::from_secs(15), || {
-        let url = url.clone();
-        async move {
-            let s = get_json(&url).await;
-            (s["live"] == false).then_some(s)
-        }
-    })
-    .await
-}
 
 async fn publish_clip(node: &TestNode, name: &str, filter: impl Fn(&FlvTag) -> bool) {
     let tags: Vec<FlvTag> = read_flv(CLIP).into_iter().filter(|t| filter(t)).collect();
-    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", name)
-        .await
-        .expect("publish accepted");
-    p.send_all(&tags, 0, false).await.expect("tags sent");
-    p.close().await;
-    wait_ended(node, name).await;
+    publish_tags_and_end(node, name, &tags).await;
 }
 
 /// Checks every segment of a stream: fMP4 structure, continuous tfdt, durations that tile.
 async fn check_segments(node: &TestNode, name: &str) -> serde_json::Value {
-    let index = get_json(&node.url(&format!("/streams/{name}/index.json"))).await;
+    let index = index(node, name).await;
     let segs = index["segments"].as_array().unwrap().clone();
     assert!(!segs.is_empty(), "no segments: {index}");
     let client = http();
@@ -183,8 +165,7 @@ async fn publish_records_a_playable_index() {
 async fn republish_continues_as_a_new_period() {
     let node = TestNode::origin();
     publish_clip(&node, "cam", |_| true).await;
-    let first = get_json(&node.url("/streams/cam/index.json")).await;
-    let n = first["segments"].as_array().unwrap().len();
+    let n = segments(&node, "cam").await.len();
     publish_clip(&node, "cam", |_| true).await;
     let index = check_segments(&node, "cam").await;
     let segs = index["segments"].as_array().unwrap();
@@ -224,32 +205,11 @@ async fn audio_only_and_video_only() {
 #[tokio::test]
 async fn events_and_long_poll_follow_a_live_publish() {
     let node = TestNode::origin();
-    let events = http()
-        .get(node.url("/streams/live1/events"))
-        .send()
-        .await
+    let events = Events::subscribe(&node, "/streams/live1/events").await;
+    let publisher = publish_live(&node, "live1").await;
+    let first = wait_segments(&node, "live1", 1).await[0]["seq"]
+        .as_u64()
         .unwrap();
-    assert_eq!(events.headers()["content-type"], "text/event-stream");
-    let mut body = events.bytes_stream();
-
-    let tags = read_flv(CLIP);
-    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", "live1")
-        .await
-        .expect("publish accepted");
-    // Not live yet -> empty answer at once; the stream exists and is live now.
-    let publisher = tokio::spawn(async move {
-        p.send_all(&tags, 0, true).await.expect("send");
-        p.close().await;
-    });
-    let first = eventually(Duration::from_secs(10), || async {
-        let ix = get_json(&node.url("/streams/live1/index.json")).await;
-        ix["segments"]
-            .as_array()
-            .unwrap()
-            .first()
-            .map(|s| s["seq"].as_u64().unwrap())
-    })
-    .await;
     // A long-poll for the next segment returns as soon as it exists, well before `wait`.
     let started = std::time::Instant::now();
     let ix =
@@ -273,32 +233,21 @@ async fn events_and_long_poll_follow_a_live_publish() {
     tokio::time::timeout(Duration::from_secs(20), publisher)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .expect("send");
 
-    let mut codes = Vec::new();
-    let mut buf = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !codes.contains(&"NetStream.Unpublish.Success".to_owned()) {
-        let chunk = tokio::time::timeout_at(deadline, body.next())
-            .await
-            .expect("events in time")
-            .unwrap()
-            .unwrap();
-        buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) {
-                let v: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
-                assert_eq!(v["stream"], "live1");
-                assert!(
-                    v["time"].is_string() && v["level"].is_string() && v["description"].is_string()
-                );
-                codes.push(v["code"].as_str().unwrap().to_owned());
-            }
-        }
+    events
+        .wait_for("NetStream.Unpublish.Success", None, Duration::from_secs(15))
+        .await;
+    for v in events.all() {
+        assert_eq!(v["stream"], "live1", "{v}");
+        assert!(
+            v["time"].is_string() && v["level"].is_string() && v["description"].is_string(),
+            "{v}"
+        );
     }
     assert_eq!(
-        codes,
+        events.codes(),
         [
             "NetStream.Publish.Start",
             "NetStream.Record.Start",
