@@ -67,23 +67,10 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Outcome {
     }
 }
 
-/// A relay of `upstream` (on demand).
-fn relay_of(upstream: &str) -> TestNode {
-    relay(&[upstream.to_owned()], "")
-}
-
-/// Waits until the relay lists every segment of `stream`.
+/// Waits until the relay lists every segment of `stream`: exactly `n`.
 async fn relay_lists_all(relay: &TestNode, stream: &str, n: usize) {
-    let url = relay.url(&format!("/streams/{stream}/index.json"));
-    eventually(Duration::from_secs(15), || {
-        let url = url.clone();
-        async move {
-            let r = http().get(&url).send().await.ok()?;
-            let v: serde_json::Value = r.json().await.ok()?;
-            (v["segments"].as_array()?.len() == n).then_some(())
-        }
-    })
-    .await;
+    let listed = wait_segments(relay, stream, n).await.len();
+    assert_eq!(listed, n, "{stream}: segments listed");
 }
 
 /// Polls `/healthz` and a good stream's segments until stopped; returns what went wrong.
@@ -131,7 +118,7 @@ fn watchdog(
 async fn waiters_get_the_bytes_as_they_arrive() {
     let source = Arc::new(record_source().await);
     let fake = Fake::start(source.clone()).await;
-    let relay = relay_of(&fake.url());
+    let relay = relay(&[fake.url()], "");
     let seq = source.seqs()[1];
     fake.list("slow", Listing::Good);
     fake.fault("slow", seq, Fault::SlowHalf);
@@ -172,7 +159,7 @@ async fn waiters_get_the_bytes_as_they_arrive() {
 async fn faulty_upstream_segments_are_never_served_or_cached() {
     let source = Arc::new(record_source().await);
     let fake = Fake::start(source.clone()).await;
-    let relay = relay_of(&fake.url());
+    let relay = relay(&[fake.url()], "");
     let seqs = source.seqs();
     let n = seqs.len();
     // The second segment of each stream carries the fault.
@@ -311,7 +298,7 @@ async fn faulty_upstream_segments_are_never_served_or_cached() {
 async fn unusable_indexes_are_refused() {
     let source = Arc::new(record_source().await);
     let fake = Fake::start(source.clone()).await;
-    let relay = relay_of(&fake.url());
+    let relay = relay(&[fake.url()], "");
     let n = source.segments.len();
     fake.list("good", Listing::Good);
     relay_lists_all(&relay, "good", n).await;
@@ -488,9 +475,8 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// Every media URL of `stream` at `node` (init first), with its bytes at the origin.
 async fn media_of(origin: &TestNode, stream: &str) -> Vec<(String, Bytes)> {
-    let ix = get_json(&origin.url(&format!("/streams/{stream}/index.json"))).await;
     let mut paths = vec![format!("/streams/{stream}/init/0.mp4")];
-    for seg in ix["segments"].as_array().unwrap() {
+    for seg in segments(origin, stream).await {
         paths.push(format!(
             "/streams/{stream}/{}",
             seg["url"].as_str().unwrap()
@@ -524,7 +510,7 @@ async fn evicted_segments_spill_to_disk_and_are_served_without_pulls() {
     let disk: u64 = 640 << 10;
     assert!(2 * smallest > memory, "segments of {smallest} bytes");
     assert!(size(&cam) < disk && size(&cam) + size(&cam2) > disk);
-    let up = format!("http://{}", origin.http);
+    let up = origin.base();
     let relay = TestNode::start_with(move |dir| {
         format!(
             "[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{up}\"]\n\n[cache]\nmemory = {memory}\ndisk_dir = {:?}\ndisk = {disk}\n",

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{get_bytes, get_json, publish_and_end, TestNode};
+use super::{get_bytes, index, publish_and_end, TestNode};
 
 /// What a real origin recorded from the fixture: the source of truth for the fake upstream.
 pub struct Source {
@@ -33,7 +33,7 @@ impl Source {
 pub async fn record_source() -> Source {
     let origin = TestNode::origin();
     publish_and_end(&origin, "cam").await;
-    let index = get_json(&origin.url("/streams/cam/index.json")).await;
+    let index = index(&origin, "cam").await;
     let init = get_bytes(&origin.url("/streams/cam/init/0.mp4")).await;
     let mut segments = BTreeMap::new();
     for s in index["segments"].as_array().unwrap() {
