@@ -278,14 +278,7 @@ async fn playlist_windows_and_rewind() {
     assert_eq!(ix["segments"][0]["seq"], segs.last().unwrap()["seq"]);
 
     // Rewind 3 s from the live edge: EXT-X-START points into the right segment.
-    let text = c
-        .get(node.url("/streams/cam/index.m3u8?start=-3s"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&node.url("/streams/cam/index.m3u8?start=-3s")).await;
     let offset: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("#EXT-X-START:TIME-OFFSET="))

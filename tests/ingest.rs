@@ -113,14 +113,7 @@ async fn publish_records_a_playable_index() {
     assert_eq!(index["live"], false);
 
     // Video has B-frames: composition offsets present.
-    let bytes = http()
-        .get(node.url("/streams/cam1/segments/0.m4s"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = get_bytes(&node.url("/streams/cam1/segments/0.m4s")).await;
     let moof = decode_segment(&bytes);
     assert_eq!(moof.traf.len(), 2, "video and audio tracks");
     assert!(
@@ -172,14 +165,7 @@ async fn republish_continues_as_a_new_period() {
     assert!(segs.len() >= 2 * n - 1);
     assert_eq!(segs[n]["seq"], n as u64, "seq continues");
     assert_eq!(segs[n]["period"], 1);
-    let text = http()
-        .get(node.url("/streams/cam/index.m3u8"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&node.url("/streams/cam/index.m3u8")).await;
     assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
     assert!(text.contains("#EXT-X-MAP:URI=\"init/1.mp4\""));
     let t0 = &segs[n - 1]["time"];
@@ -300,14 +286,7 @@ async fn refusals_leave_the_live_publisher_alone() {
             == 1,
         "refused names created nothing"
     );
-    let metrics = http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&node.url("/metrics")).await;
     assert!(
         metrics.contains("dvrgate_rtmp_publish_refused_total 6"),
         "{metrics}"

@@ -93,14 +93,7 @@ async fn three_hops_serve_identical_bytes_and_follow_live() {
             "{path} bytes identical"
         );
     }
-    let text = c
-        .get(edge.url("/streams/cam/index.m3u8"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&edge.url("/streams/cam/index.m3u8")).await;
     assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
     // Ranges at the edge, on a cold and on a warm segment.
     let r = c
@@ -110,14 +103,7 @@ async fn three_hops_serve_identical_bytes_and_follow_live() {
         .await
         .unwrap();
     assert_eq!(r.status(), 206);
-    let whole = c
-        .get(origin.url("/streams/cam/segments/2.m4s"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let whole = get_bytes(&origin.url("/streams/cam/segments/2.m4s")).await;
     assert_eq!(r.bytes().await.unwrap(), whole.slice(100..200));
 }
 
@@ -139,14 +125,7 @@ async fn concurrent_misses_make_one_pull_per_hop() {
             c.get(&url).send().await.unwrap().bytes().await.unwrap()
         }));
     }
-    let expected = c
-        .get(origin.url("/streams/cam/segments/3.m4s"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let expected = get_bytes(&origin.url("/streams/cam/segments/3.m4s")).await;
     for t in tasks {
         assert_eq!(t.await.unwrap(), expected);
     }
@@ -210,90 +189,32 @@ async fn control_api_creates_lists_and_stops_proxies() {
     });
     let c = http();
     let api = relay.url("/api/proxies");
+    let post = |body: &serde_json::Value, token| admin(c.post(&api).json(body), token);
     let body = serde_json::json!({"local": "copy", "remote": "cam", "upstreams": [up]});
-    let r = c.post(&api).json(&body).send().await.unwrap();
-    assert_eq!(r.status(), 401, "no token");
-    let r = c
-        .post(&api)
-        .bearer_auth("wrong")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401, "wrong token");
+    assert_eq!(post(&body, None).await.0, 401, "no token");
+    assert_eq!(post(&body, Some("wrong")).await.0, 401, "wrong token");
     let bad =
         serde_json::json!({"local": "x", "remote": "cam", "upstreams": ["http://10.9.9.9:1"]});
-    let r = c
-        .post(&api)
-        .bearer_auth("s3cret")
-        .json(&bad)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
-        "NetConnection.Connect.Rejected"
-    );
-    let r = c
-        .post(&api)
-        .bearer_auth("s3cret")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
-        "ProxyStream.Proxy.Start"
-    );
-    let r = c
-        .post(&api)
-        .bearer_auth("s3cret")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409, "local taken");
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
-        "ProxyStream.Proxy.BadName"
-    );
+    let (status, v) = post(&bad, Some("s3cret")).await;
+    assert_eq!(status, 403);
+    assert_eq!(v["code"], "NetConnection.Connect.Rejected");
+    let (status, v) = post(&body, Some("s3cret")).await;
+    assert_eq!(status, 201);
+    assert_eq!(v["code"], "ProxyStream.Proxy.Start");
+    let (status, v) = post(&body, Some("s3cret")).await;
+    assert_eq!(status, 409, "local taken");
+    assert_eq!(v["code"], "ProxyStream.Proxy.BadName");
     let bad_name = serde_json::json!({"local": "a/b", "remote": "cam", "upstreams": [up]});
-    assert_eq!(
-        c.post(&api)
-            .bearer_auth("s3cret")
-            .json(&bad_name)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        409
-    );
-    let list: serde_json::Value = c
-        .get(&api)
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(post(&bad_name, Some("s3cret")).await.0, 409);
+    let (status, list) = admin(c.get(&api), Some("s3cret")).await;
+    assert_eq!(status, 200);
     assert_eq!(list[0]["local"], "copy");
     assert_eq!(list[0]["upstream"], up);
     let segs = wait_segments(&relay, "copy", 1).await.len();
     assert_eq!(segs, segments(&origin, "cam").await.len());
-    let r = c
-        .delete(relay.url("/api/proxies/copy"))
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
-        "ProxyStream.Proxy.Stop"
-    );
+    let (status, v) = admin(c.delete(relay.url("/api/proxies/copy")), Some("s3cret")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["code"], "ProxyStream.Proxy.Stop");
     assert_eq!(
         c.get(relay.url("/streams/copy"))
             .send()
@@ -302,6 +223,21 @@ async fn control_api_creates_lists_and_stops_proxies() {
             .status(),
         404
     );
+}
+
+/// A control API call with an optional bearer token: the status and the JSON body (`null`
+/// when there is none).
+async fn admin(
+    req: reqwest::RequestBuilder,
+    token: Option<&'static str>,
+) -> (u16, serde_json::Value) {
+    let req = match token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    };
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,14 +393,7 @@ async fn a_segment_listed_by_a_dead_upstream_comes_from_its_twin() {
     let path = format!("/streams/cam/segments/{seq}.m4s");
     let r = http().get(edge.url(&path)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let want = http()
-        .get(origin.url(&path))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let want = get_bytes(&origin.url(&path)).await;
     assert_eq!(r.bytes().await.unwrap(), want);
 }
 

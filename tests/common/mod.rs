@@ -650,8 +650,8 @@ pub async fn get_bytes(url: &str) -> Bytes {
     r.bytes().await.unwrap()
 }
 
-/// GET and parse JSON; panics with the body on a non-2xx status.
-pub async fn get_json(url: &str) -> serde_json::Value {
+/// GET the body as text; panics unless the status is 2xx.
+pub async fn get_text(url: &str) -> String {
     let r = http()
         .get(url)
         .send()
@@ -660,6 +660,12 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     let status = r.status();
     let text = r.text().await.unwrap();
     assert!(status.is_success(), "GET {url}: {status} {text}");
+    text
+}
+
+/// GET and parse JSON; panics with the body on a non-2xx status.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let text = get_text(url).await;
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text}"))
 }
 
@@ -746,14 +752,7 @@ pub fn has_cts(traf: &mp4_atom::Traf) -> bool {
 
 /// The value of an unlabelled metric from the node's `/metrics`.
 pub async fn metric(node: &TestNode, name: &str) -> f64 {
-    let text = http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&node.url("/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("metric {name} missing:\n{text}"))
@@ -992,11 +991,7 @@ pub fn relay(upstreams: &[String], relay_extra: &str) -> TestNode {
 
 /// [`relay`] on `backend`.
 pub fn relay_on(backend: Backend, upstreams: &[String], relay_extra: &str) -> TestNode {
-    let list = upstreams
-        .iter()
-        .map(|u| format!("{u:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = toml_list(upstreams);
     let extra = relay_extra.to_owned();
     TestNode::start_on(backend, move |_| {
         format!("[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [{list}]\n{extra}\n")
@@ -1011,15 +1006,20 @@ pub fn relay_of(up: &TestNode) -> TestNode {
 /// An in-process node (no RTMP) proxying `cam` from `upstreams` (in order), with `extra`
 /// sections appended.
 pub fn proxy_of(upstreams: &[String], extra: &str) -> TestNode {
-    let list = upstreams
-        .iter()
-        .map(|u| format!("{u:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = toml_list(upstreams);
     let extra = extra.to_owned();
     TestNode::start_with(move |_| {
         format!(
             "[rtmp]\nlisten = \"off\"\n\n[[proxy]]\nlocal = \"cam\"\nremote = \"cam\"\nupstreams = [{list}]\n{extra}\n"
         )
     })
+}
+
+/// `"a", "b"`: the inside of a TOML array of strings.
+fn toml_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
