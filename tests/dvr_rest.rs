@@ -20,6 +20,15 @@ async fn get(url: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
     (s, h, r.text().await.unwrap())
 }
 
+/// The `max-age` of a response's `Cache-Control`.
+fn max_age(h: &reqwest::header::HeaderMap) -> u64 {
+    let cc = h["cache-control"].to_str().unwrap();
+    cc.rsplit('=')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("max-age in {cc:?}"))
+}
+
 fn parse_time(s: &str) -> i64 {
     dvrgate::time::parse_rfc3339(s).unwrap_or_else(|| panic!("time {s}"))
 }
@@ -180,14 +189,7 @@ async fn playlists_agree_with_seek() {
         get(&node.url(&format!("/streams/cam/index.m3u8?from={from}&to={to}"))).await;
     assert_eq!(s, 200);
     assert!(text.contains("#EXT-X-ENDLIST"), "{text}");
-    let max_age: u64 = h["cache-control"]
-        .to_str()
-        .unwrap()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let max_age = max_age(&h);
     assert!(max_age >= 3600, "{:?}", h["cache-control"]);
     let (_, list) = playlist_segments(&text);
     assert_eq!(list.first().unwrap().0, seek_a["seq"].as_u64().unwrap());
@@ -227,14 +229,7 @@ async fn clips_are_standalone_mp4s_and_identical_through_a_relay() {
         .unwrap()
         .parse()
         .unwrap();
-    let max_age: u64 = r.headers()["cache-control"]
-        .to_str()
-        .unwrap()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let max_age = max_age(r.headers());
     assert!(max_age >= 3600, "a clip of the past is final");
     let clip = r.bytes().await.unwrap();
     assert_eq!(clip.len(), declared);

@@ -114,6 +114,24 @@ fn watchdog(
     })
 }
 
+/// Stops the watchdog; asserts that it saw no problem in at least `min_rounds` rounds.
+async fn stop_watchdog(
+    stop: &AtomicBool,
+    dog: tokio::task::JoinHandle<(Vec<String>, u32)>,
+    min_rounds: u32,
+) {
+    stop.store(true, Ordering::Relaxed);
+    let (problems, rounds) = tokio::time::timeout(Duration::from_secs(15), dog)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(problems.is_empty(), "the relay kept serving: {problems:#?}");
+    assert!(
+        rounds >= min_rounds,
+        "the watchdog ran throughout ({rounds} rounds)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_get_the_bytes_as_they_arrive() {
     let source = Arc::new(record_source().await);
@@ -281,13 +299,7 @@ async fn faulty_upstream_segments_are_never_served_or_cached() {
             other => panic!("{stream}: after healing: {other:?}"),
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let (problems, rounds) = tokio::time::timeout(Duration::from_secs(15), dog)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(problems.is_empty(), "the relay kept serving: {problems:#?}");
-    assert!(rounds >= 5, "the watchdog ran throughout ({rounds} rounds)");
+    stop_watchdog(&stop, dog, 5).await;
     assert!(
         get_bytes(&relay.url("/streams/good/init/0.mp4")).await == source.init,
         "init of the good stream"
@@ -441,13 +453,7 @@ async fn unusable_indexes_are_refused() {
         get_bytes(&relay.url(&format!("/streams/turns/segments/{seq}.m4s"))).await
             == source.segments[&seq]
     );
-    stop.store(true, Ordering::Relaxed);
-    let (problems, rounds) = tokio::time::timeout(Duration::from_secs(15), dog)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(problems.is_empty(), "the relay kept serving: {problems:#?}");
-    assert!(rounds >= 3, "the watchdog ran throughout ({rounds} rounds)");
+    stop_watchdog(&stop, dog, 3).await;
 }
 
 /// Raises the flag when dropped, also when a failed assertion unwinds: a sampler thread must

@@ -197,6 +197,17 @@ fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
     Some((a.parse().ok()?, b.parse().ok()))
 }
 
+/// A response head with `Connection: close`.
+fn response_head(status: u16, headers: &[(&str, String)], content_length: usize) -> String {
+    let mut head =
+        format!("HTTP/1.1 {status} X\r\nContent-Length: {content_length}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
+
 /// Writes a response head and `body`, in `pieces` writes a few ms apart, then closes.
 async fn reply(
     sock: &mut TcpStream,
@@ -206,12 +217,7 @@ async fn reply(
     body: &[u8],
     pieces: usize,
 ) {
-    let mut head =
-        format!("HTTP/1.1 {status} X\r\nContent-Length: {content_length}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
+    let head = response_head(status, headers, content_length);
     if sock.write_all(head.as_bytes()).await.is_err() {
         return;
     }
@@ -397,23 +403,13 @@ async fn serve_bytes(
             reply(sock, 200, &[], body.len(), &body, 1).await
         }
         Some(Fault::Stall) => {
-            let mut head =
-                format!("HTTP/1.1 {status} X\r\nContent-Length: {cl}\r\nConnection: close\r\n");
-            for (k, v) in &honest {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
+            let head = response_head(status, &honest, cl);
             let _ = sock.write_all(head.as_bytes()).await;
             tokio::time::sleep(SILENCE).await;
         }
         Some(Fault::NoHeaders) => tokio::time::sleep(SILENCE).await,
         Some(Fault::SlowHalf) => {
-            let mut head =
-                format!("HTTP/1.1 {status} X\r\nContent-Length: {cl}\r\nConnection: close\r\n");
-            for (k, v) in &honest {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
+            let head = response_head(status, &honest, cl);
             let half = cl / 2;
             if sock.write_all(head.as_bytes()).await.is_ok()
                 && sock.write_all(&part[..half]).await.is_ok()
