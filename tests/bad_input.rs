@@ -11,16 +11,7 @@ use tokio::io::AsyncWriteExt;
 async fn garbage_on_the_rtmp_port_leaves_a_live_stream_recording() {
     let node = TestNode::origin();
     let rtmp = node.rtmp.unwrap();
-    let tags = read_flv(CLIP);
-    let mut good = Publisher::connect(rtmp, "live", "healthy")
-        .await
-        .expect("publish");
-    let healthy = tokio::spawn(async move {
-        good.send_all(&tags, 0, true)
-            .await
-            .expect("healthy publisher keeps going");
-        good.close().await;
-    });
+    let healthy = publish_live(&node, "healthy").await;
 
     // Garbage instead of a handshake.
     raw_exchange(rtmp, &[0xde; 4096], Duration::from_secs(2)).await;
@@ -90,16 +81,9 @@ async fn garbage_on_the_rtmp_port_leaves_a_live_stream_recording() {
     tokio::time::timeout(Duration::from_secs(30), healthy)
         .await
         .expect("healthy publish finishes")
-        .unwrap();
-    let url = node.url("/streams/healthy");
-    let s = eventually(Duration::from_secs(15), || {
-        let url = url.clone();
-        async move {
-            let s = get_json(&url).await;
-            (s["live"] == false).then_some(s)
-        }
-    })
-    .await;
+        .unwrap()
+        .expect("healthy publisher keeps going");
+    let s = wait_ended(&node, "healthy").await;
     let ms = s["dvr"]["duration_ms"].as_u64().unwrap();
     assert!(ms >= 9_900, "the whole clip was recorded: {ms} ms");
     assert_eq!(

@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
-
 use common::*;
 use reqwest::StatusCode;
 
@@ -13,20 +10,7 @@ use reqwest::StatusCode;
 async fn recorded(extra: &str) -> TestNode {
     let extra = extra.to_owned();
     let node = TestNode::start_with(move |_| extra);
-    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", "cam")
-        .await
-        .expect("publish");
-    let tags = read_flv(CLIP);
-    for round in 0..3u32 {
-        p.send_all(&tags, round * 10_000, false).await.unwrap();
-    }
-    p.close().await;
-    let url = node.url("/streams/cam");
-    eventually(Duration::from_secs(15), || {
-        let url = url.clone();
-        async move { (get_json(&url).await["live"] == false).then_some(()) }
-    })
-    .await;
+    publish_tags_and_end(&node, "cam", &looped_clip(3)).await;
     node
 }
 
@@ -36,6 +20,15 @@ async fn get(url: &str) -> (StatusCode, reqwest::header::HeaderMap, String) {
     (s, h, r.text().await.unwrap())
 }
 
+/// The `max-age` of a response's `Cache-Control`.
+fn max_age(h: &reqwest::header::HeaderMap) -> u64 {
+    let cc = h["cache-control"].to_str().unwrap();
+    cc.rsplit('=')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("max-age in {cc:?}"))
+}
+
 fn parse_time(s: &str) -> i64 {
     dvrgate::time::parse_rfc3339(s).unwrap_or_else(|| panic!("time {s}"))
 }
@@ -43,9 +36,8 @@ fn parse_time(s: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seek_boundaries_and_time_forms() {
     let node = recorded("").await;
-    let ix = get_json(&node.url("/streams/cam/index.json")).await;
-    let segs = ix["segments"].as_array().unwrap();
-    assert!(segs.len() >= 10, "{ix}");
+    let segs = &segments(&node, "cam").await;
+    assert!(segs.len() >= 10, "{segs:?}");
     let first = &segs[0];
     let last = segs.last().unwrap();
     let t0 = parse_time(first["time"].as_str().unwrap());
@@ -197,14 +189,7 @@ async fn playlists_agree_with_seek() {
         get(&node.url(&format!("/streams/cam/index.m3u8?from={from}&to={to}"))).await;
     assert_eq!(s, 200);
     assert!(text.contains("#EXT-X-ENDLIST"), "{text}");
-    let max_age: u64 = h["cache-control"]
-        .to_str()
-        .unwrap()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let max_age = max_age(&h);
     assert!(max_age >= 3600, "{:?}", h["cache-control"]);
     let (_, list) = playlist_segments(&text);
     assert_eq!(list.first().unwrap().0, seek_a["seq"].as_u64().unwrap());
@@ -223,31 +208,11 @@ async fn playlists_agree_with_seek() {
     assert!(text.contains("#EXT-X-ENDLIST"));
 }
 
-fn probe_duration(path: &std::path::Path) -> f64 {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .expect("ffprobe");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("ffprobe: {out:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clips_are_standalone_mp4s_and_identical_through_a_relay() {
     let node = recorded("[http]\nmax_clip = \"20s\"\n").await;
     let relay = relay_of(&node);
-    let ix = get_json(&node.url("/streams/cam/index.json")).await;
-    let segs = ix["segments"].as_array().unwrap();
+    let segs = &segments(&node, "cam").await;
     let from_seek = get_json(&node.url("/streams/cam/seek?t=-23500ms")).await;
     let to_seek = get_json(&node.url("/streams/cam/seek?t=-9s")).await;
     let (from, to) = (
@@ -264,14 +229,7 @@ async fn clips_are_standalone_mp4s_and_identical_through_a_relay() {
         .unwrap()
         .parse()
         .unwrap();
-    let max_age: u64 = r.headers()["cache-control"]
-        .to_str()
-        .unwrap()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let max_age = max_age(r.headers());
     assert!(max_age >= 3600, "a clip of the past is final");
     let clip = r.bytes().await.unwrap();
     assert_eq!(clip.len(), declared);
@@ -316,33 +274,26 @@ async fn clips_are_standalone_mp4s_and_identical_through_a_relay() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("clip.mp4");
     std::fs::write(&file, &clip).unwrap();
-    let got = probe_duration(&file);
+    let file = file.to_str().unwrap();
+    let got = probe_duration(file).await;
     assert!(
         (got * 1000.0 - want_ms as f64).abs() < 100.0,
         "ffprobe duration {got} s, segments {want_ms} ms"
     );
     // Starts at zero, on a keyframe.
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
+    let frames = ffprobe(
+        &[
             "-select_streams",
             "v:0",
             "-show_entries",
             "frame=key_frame,pts_time",
             "-read_intervals",
             "%+#1",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    let first = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
+        ],
+        file,
+    )
+    .await;
+    let first = frames.lines().next().unwrap_or_default().to_owned();
     let mut f = first.split(',');
     assert_eq!(
         f.next(),
@@ -352,15 +303,5 @@ async fn clips_are_standalone_mp4s_and_identical_through_a_relay() {
     let pts: f64 = f.next().unwrap_or("x").parse().unwrap_or(f64::NAN);
     assert!(pts.abs() < 0.2, "first pts {pts}");
     // Decodes without a single error.
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-i"])
-        .arg(&file)
-        .args(["-f", "null", "-"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ffmpeg_decode(file).await.unwrap();
 }

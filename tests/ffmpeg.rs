@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -19,83 +18,61 @@ async fn ffmpeg_publishes_and_decodes_the_hls_playlist() {
     }
     let node = TestNode::origin();
     let url = node.rtmp_url("pattern");
-    let publish = tokio::task::spawn_blocking(move || {
-        Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-re",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=320x240:rate=25",
-            ])
-            .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000"])
-            .args(["-t", &SECONDS.to_string()])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-pix_fmt",
-                "yuv420p",
-                "-bf",
-                "2",
-                "-g",
-                "25",
-            ])
-            .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", &url])
-            .output()
-            .expect("run ffmpeg")
-    });
-    let out = tokio::time::timeout(Duration::from_secs(60), publish)
-        .await
-        .expect("ffmpeg finished")
-        .unwrap();
+    let seconds = SECONDS.to_string();
+    let out = run_tool(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=1000:sample_rate=48000",
+            "-t",
+            &seconds,
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-bf",
+            "2",
+            "-g",
+            "25",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "64k",
+            "-f",
+            "flv",
+            &url,
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(
         out.status.success(),
         "ffmpeg publish: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let status_url = node.url("/streams/pattern");
-    eventually(Duration::from_secs(15), || {
-        let u = status_url.clone();
-        async move { (get_json(&u).await["live"] == false).then_some(()) }
-    })
-    .await;
+    wait_ended(&node, "pattern").await;
 
     let playlist = node.url("/streams/pattern/index.m3u8");
     // The same playlist through a relay that has never seen the stream decodes just as well.
     let relay = relay_of(&node);
     for url in [playlist.clone(), relay.url("/streams/pattern/index.m3u8")] {
-        let decode = Command::new("ffmpeg")
-            .args(["-v", "error", "-i", &url, "-f", "null", "-"])
-            .output()
-            .unwrap();
-        assert!(decode.status.success(), "decode of {url} failed");
-        assert!(
-            decode.stderr.is_empty(),
-            "decoder errors for {url}: {}",
-            String::from_utf8_lossy(&decode.stderr)
-        );
+        if let Err(e) = ffmpeg_decode(&url).await {
+            panic!("decode of {url}: {e}");
+        }
     }
 
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "format=duration",
-            "-of",
-            "csv=p=0",
-            &playlist,
-        ])
-        .output()
-        .unwrap();
-    let duration: f64 = String::from_utf8_lossy(&probe.stdout)
-        .trim()
-        .parse()
-        .expect("duration");
+    let duration = probe_duration(&playlist).await;
     assert!(
         (duration - f64::from(SECONDS)).abs() <= 1.0,
         "decoded {duration} s of {SECONDS} s (one GOP = 1 s)"
@@ -107,21 +84,12 @@ async fn ffmpeg_publishes_and_decodes_the_hls_playlist() {
         (Some(320), Some(240))
     );
     // The codecs string is derived from the stream: it names the profile ffprobe sees.
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=profile",
-            "-of",
-            "csv=p=0",
-            &playlist,
-        ])
-        .output()
-        .unwrap();
-    let profile = String::from_utf8_lossy(&probe.stdout)
+    let probe = ffprobe(
+        &["-select_streams", "v:0", "-show_entries", "stream=profile"],
+        &playlist,
+    )
+    .await;
+    let profile = probe
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("")

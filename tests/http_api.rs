@@ -10,17 +10,7 @@ use reqwest::StatusCode;
 
 async fn recorded_node() -> TestNode {
     let node = TestNode::origin();
-    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", "cam")
-        .await
-        .expect("publish");
-    p.send_all(&read_flv(CLIP), 0, false).await.unwrap();
-    p.close().await;
-    let url = node.url("/streams/cam");
-    eventually(Duration::from_secs(15), || {
-        let url = url.clone();
-        async move { (get_json(&url).await["live"] == false).then_some(()) }
-    })
-    .await;
+    publish_and_end(&node, "cam").await;
     node
 }
 
@@ -257,8 +247,7 @@ async fn bad_input_gets_json_errors_not_500() {
 async fn playlist_windows_and_rewind() {
     let node = recorded_node().await;
     let c = http();
-    let index = get_json(&node.url("/streams/cam/index.json")).await;
-    let segs = index["segments"].as_array().unwrap();
+    let segs = &segments(&node, "cam").await;
     let t1 = segs[1]["time"].as_str().unwrap();
     let t3 = segs[3]["time"].as_str().unwrap();
 
@@ -289,14 +278,7 @@ async fn playlist_windows_and_rewind() {
     assert_eq!(ix["segments"][0]["seq"], segs.last().unwrap()["seq"]);
 
     // Rewind 3 s from the live edge: EXT-X-START points into the right segment.
-    let text = c
-        .get(node.url("/streams/cam/index.m3u8?start=-3s"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&node.url("/streams/cam/index.m3u8?start=-3s")).await;
     let offset: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("#EXT-X-START:TIME-OFFSET="))

@@ -6,33 +6,15 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use futures_util::StreamExt;
-
-async fn wait_ended(node: &TestNode, name: &str) -> serde_json::Value {
-    let url = node.url(&format!("/streams/{name}"));
-    eventually(Duration::from_secs(15), || {
-        let url = url.clone();
-        async move {
-            let s = get_json(&url).await;
-            (s["live"] == false).then_some(s)
-        }
-    })
-    .await
-}
 
 async fn publish_clip(node: &TestNode, name: &str, filter: impl Fn(&FlvTag) -> bool) {
     let tags: Vec<FlvTag> = read_flv(CLIP).into_iter().filter(|t| filter(t)).collect();
-    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", name)
-        .await
-        .expect("publish accepted");
-    p.send_all(&tags, 0, false).await.expect("tags sent");
-    p.close().await;
-    wait_ended(node, name).await;
+    publish_tags_and_end(node, name, &tags).await;
 }
 
 /// Checks every segment of a stream: fMP4 structure, continuous tfdt, durations that tile.
 async fn check_segments(node: &TestNode, name: &str) -> serde_json::Value {
-    let index = get_json(&node.url(&format!("/streams/{name}/index.json"))).await;
+    let index = index(node, name).await;
     let segs = index["segments"].as_array().unwrap().clone();
     assert!(!segs.is_empty(), "no segments: {index}");
     let client = http();
@@ -43,10 +25,8 @@ async fn check_segments(node: &TestNode, name: &str) -> serde_json::Value {
         .unwrap();
     assert_eq!(init.status(), 200);
     let init = init.bytes().await.unwrap();
-    let top = boxes(&init);
-    assert_eq!(&top[0].kind, b"ftyp");
-    let moov = boxes(child(&top, b"moov").expect("moov").payload);
-    assert!(child(&moov, b"mvex").is_some(), "moov has mvex");
+    let (_, moov) = decode_init(&init);
+    assert!(moov.mvex.is_some(), "moov has mvex");
     let mut next_tfdt: std::collections::HashMap<u32, u64> = Default::default();
     let mut next_start_ms = None;
     for (i, s) in segs.iter().enumerate() {
@@ -73,34 +53,31 @@ async fn check_segments(node: &TestNode, name: &str) -> serde_json::Value {
             .await
             .unwrap();
         assert_eq!(bytes.len() as u64, s["length"].as_u64().unwrap());
-        for run in segment_runs(&bytes) {
+        for traf in &decode_segment(&bytes).traf {
+            let track_id = traf.tfhd.track_id;
+            let base_decode_time = traf.tfdt.as_ref().expect("tfdt").base_media_decode_time;
             assert!(
-                run.first_is_sync,
-                "segment {i} track {} starts with a sync sample",
-                run.track_id
+                starts_with_sync(traf),
+                "segment {i} track {track_id} starts with a sync sample"
             );
-            if let Some(expected) = next_tfdt.get(&run.track_id) {
+            if let Some(expected) = next_tfdt.get(&track_id) {
                 if i > 0 && s["period"] != segs[i - 1]["period"] {
                     // A new period (discontinuity) starts where the previous one ended, give or
                     // take the last audio frame.
-                    let diff = run.base_decode_time.abs_diff(*expected);
+                    let diff = base_decode_time.abs_diff(*expected);
                     assert!(
                         diff <= 9_000,
-                        "segment {i} track {} jumps by {diff} at a period change",
-                        run.track_id
+                        "segment {i} track {track_id} jumps by {diff} at a period change"
                     );
                 } else {
                     assert_eq!(
-                        run.base_decode_time, *expected,
-                        "segment {i} track {} tfdt continuous",
-                        run.track_id
+                        base_decode_time, *expected,
+                        "segment {i} track {track_id} tfdt continuous"
                     );
                 }
             }
-            next_tfdt.insert(
-                run.track_id,
-                run.base_decode_time + run.durations.iter().map(|&d| u64::from(d)).sum::<u64>(),
-            );
+            let duration: u64 = sample_durations(traf).iter().map(|&d| u64::from(d)).sum();
+            next_tfdt.insert(track_id, base_decode_time + duration);
         }
     }
     index
@@ -136,18 +113,11 @@ async fn publish_records_a_playable_index() {
     assert_eq!(index["live"], false);
 
     // Video has B-frames: composition offsets present.
-    let bytes = http()
-        .get(node.url("/streams/cam1/segments/0.m4s"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let runs = segment_runs(&bytes);
-    assert_eq!(runs.len(), 2, "video and audio tracks");
+    let bytes = get_bytes(&node.url("/streams/cam1/segments/0.m4s")).await;
+    let moof = decode_segment(&bytes);
+    assert_eq!(moof.traf.len(), 2, "video and audio tracks");
     assert!(
-        runs.iter().any(|r| r.has_cts),
+        moof.traf.iter().any(has_cts),
         "composition offsets for B-frames"
     );
 
@@ -188,22 +158,14 @@ async fn publish_records_a_playable_index() {
 async fn republish_continues_as_a_new_period() {
     let node = TestNode::origin();
     publish_clip(&node, "cam", |_| true).await;
-    let first = get_json(&node.url("/streams/cam/index.json")).await;
-    let n = first["segments"].as_array().unwrap().len();
+    let n = segments(&node, "cam").await.len();
     publish_clip(&node, "cam", |_| true).await;
     let index = check_segments(&node, "cam").await;
     let segs = index["segments"].as_array().unwrap();
     assert!(segs.len() >= 2 * n - 1);
     assert_eq!(segs[n]["seq"], n as u64, "seq continues");
     assert_eq!(segs[n]["period"], 1);
-    let text = http()
-        .get(node.url("/streams/cam/index.m3u8"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&node.url("/streams/cam/index.m3u8")).await;
     assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
     assert!(text.contains("#EXT-X-MAP:URI=\"init/1.mp4\""));
     let t0 = &segs[n - 1]["time"];
@@ -229,32 +191,11 @@ async fn audio_only_and_video_only() {
 #[tokio::test]
 async fn events_and_long_poll_follow_a_live_publish() {
     let node = TestNode::origin();
-    let events = http()
-        .get(node.url("/streams/live1/events"))
-        .send()
-        .await
+    let events = Events::subscribe(&node, "/streams/live1/events").await;
+    let publisher = publish_live(&node, "live1").await;
+    let first = wait_segments(&node, "live1", 1).await[0]["seq"]
+        .as_u64()
         .unwrap();
-    assert_eq!(events.headers()["content-type"], "text/event-stream");
-    let mut body = events.bytes_stream();
-
-    let tags = read_flv(CLIP);
-    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", "live1")
-        .await
-        .expect("publish accepted");
-    // Not live yet -> empty answer at once; the stream exists and is live now.
-    let publisher = tokio::spawn(async move {
-        p.send_all(&tags, 0, true).await.expect("send");
-        p.close().await;
-    });
-    let first = eventually(Duration::from_secs(10), || async {
-        let ix = get_json(&node.url("/streams/live1/index.json")).await;
-        ix["segments"]
-            .as_array()
-            .unwrap()
-            .first()
-            .map(|s| s["seq"].as_u64().unwrap())
-    })
-    .await;
     // A long-poll for the next segment returns as soon as it exists, well before `wait`.
     let started = std::time::Instant::now();
     let ix =
@@ -278,32 +219,21 @@ async fn events_and_long_poll_follow_a_live_publish() {
     tokio::time::timeout(Duration::from_secs(20), publisher)
         .await
         .unwrap()
-        .unwrap();
+        .unwrap()
+        .expect("send");
 
-    let mut codes = Vec::new();
-    let mut buf = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !codes.contains(&"NetStream.Unpublish.Success".to_owned()) {
-        let chunk = tokio::time::timeout_at(deadline, body.next())
-            .await
-            .expect("events in time")
-            .unwrap()
-            .unwrap();
-        buf.push_str(std::str::from_utf8(&chunk).unwrap());
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) {
-                let v: serde_json::Value = serde_json::from_str(data.trim()).unwrap();
-                assert_eq!(v["stream"], "live1");
-                assert!(
-                    v["time"].is_string() && v["level"].is_string() && v["description"].is_string()
-                );
-                codes.push(v["code"].as_str().unwrap().to_owned());
-            }
-        }
+    events
+        .wait_for("NetStream.Unpublish.Success", None, Duration::from_secs(15))
+        .await;
+    for v in events.all() {
+        assert_eq!(v["stream"], "live1", "{v}");
+        assert!(
+            v["time"].is_string() && v["level"].is_string() && v["description"].is_string(),
+            "{v}"
+        );
     }
     assert_eq!(
-        codes,
+        events.codes(),
         [
             "NetStream.Publish.Start",
             "NetStream.Record.Start",
@@ -356,14 +286,7 @@ async fn refusals_leave_the_live_publisher_alone() {
             == 1,
         "refused names created nothing"
     );
-    let metrics = http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&node.url("/metrics")).await;
     assert!(
         metrics.contains("dvrgate_rtmp_publish_refused_total 6"),
         "{metrics}"

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures_util::StreamExt;
 
 const MIB: u64 = 1 << 20;
 
@@ -72,63 +71,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// Every status event of the node, collected in the background.
-#[derive(Clone)]
-struct Events(Arc<Mutex<Vec<serde_json::Value>>>);
-
-impl Events {
-    /// Subscribes to `GET /events` (returns once the subscription is in place).
-    async fn subscribe(node: &TestNode) -> Events {
-        let client = reqwest::Client::new();
-        let resp = tokio::time::timeout(
-            Duration::from_secs(10),
-            client.get(node.url("/events")).send(),
-        )
-        .await
-        .expect("SSE subscribe timed out")
-        .expect("SSE subscribe");
-        assert_eq!(resp.status(), 200);
-        let events = Events(Arc::default());
-        let sink = events.0.clone();
-        tokio::spawn(async move {
-            let mut body = resp.bytes_stream();
-            let mut buf = Vec::new();
-            while let Some(Ok(chunk)) = body.next().await {
-                buf.extend_from_slice(&chunk);
-                while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=nl).collect();
-                    let line = String::from_utf8_lossy(&line);
-                    if let Some(json) = line.trim_end().strip_prefix("data:") {
-                        if let Ok(v) = serde_json::from_str(json.trim()) {
-                            sink.lock().unwrap().push(v);
-                        }
-                    }
-                }
-            }
-        });
-        events
-    }
-
-    fn with_code(&self, code: &str) -> Vec<serde_json::Value> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e["code"] == code)
-            .cloned()
-            .collect()
-    }
-
-    async fn wait_for(&self, code: &str, stream: &str, timeout: Duration) -> serde_json::Value {
-        eventually(timeout, || async {
-            self.with_code(code)
-                .into_iter()
-                .find(|e| e["stream"] == stream)
-        })
-        .await
-    }
-}
-
 fn node_on(volume: &Path, min_free: &str) -> TestNode {
     let rec: PathBuf = volume.join("rec");
     let min_free = min_free.to_owned();
@@ -138,15 +80,8 @@ fn node_on(volume: &Path, min_free: &str) -> TestNode {
 /// Fetches every segment `index.json` lists; asserts 200 and the listed length. Returns the
 /// listed segments.
 async fn check_all_served(node: &TestNode, name: &str) -> Vec<serde_json::Value> {
-    let ix = get_json(&node.url(&format!("/streams/{name}/index.json"))).await;
-    let segs = ix["segments"].as_array().unwrap().clone();
-    for s in &segs {
-        let url = node.url(&format!("/streams/{name}/{}", s["url"].as_str().unwrap()));
-        let r = http().get(&url).send().await.unwrap();
-        assert_eq!(r.status(), 200, "{url}");
-        let body = r.bytes().await.unwrap();
-        assert_eq!(body.len() as u64, s["length"].as_u64().unwrap(), "{url}");
-    }
+    let segs = segments(node, name).await;
+    segment_bytes(node, name, &segs).await;
     segs
 }
 
@@ -175,7 +110,7 @@ async fn full_volume_trims_oldest_and_keeps_recording() {
         return;
     };
     let node = node_on(volume.path(), "4MiB");
-    let events = Events::subscribe(&node).await;
+    let events = Events::subscribe(&node, "/events").await;
     // An older, ended recording: the oldest segments of the volume.
     publish_and_end(&node, "old").await;
     let old_segments = check_all_served(&node, "old").await.len();
@@ -220,15 +155,16 @@ async fn full_volume_trims_oldest_and_keeps_recording() {
     let publish_secs = started.elapsed().as_secs_f64();
     // The recorder may still be behind the publisher: wait until trimming reached the live stream.
     let trimmed_cam = events
-        .wait_for("NetStream.Record.Trimmed", "cam", Duration::from_secs(60))
+        .wait_for(
+            "NetStream.Record.Trimmed",
+            Some("cam"),
+            Duration::from_secs(60),
+        )
         .await;
     let status = get_json(&node.url("/streams/cam")).await;
     assert_eq!(status["live"], true, "publisher still connected: {status}");
     p.close().await;
-    eventually(Duration::from_secs(30), || async {
-        (get_json(&node.url("/streams/cam")).await["live"] == false).then_some(())
-    })
-    .await;
+    wait_ended(&node, "cam").await;
     sampler.abort();
 
     assert!(
@@ -293,7 +229,7 @@ async fn volume_full_of_other_files_ends_publish_then_records_again() {
         return;
     };
     let node = node_on(volume.path(), "4MiB");
-    let events = Events::subscribe(&node).await;
+    let events = Events::subscribe(&node, "/events").await;
     publish_and_end(&node, "old").await;
     let before = check_all_served(&node, "old").await;
     assert!(!before.is_empty());
@@ -320,15 +256,16 @@ async fn volume_full_of_other_files_ends_publish_then_records_again() {
         round += 1;
     };
     let no_access = events
-        .wait_for("NetStream.Record.NoAccess", "cam", Duration::from_secs(10))
+        .wait_for(
+            "NetStream.Record.NoAccess",
+            Some("cam"),
+            Duration::from_secs(10),
+        )
         .await;
     let why = no_access["description"].as_str().unwrap().to_owned();
     assert!(why.contains("min_free"), "NoAccess says why: {why}");
     eprintln!("publisher cut off: {cut_off}; NoAccess: {why}");
-    eventually(Duration::from_secs(15), || async {
-        (get_json(&node.url("/streams/cam")).await["live"] == false).then_some(())
-    })
-    .await;
+    wait_ended(&node, "cam").await;
     assert!(
         events.with_code("NetStream.Record.Trimmed").is_empty(),
         "nothing deleted when deleting could not help"
@@ -343,7 +280,11 @@ async fn volume_full_of_other_files_ends_publish_then_records_again() {
     std::fs::remove_file(&dummy).unwrap();
     publish_and_end(&node, "cam").await;
     events
-        .wait_for("NetStream.Record.Start", "cam", Duration::from_secs(10))
+        .wait_for(
+            "NetStream.Record.Start",
+            Some("cam"),
+            Duration::from_secs(10),
+        )
         .await;
     let cam = check_all_served(&node, "cam").await;
     assert!(cam.len() >= 3, "recorded again: {} segments", cam.len());

@@ -1,6 +1,7 @@
-//! Relays: origin -> intermediate -> edge on real processes. Identical bytes at every hop, live
-//! propagation through long-polls, one upstream pull per hop for concurrent misses, the
-//! control API, and failover between two origins recording the same feed.
+//! Relays: origin -> intermediate -> edge (in-process nodes; the two that are killed with -9 are
+//! processes). Identical bytes at every hop, live propagation through long-polls, one upstream
+//! pull per hop for concurrent misses, the control API, and failover between two origins
+//! recording the same feed.
 
 mod common;
 
@@ -8,46 +9,25 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A relay of `up` that fails over after 3 s without a new segment; `extra` goes in `[relay]`.
-fn relay_of(up: &TestNode, extra: &str) -> TestNode {
-    relay(
-        &[format!("http://{}", up.http)],
-        &format!("idle_timeout = \"3s\"\n{extra}"),
-    )
-}
+/// `[relay]` settings of the relays here: fail over after 3 s without a new segment.
+const IDLE_3S: &str = "idle_timeout = \"3s\"\n";
 
-async fn index(node: &TestNode, name: &str) -> serde_json::Value {
-    get_json(&node.url(&format!("/streams/{name}/index.json"))).await
+/// An in-process relay of `up` that fails over after 3 s without a new segment.
+fn relay_3s(up: &TestNode) -> TestNode {
+    relay(&[up.base()], IDLE_3S)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hops_serve_identical_bytes_and_follow_live() {
     let origin = TestNode::origin();
-    let intermediate = relay_of(&origin, "");
-    let edge = relay_of(&intermediate, "");
-    let tags = read_flv(CLIP);
-    let mut p = Publisher::connect(origin.rtmp.unwrap(), "live", "cam")
-        .await
-        .expect("publish");
-    let publisher = tokio::spawn(async move {
-        p.send_all(&tags, 0, true).await.expect("send");
-        p.close().await;
-    });
+    let intermediate = relay_3s(&origin);
+    let edge = relay_3s(&intermediate);
+    let publisher = publish_live(&origin, "cam").await;
 
     // The edge learns the stream on demand and follows it live.
-    let first = eventually(Duration::from_secs(15), || async {
-        let r = http()
-            .get(edge.url("/streams/cam/index.json"))
-            .send()
-            .await
-            .ok()?;
-        let v: serde_json::Value = r.json().await.ok()?;
-        v["segments"]
-            .as_array()?
-            .first()
-            .map(|s| s["seq"].as_u64().unwrap())
-    })
-    .await;
+    let first = wait_segments(&edge, "cam", 1).await[0]["seq"]
+        .as_u64()
+        .unwrap();
     let started = Instant::now();
     let next =
         get_json(&edge.url(&format!("/streams/cam/index.json?after={first}&wait=20s"))).await;
@@ -65,28 +45,16 @@ async fn three_hops_serve_identical_bytes_and_follow_live() {
     );
     let status = get_json(&edge.url("/streams/cam")).await;
     assert_eq!(status["source"]["kind"], "proxy");
-    assert_eq!(
-        status["source"]["upstream"],
-        format!("http://{}", intermediate.http)
-    );
+    assert_eq!(status["source"]["upstream"], intermediate.base());
     assert_eq!(status["live"], true);
 
     tokio::time::timeout(Duration::from_secs(30), publisher)
         .await
         .unwrap()
-        .unwrap();
-    let ended = |n: &TestNode| {
-        let url = n.url("/streams/cam");
-        async move {
-            eventually(Duration::from_secs(15), || {
-                let url = url.clone();
-                async move { (get_json(&url).await["live"] == false).then_some(()) }
-            })
-            .await
-        }
-    };
-    ended(&origin).await;
-    ended(&edge).await;
+        .unwrap()
+        .expect("send");
+    wait_ended(&origin, "cam").await;
+    wait_ended(&edge, "cam").await;
     let o = index(&origin, "cam").await;
     let e = index(&edge, "cam").await;
     let i = index(&intermediate, "cam").await;
@@ -125,14 +93,7 @@ async fn three_hops_serve_identical_bytes_and_follow_live() {
             "{path} bytes identical"
         );
     }
-    let text = c
-        .get(edge.url("/streams/cam/index.m3u8"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&edge.url("/streams/cam/index.m3u8")).await;
     assert!(text.ends_with("#EXT-X-ENDLIST\n"), "{text}");
     // Ranges at the edge, on a cold and on a warm segment.
     let r = c
@@ -142,14 +103,7 @@ async fn three_hops_serve_identical_bytes_and_follow_live() {
         .await
         .unwrap();
     assert_eq!(r.status(), 206);
-    let whole = c
-        .get(origin.url("/streams/cam/segments/2.m4s"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let whole = get_bytes(&origin.url("/streams/cam/segments/2.m4s")).await;
     assert_eq!(r.bytes().await.unwrap(), whole.slice(100..200));
 }
 
@@ -157,8 +111,8 @@ async fn three_hops_serve_identical_bytes_and_follow_live() {
 async fn concurrent_misses_make_one_pull_per_hop() {
     let origin = TestNode::origin();
     publish_and_end(&origin, "cam").await;
-    let intermediate = relay_of(&origin, "");
-    let edge = relay_of(&intermediate, "");
+    let intermediate = relay_3s(&origin);
+    let edge = relay_3s(&intermediate);
     index(&edge, "cam").await;
     let before_edge = metric(&edge, "dvrgate_upstream_pulls_total").await;
     let before_mid = metric(&intermediate, "dvrgate_upstream_pulls_total").await;
@@ -171,14 +125,7 @@ async fn concurrent_misses_make_one_pull_per_hop() {
             c.get(&url).send().await.unwrap().bytes().await.unwrap()
         }));
     }
-    let expected = c
-        .get(origin.url("/streams/cam/segments/3.m4s"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let expected = get_bytes(&origin.url("/streams/cam/segments/3.m4s")).await;
     for t in tasks {
         assert_eq!(t.await.unwrap(), expected);
     }
@@ -203,7 +150,7 @@ async fn concurrent_misses_make_one_pull_per_hop() {
 #[tokio::test]
 async fn unknown_names_are_cheap_404s() {
     let origin = TestNode::origin();
-    let edge = relay_of(&origin, "");
+    let edge = relay_3s(&origin);
     let c = http();
     for i in 0..50 {
         let r = c
@@ -235,108 +182,39 @@ async fn unknown_names_are_cheap_404s() {
 async fn control_api_creates_lists_and_stops_proxies() {
     let origin = TestNode::origin();
     publish_and_end(&origin, "cam").await;
-    let up = format!("http://{}", origin.http);
+    let up = origin.base();
     let allow = up.clone();
     let relay = TestNode::start_with(move |_| {
         format!("[http]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"s3cret\"\nallow_upstreams = [\"{allow}\"]\n\n[rtmp]\nlisten = \"off\"\n")
     });
     let c = http();
     let api = relay.url("/api/proxies");
+    let post = |body: &serde_json::Value, token| admin(c.post(&api).json(body), token);
     let body = serde_json::json!({"local": "copy", "remote": "cam", "upstreams": [up]});
-    let r = c.post(&api).json(&body).send().await.unwrap();
-    assert_eq!(r.status(), 401, "no token");
-    let r = c
-        .post(&api)
-        .bearer_auth("wrong")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401, "wrong token");
+    assert_eq!(post(&body, None).await.0, 401, "no token");
+    assert_eq!(post(&body, Some("wrong")).await.0, 401, "wrong token");
     let bad =
         serde_json::json!({"local": "x", "remote": "cam", "upstreams": ["http://10.9.9.9:1"]});
-    let r = c
-        .post(&api)
-        .bearer_auth("s3cret")
-        .json(&bad)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
-        "NetConnection.Connect.Rejected"
-    );
-    let r = c
-        .post(&api)
-        .bearer_auth("s3cret")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
-        "ProxyStream.Proxy.Start"
-    );
-    let r = c
-        .post(&api)
-        .bearer_auth("s3cret")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409, "local taken");
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
-        "ProxyStream.Proxy.BadName"
-    );
+    let (status, v) = post(&bad, Some("s3cret")).await;
+    assert_eq!(status, 403);
+    assert_eq!(v["code"], "NetConnection.Connect.Rejected");
+    let (status, v) = post(&body, Some("s3cret")).await;
+    assert_eq!(status, 201);
+    assert_eq!(v["code"], "ProxyStream.Proxy.Start");
+    let (status, v) = post(&body, Some("s3cret")).await;
+    assert_eq!(status, 409, "local taken");
+    assert_eq!(v["code"], "ProxyStream.Proxy.BadName");
     let bad_name = serde_json::json!({"local": "a/b", "remote": "cam", "upstreams": [up]});
-    assert_eq!(
-        c.post(&api)
-            .bearer_auth("s3cret")
-            .json(&bad_name)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        409
-    );
-    let list: serde_json::Value = c
-        .get(&api)
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(post(&bad_name, Some("s3cret")).await.0, 409);
+    let (status, list) = admin(c.get(&api), Some("s3cret")).await;
+    assert_eq!(status, 200);
     assert_eq!(list[0]["local"], "copy");
     assert_eq!(list[0]["upstream"], up);
-    let segs = eventually(Duration::from_secs(10), || async {
-        let ix = index(&relay, "copy").await;
-        let n = ix["segments"].as_array().unwrap().len();
-        (n > 0).then_some(n)
-    })
-    .await;
-    assert_eq!(
-        segs,
-        index(&origin, "cam").await["segments"]
-            .as_array()
-            .unwrap()
-            .len()
-    );
-    let r = c
-        .delete(relay.url("/api/proxies/copy"))
-        .bearer_auth("s3cret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["code"],
-        "ProxyStream.Proxy.Stop"
-    );
+    let segs = wait_segments(&relay, "copy", 1).await.len();
+    assert_eq!(segs, segments(&origin, "cam").await.len());
+    let (status, v) = admin(c.delete(relay.url("/api/proxies/copy")), Some("s3cret")).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["code"], "ProxyStream.Proxy.Stop");
     assert_eq!(
         c.get(relay.url("/streams/copy"))
             .send()
@@ -347,11 +225,27 @@ async fn control_api_creates_lists_and_stops_proxies() {
     );
 }
 
+/// A control API call with an optional bearer token: the status and the JSON body (`null`
+/// when there is none).
+async fn admin(
+    req: reqwest::RequestBuilder,
+    token: Option<&'static str>,
+) -> (u16, serde_json::Value) {
+    let req = match token {
+        Some(t) => req.bearer_auth(t),
+        None => req,
+    };
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failover_keeps_a_continuous_timeline() {
-    let mut a = TestNode::origin();
+    // `a` is killed with -9: a process.
+    let mut a = TestNode::process_origin();
     let b = TestNode::origin();
-    let (ua, ub) = (format!("http://{}", a.http), format!("http://{}", b.http));
+    let (ua, ub) = (a.base(), b.base());
     // One feed pushed to both origins at once (two publishers, same tags, same pacing).
     let tags = read_flv(CLIP);
     let mut pa = Publisher::connect(a.rtmp.unwrap(), "live", "cam")
@@ -385,35 +279,11 @@ async fn failover_keeps_a_continuous_timeline() {
     // The relay starts once both origins have the stream, so that the only failover it makes
     // is the one the kill causes (idle_timeout well above the segment duration).
     for node in [&a, &b] {
-        let url = node.url("/streams/cam/index.json");
-        eventually(Duration::from_secs(15), || {
-            let url = url.clone();
-            async move {
-                let ix = get_json(&url).await;
-                (ix["segments"].as_array().is_some_and(|s| !s.is_empty())).then_some(())
-            }
-        })
-        .await;
+        wait_segments(node, "cam", 1).await;
     }
-    let relay = TestNode::start_with(move |_| {
-        format!(
-            "[rtmp]\nlisten = \"off\"\n\n[[proxy]]\nlocal = \"cam\"\nremote = \"cam\"\nupstreams = [\"{ua}\", \"{ub}\"]\n\n[relay]\nidle_timeout = \"5s\"\n"
-        )
-    });
-    let events = http()
-        .get(relay.url("/streams/cam/events"))
-        .send()
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(15), || async {
-        (index(&relay, "cam").await["segments"]
-            .as_array()
-            .unwrap()
-            .len()
-            >= 3)
-            .then_some(())
-    })
-    .await;
+    let relay = proxy_of(&[ua, ub], "\n[relay]\nidle_timeout = \"5s\"\n");
+    let events = Events::subscribe(&relay, "/streams/cam/events").await;
+    wait_segments(&relay, "cam", 3).await;
     a.stop_hard();
     tokio::time::timeout(Duration::from_secs(40), feed)
         .await
@@ -445,44 +315,33 @@ async fn failover_keeps_a_continuous_timeline() {
         .sum();
     assert!(total >= 19_000, "the whole feed is there: {total} ms");
     let status = get_json(&relay.url("/streams/cam")).await;
-    assert_eq!(
-        status["source"]["upstream"],
-        format!("http://{}", b.http),
-        "no failback"
-    );
-    let text = tokio::time::timeout(Duration::from_secs(2), async {
-        let mut body = events;
-        let mut out = String::new();
-        // NotResponding, then Failover.
-        let both = |out: &str| {
-            out.find("NetConnection.Proxy.NotResponding")
-                .is_some_and(|i| out[i..].contains("ProxyStream.Proxy.Failover"))
-        };
-        while let Ok(Some(chunk)) = body.chunk().await {
-            out.push_str(&String::from_utf8_lossy(&chunk));
-            if both(&out) {
-                break;
-            }
-        }
-        out
-    })
-    .await
-    .unwrap_or_default();
-    let i = text
-        .find("NetConnection.Proxy.NotResponding")
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(text[i..].contains("ProxyStream.Proxy.Failover"), "{text}");
+    assert_eq!(status["source"]["upstream"], b.base(), "no failback");
+    // NotResponding (naming the dead upstream), then Failover.
+    events
+        .wait_for("ProxyStream.Proxy.Failover", None, Duration::from_secs(2))
+        .await;
+    let all = events.all();
+    let i = all
+        .iter()
+        .position(|e| e["code"] == "NetConnection.Proxy.NotResponding")
+        .unwrap_or_else(|| panic!("no NotResponding: {all:#?}"));
     assert!(
-        text[i..].contains(&format!("\"upstream\":\"http://{}\"", a.http)),
-        "{text}"
+        all[i..]
+            .iter()
+            .any(|e| e["code"] == "ProxyStream.Proxy.Failover"),
+        "{all:#?}"
+    );
+    assert!(
+        all[i..].iter().any(|e| e["upstream"] == a.base()),
+        "{all:#?}"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edge_lists_what_its_upstreams_offer() {
     let origin = TestNode::origin();
-    let intermediate = relay_of(&origin, "");
-    let edge = relay_of(&intermediate, "");
+    let intermediate = relay_3s(&origin);
+    let edge = relay_3s(&intermediate);
     publish_and_end(&origin, "cam").await;
     // Nobody has watched through the edge yet: it lists the stream as available upstream.
     let list = get_json(&edge.url("/streams")).await;
@@ -494,10 +353,7 @@ async fn an_edge_lists_what_its_upstreams_offer() {
         .unwrap_or_else(|| panic!("cam missing at the edge: {list}"));
     assert_eq!(cam["source"]["kind"], "proxy", "{cam}");
     assert_eq!(cam["source"]["state"], "available", "{cam}");
-    assert_eq!(
-        cam["source"]["upstream"],
-        format!("http://{}", intermediate.http)
-    );
+    assert_eq!(cam["source"]["upstream"], intermediate.base());
     assert_eq!(cam["node"], "test-node");
     // Once watched, it is a relay of its own.
     let ix = index(&edge, "cam").await;
@@ -521,19 +377,14 @@ async fn an_edge_lists_what_its_upstreams_offer() {
 async fn a_segment_listed_by_a_dead_upstream_comes_from_its_twin() {
     let origin = TestNode::origin();
     publish_and_end(&origin, "cam").await;
-    let mut mid_a = relay_of(&origin, "");
-    let mid_b = relay_of(&origin, "");
-    let edge = relay(
-        &[
-            format!("http://{}", mid_a.http),
-            format!("http://{}", mid_b.http),
-        ],
-        "",
-    );
+    // Killed with -9 below: a process.
+    let mut mid_a = relay_on(Backend::Process, &[origin.base()], IDLE_3S);
+    let mid_b = relay_3s(&origin);
+    let edge = relay(&[mid_a.base(), mid_b.base()], "");
     let ix = index(&edge, "cam").await;
     assert_eq!(
         get_json(&edge.url("/streams/cam")).await["source"]["upstream"],
-        format!("http://{}", mid_a.http)
+        mid_a.base()
     );
     let seq = ix["segments"][2]["seq"].as_u64().unwrap();
     mid_a.stop_hard();
@@ -542,14 +393,7 @@ async fn a_segment_listed_by_a_dead_upstream_comes_from_its_twin() {
     let path = format!("/streams/cam/segments/{seq}.m4s");
     let r = http().get(edge.url(&path)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let want = http()
-        .get(origin.url(&path))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let want = get_bytes(&origin.url(&path)).await;
     assert_eq!(r.bytes().await.unwrap(), want);
 }
 
@@ -557,8 +401,8 @@ async fn a_segment_listed_by_a_dead_upstream_comes_from_its_twin() {
 async fn an_unwatched_on_demand_relay_lets_go() {
     let origin = TestNode::origin();
     publish_and_end(&origin, "cam").await;
-    let edge = relay_of(&origin, "idle_reap = \"1s\"");
-    let events = http().get(edge.url("/events")).send().await.unwrap();
+    let edge = relay(&[origin.base()], &format!("{IDLE_3S}idle_reap = \"1s\"\n"));
+    let events = Events::subscribe(&edge, "/events").await;
     index(&edge, "cam").await;
     let state = |v: serde_json::Value| v["source"]["state"].as_str().unwrap_or_default().to_owned();
     assert_ne!(
@@ -577,20 +421,9 @@ async fn an_unwatched_on_demand_relay_lets_go() {
         (state(cam) == "available").then_some(())
     })
     .await;
-    let text = tokio::time::timeout(Duration::from_secs(2), async {
-        let mut body = events;
-        let mut text = String::new();
-        while !text.contains("ProxyStream.Proxy.Stop") {
-            match body.chunk().await {
-                Ok(Some(c)) => text.push_str(&String::from_utf8_lossy(&c)),
-                _ => break,
-            }
-        }
-        text
-    })
-    .await
-    .unwrap_or_default();
-    assert!(text.contains("ProxyStream.Proxy.Stop"), "{text}");
+    events
+        .wait_for("ProxyStream.Proxy.Stop", None, Duration::from_secs(2))
+        .await;
     // Watching again relays it again.
     assert!(!index(&edge, "cam").await["segments"]
         .as_array()

@@ -1,12 +1,9 @@
 //! Relays against faulty upstreams, and the disk tier on real nodes.
 //!
-//! The faulty upstream is an in-test HTTP/1.1 server on raw TCP (so every byte, header and
-//! close is under the test's control). It serves what a real origin recorded from the fixture
-//! (index, init and segments fetched from a real node once) and injects faults per segment:
-//! early closes, short and long bodies, wrong ranges, stalls, 5xx, garbage bytes; and per
-//! stream: garbage, hostile and oversized index.json answers.
+//! The faulty upstream is `common::fake_upstream`: an HTTP/1.1 server on raw TCP serving what
+//! a real origin recorded from the fixture, with faults injected per segment and per stream.
 //!
-//! What must hold at the relay (the real binary):
+//! What must hold at the relay (an in-process node):
 //! - a bad segment is never served as a complete 200 body: a pull that fails before its first
 //!   byte is a 502/504, a later failure ends the body short (the status is sent by then);
 //! - nothing bad is cached: once the upstream is healed, the same URLs serve the right bytes;
@@ -23,441 +20,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::fake_upstream::{record_source, Fake, Fault, Listing, Source, SLOW_HALF};
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// What a real origin recorded from the fixture: the source of truth for the fake upstream.
-struct Source {
-    index: serde_json::Value,
-    init: Bytes,
-    segments: BTreeMap<u64, Bytes>,
-}
-
-impl Source {
-    fn seqs(&self) -> Vec<u64> {
-        self.segments.keys().copied().collect()
-    }
-}
-
-async fn get_bytes(url: &str) -> Bytes {
-    let r = http().get(url).send().await.unwrap();
-    assert_eq!(r.status(), 200, "GET {url}");
-    r.bytes().await.unwrap()
-}
-
-/// Records the fixture on a real origin and reads back everything a relay would pull.
-async fn record_source() -> Source {
-    let origin = TestNode::origin();
-    publish_and_end(&origin, "cam").await;
-    let index = get_json(&origin.url("/streams/cam/index.json")).await;
-    let init = get_bytes(&origin.url("/streams/cam/init/0.mp4")).await;
-    let mut segments = BTreeMap::new();
-    for s in index["segments"].as_array().unwrap() {
-        assert_eq!(s["offset"], 0, "one file per segment at the origin");
-        let url = origin.url(&format!("/streams/cam/{}", s["url"].as_str().unwrap()));
-        segments.insert(s["seq"].as_u64().unwrap(), get_bytes(&url).await);
-    }
-    assert!(segments.len() >= 3, "the fixture makes several segments");
-    Source {
-        index,
-        init,
-        segments,
-    }
-}
-
-/// How the fake answers one segment request.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Fault {
-    /// Honest headers for the asked range, then the connection closes after `n` body bytes,
-    /// on every request (resumes make progress but never finish).
-    DropAlways(usize),
-    /// Like `DropAlways` on the first request only; honest afterwards (resumable).
-    DropOnce(usize),
-    /// Closes after `n` bytes the first time, then answers the resume with a 200 whole body.
-    DropThen200(usize),
-    /// A 206 with the honest Content-Range but only `n` bytes (Content-Length `n`).
-    Short(usize),
-    /// A 206 with the honest Content-Range and `n` extra bytes after the asked ones.
-    Longer(usize),
-    /// A 206 whose Content-Range starts one byte after the asked offset.
-    WrongRange,
-    /// A 200 with a whole body 10 bytes longer than the segment.
-    WholeWrongSize,
-    /// Honest headers, then silence beyond the relay's stall timeout.
-    Stall,
-    /// The request is read, nothing is answered.
-    NoHeaders,
-    /// HTTP 500.
-    Status500,
-    /// Right length, wrong bytes (sent in several pieces).
-    Garbage,
-    /// Honest, but the second half comes 1.5 s after the first.
-    SlowHalf,
-}
-
-/// How the fake answers `index.json` of a stream.
-#[derive(Debug, Clone)]
-enum Listing {
-    /// The recorded index (ended stream), honouring `?after=`.
-    Good,
-    /// These bytes as a 200 `application/json` body.
-    Body(Bytes),
-    /// A syntactically plausible index larger than the relay's 64 MiB cap.
-    Oversized,
-}
-
-/// A request the fake received.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    range: Option<(u64, Option<u64>)>,
-}
-
-#[derive(Default)]
-struct FakeState {
-    streams: HashMap<String, Listing>,
-    faults: HashMap<(String, u64), Fault>,
-    /// Requests per segment so far (for faults that change after the first request).
-    served: HashMap<(String, u64), u32>,
-    log: Vec<Seen>,
-}
-
-/// The faulty upstream.
-struct Fake {
-    addr: SocketAddr,
-    source: Arc<Source>,
-    state: Arc<Mutex<FakeState>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Longer than the relay's stall and first-byte timeouts (5 s).
-const SILENCE: Duration = Duration::from_secs(8);
-
-impl Fake {
-    async fn start(source: Arc<Source>) -> Fake {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(FakeState::default()));
-        let (src, st) = (source.clone(), state.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(handle(sock, src.clone(), st.clone()));
-            }
-        });
-        Fake {
-            addr,
-            source,
-            state,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap()
-    }
-
-    fn list(&self, stream: &str, listing: Listing) {
-        self.lock().streams.insert(stream.to_owned(), listing);
-    }
-
-    fn fault(&self, stream: &str, seq: u64, fault: Fault) {
-        self.lock().faults.insert((stream.to_owned(), seq), fault);
-    }
-
-    /// Removes every segment fault.
-    fn heal(&self) {
-        self.lock().faults.clear();
-    }
-
-    fn log(&self) -> Vec<Seen> {
-        self.lock().log.clone()
-    }
-
-    /// The recorded index renamed to `stream`, as JSON to mutate.
-    fn index_of(&self, stream: &str) -> serde_json::Value {
-        let mut ix = self.source.index.clone();
-        ix["stream"] = stream.into();
-        ix
-    }
-}
-
-/// Reads the request head (bounded).
-async fn read_head(sock: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        if buf.len() > 16 << 10 {
-            return None;
-        }
-        let n = sock.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8(buf).ok()
-}
-
-fn parse_range(v: &str) -> Option<(u64, Option<u64>)> {
-    let (a, b) = v.trim().strip_prefix("bytes=")?.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()))
-}
-
-/// Writes a response head and `body`, in `pieces` writes a few ms apart, then closes.
-async fn reply(
-    sock: &mut TcpStream,
-    status: u16,
-    headers: &[(&str, String)],
-    content_length: usize,
-    body: &[u8],
-    pieces: usize,
-) {
-    let mut head =
-        format!("HTTP/1.1 {status} X\r\nContent-Length: {content_length}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    if sock.write_all(head.as_bytes()).await.is_err() {
-        return;
-    }
-    let piece = body.len().div_ceil(pieces.max(1)).max(1);
-    for part in body.chunks(piece) {
-        if sock.write_all(part).await.is_err() || sock.flush().await.is_err() {
-            return;
-        }
-        if pieces > 1 {
-            tokio::time::sleep(Duration::from_millis(15)).await;
-        }
-    }
-    let _ = sock.shutdown().await;
-}
-
-async fn handle(mut sock: TcpStream, source: Arc<Source>, state: Arc<Mutex<FakeState>>) {
-    sock.set_nodelay(true).ok();
-    let Ok(Some(head)) = tokio::time::timeout(Duration::from_secs(5), read_head(&mut sock)).await
-    else {
-        return;
-    };
-    let mut lines = head.split("\r\n");
-    let target = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .unwrap_or("")
-        .to_owned();
-    let range = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("range"))
-        .and_then(|(_, v)| parse_range(v));
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    state.lock().unwrap().log.push(Seen {
-        path: path.to_owned(),
-        range,
-    });
-    let parts: Vec<&str> = path.split('/').collect();
-    let (stream, rest) = match parts.as_slice() {
-        ["", "streams", name, rest @ ..] => (name.to_string(), rest.join("/")),
-        _ => return reply(&mut sock, 404, &[], 0, b"", 1).await,
-    };
-    let Some(listing) = state.lock().unwrap().streams.get(&stream).cloned() else {
-        return reply(&mut sock, 404, &[], 0, b"", 1).await;
-    };
-    if rest == "index.json" {
-        return serve_index(&mut sock, &source, &stream, listing, query).await;
-    }
-    let (bytes, seq) = if rest == "init/0.mp4" {
-        (source.init.clone(), None)
-    } else if let Some(seq) = rest
-        .strip_prefix("segments/")
-        .and_then(|f| f.strip_suffix(".m4s"))
-        .and_then(|n| n.parse::<u64>().ok())
-    {
-        match source.segments.get(&seq) {
-            Some(b) => (b.clone(), Some(seq)),
-            None => return reply(&mut sock, 404, &[], 0, b"", 1).await,
-        }
-    } else {
-        return reply(&mut sock, 404, &[], 0, b"", 1).await;
-    };
-    let (fault, nth) = match seq {
-        None => (None, 0),
-        Some(seq) => {
-            let mut st = state.lock().unwrap();
-            let key = (stream.clone(), seq);
-            let n = st.served.entry(key.clone()).or_default();
-            let nth = *n;
-            *n += 1;
-            (st.faults.get(&key).copied(), nth)
-        }
-    };
-    serve_bytes(&mut sock, &bytes, range, fault, nth).await;
-}
-
-async fn serve_index(
-    sock: &mut TcpStream,
-    source: &Source,
-    stream: &str,
-    listing: Listing,
-    query: &str,
-) {
-    let json = [("Content-Type", "application/json".to_owned())];
-    match listing {
-        Listing::Good => {
-            let mut ix = source.index.clone();
-            ix["stream"] = stream.into();
-            let after = query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("after="))
-                .and_then(|v| v.parse::<u64>().ok());
-            if let Some(after) = after {
-                ix["segments"]
-                    .as_array_mut()
-                    .unwrap()
-                    .retain(|s| s["seq"].as_u64().unwrap() > after);
-            }
-            let body = serde_json::to_vec(&ix).unwrap();
-            reply(sock, 200, &json, body.len(), &body, 1).await;
-        }
-        Listing::Body(body) => reply(sock, 200, &json, body.len(), &body, 1).await,
-        Listing::Oversized => {
-            // Valid JSON whitespace beyond the cap; the relay must stop reading, not buffer it all.
-            let (open, close) = (
-                &br#"{"live":false,"periods":[],"segments":["#[..],
-                &b"]}"[..],
-            );
-            let fill = (65 << 20) - open.len();
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                open.len() + fill + close.len()
-            );
-            let spaces = vec![b' '; 64 << 10];
-            let send = async {
-                sock.write_all(head.as_bytes()).await?;
-                sock.write_all(open).await?;
-                let mut left = fill;
-                while left > 0 {
-                    let n = left.min(spaces.len());
-                    sock.write_all(&spaces[..n]).await?;
-                    left -= n;
-                }
-                sock.write_all(close).await?;
-                sock.shutdown().await
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(20), send).await;
-        }
-    }
-}
-
-/// Answers a request for `bytes` (Range honoured), with `fault` injected.
-async fn serve_bytes(
-    sock: &mut TcpStream,
-    bytes: &Bytes,
-    range: Option<(u64, Option<u64>)>,
-    fault: Option<Fault>,
-    nth: u32,
-) {
-    let len = bytes.len() as u64;
-    let (first, last) = match range {
-        None => (0, len - 1),
-        Some((a, b)) => (a, b.unwrap_or(len - 1).min(len - 1)),
-    };
-    if first > last {
-        let cr = [("Content-Range", format!("bytes */{len}"))];
-        return reply(sock, 416, &cr, 0, b"", 1).await;
-    }
-    let part = &bytes[first as usize..=last as usize];
-    let cl = part.len();
-    let status = if range.is_some() { 206 } else { 200 };
-    let cr = |a: u64, b: u64| {
-        if range.is_some() {
-            vec![("Content-Range", format!("bytes {a}-{b}/{len}"))]
-        } else {
-            vec![]
-        }
-    };
-    let honest = cr(first, last);
-    match fault {
-        None => reply(sock, status, &honest, cl, part, 1).await,
-        Some(Fault::DropOnce(n) | Fault::DropThen200(n)) if nth == 0 => {
-            reply(sock, status, &honest, cl, &part[..n.min(cl)], 1).await
-        }
-        Some(Fault::DropOnce(_)) => reply(sock, status, &honest, cl, part, 1).await,
-        Some(Fault::DropThen200(_)) => reply(sock, 200, &[], bytes.len(), bytes, 1).await,
-        Some(Fault::DropAlways(n)) => reply(sock, status, &honest, cl, &part[..n.min(cl)], 1).await,
-        Some(Fault::Short(n)) => {
-            let n = n.min(cl);
-            reply(sock, status, &honest, n, &part[..n], 1).await
-        }
-        Some(Fault::Longer(n)) => {
-            let mut body = part.to_vec();
-            body.extend(std::iter::repeat_n(0u8, n));
-            reply(sock, status, &honest, body.len(), &body, 1).await
-        }
-        Some(Fault::WrongRange) => {
-            let body = &part[1..];
-            reply(sock, 206, &cr(first + 1, last), body.len(), body, 1).await
-        }
-        Some(Fault::WholeWrongSize) => {
-            let mut body = bytes.to_vec();
-            body.extend_from_slice(&[0; 10]);
-            reply(sock, 200, &[], body.len(), &body, 1).await
-        }
-        Some(Fault::Stall) => {
-            let mut head =
-                format!("HTTP/1.1 {status} X\r\nContent-Length: {cl}\r\nConnection: close\r\n");
-            for (k, v) in &honest {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
-            let _ = sock.write_all(head.as_bytes()).await;
-            tokio::time::sleep(SILENCE).await;
-        }
-        Some(Fault::NoHeaders) => tokio::time::sleep(SILENCE).await,
-        Some(Fault::SlowHalf) => {
-            let mut head =
-                format!("HTTP/1.1 {status} X\r\nContent-Length: {cl}\r\nConnection: close\r\n");
-            for (k, v) in &honest {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
-            let half = cl / 2;
-            if sock.write_all(head.as_bytes()).await.is_ok()
-                && sock.write_all(&part[..half]).await.is_ok()
-            {
-                let _ = sock.flush().await;
-                tokio::time::sleep(SLOW_HALF).await;
-                let _ = sock.write_all(&part[half..]).await;
-            }
-        }
-        Some(Fault::Status500) => {
-            let body = br#"{"code":"boom","level":"error","description":"boom"}"#;
-            reply(sock, 500, &[], body.len(), body, 1).await
-        }
-        Some(Fault::Garbage) => {
-            let body: Vec<u8> = part.iter().map(|b| b ^ 0x5a).collect();
-            reply(sock, status, &honest, cl, &body, 4).await
-        }
-    }
-}
 
 /// What a client of the relay got.
 #[derive(Debug)]
@@ -497,23 +67,10 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Outcome {
     }
 }
 
-/// A relay of `upstream` (on demand).
-fn relay_of(upstream: &str) -> TestNode {
-    relay(&[upstream.to_owned()], "")
-}
-
-/// Waits until the relay lists every segment of `stream`.
+/// Waits until the relay lists every segment of `stream`: exactly `n`.
 async fn relay_lists_all(relay: &TestNode, stream: &str, n: usize) {
-    let url = relay.url(&format!("/streams/{stream}/index.json"));
-    eventually(Duration::from_secs(15), || {
-        let url = url.clone();
-        async move {
-            let r = http().get(&url).send().await.ok()?;
-            let v: serde_json::Value = r.json().await.ok()?;
-            (v["segments"].as_array()?.len() == n).then_some(())
-        }
-    })
-    .await;
+    let listed = wait_segments(relay, stream, n).await.len();
+    assert_eq!(listed, n, "{stream}: segments listed");
 }
 
 /// Polls `/healthz` and a good stream's segments until stopped; returns what went wrong.
@@ -557,14 +114,29 @@ fn watchdog(
     })
 }
 
-/// The pause in the middle of a [`Fault::SlowHalf`] answer.
-const SLOW_HALF: Duration = Duration::from_millis(1500);
+/// Stops the watchdog; asserts that it saw no problem in at least `min_rounds` rounds.
+async fn stop_watchdog(
+    stop: &AtomicBool,
+    dog: tokio::task::JoinHandle<(Vec<String>, u32)>,
+    min_rounds: u32,
+) {
+    stop.store(true, Ordering::Relaxed);
+    let (problems, rounds) = tokio::time::timeout(Duration::from_secs(15), dog)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(problems.is_empty(), "the relay kept serving: {problems:#?}");
+    assert!(
+        rounds >= min_rounds,
+        "the watchdog ran throughout ({rounds} rounds)"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_get_the_bytes_as_they_arrive() {
     let source = Arc::new(record_source().await);
     let fake = Fake::start(source.clone()).await;
-    let relay = relay_of(&fake.url());
+    let relay = relay(&[fake.url()], "");
     let seq = source.seqs()[1];
     fake.list("slow", Listing::Good);
     fake.fault("slow", seq, Fault::SlowHalf);
@@ -605,7 +177,7 @@ async fn waiters_get_the_bytes_as_they_arrive() {
 async fn faulty_upstream_segments_are_never_served_or_cached() {
     let source = Arc::new(record_source().await);
     let fake = Fake::start(source.clone()).await;
-    let relay = relay_of(&fake.url());
+    let relay = relay(&[fake.url()], "");
     let seqs = source.seqs();
     let n = seqs.len();
     // The second segment of each stream carries the fault.
@@ -727,13 +299,7 @@ async fn faulty_upstream_segments_are_never_served_or_cached() {
             other => panic!("{stream}: after healing: {other:?}"),
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let (problems, rounds) = tokio::time::timeout(Duration::from_secs(15), dog)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(problems.is_empty(), "the relay kept serving: {problems:#?}");
-    assert!(rounds >= 5, "the watchdog ran throughout ({rounds} rounds)");
+    stop_watchdog(&stop, dog, 5).await;
     assert!(
         get_bytes(&relay.url("/streams/good/init/0.mp4")).await == source.init,
         "init of the good stream"
@@ -744,7 +310,7 @@ async fn faulty_upstream_segments_are_never_served_or_cached() {
 async fn unusable_indexes_are_refused() {
     let source = Arc::new(record_source().await);
     let fake = Fake::start(source.clone()).await;
-    let relay = relay_of(&fake.url());
+    let relay = relay(&[fake.url()], "");
     let n = source.segments.len();
     fake.list("good", Listing::Good);
     relay_lists_all(&relay, "good", n).await;
@@ -887,13 +453,7 @@ async fn unusable_indexes_are_refused() {
         get_bytes(&relay.url(&format!("/streams/turns/segments/{seq}.m4s"))).await
             == source.segments[&seq]
     );
-    stop.store(true, Ordering::Relaxed);
-    let (problems, rounds) = tokio::time::timeout(Duration::from_secs(15), dog)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(problems.is_empty(), "the relay kept serving: {problems:#?}");
-    assert!(rounds >= 3, "the watchdog ran throughout ({rounds} rounds)");
+    stop_watchdog(&stop, dog, 3).await;
 }
 
 /// Raises the flag when dropped, also when a failed assertion unwinds: a sampler thread must
@@ -921,9 +481,8 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// Every media URL of `stream` at `node` (init first), with its bytes at the origin.
 async fn media_of(origin: &TestNode, stream: &str) -> Vec<(String, Bytes)> {
-    let ix = get_json(&origin.url(&format!("/streams/{stream}/index.json"))).await;
     let mut paths = vec![format!("/streams/{stream}/init/0.mp4")];
-    for seg in ix["segments"].as_array().unwrap() {
+    for seg in segments(origin, stream).await {
         paths.push(format!(
             "/streams/{stream}/{}",
             seg["url"].as_str().unwrap()
@@ -957,7 +516,7 @@ async fn evicted_segments_spill_to_disk_and_are_served_without_pulls() {
     let disk: u64 = 640 << 10;
     assert!(2 * smallest > memory, "segments of {smallest} bytes");
     assert!(size(&cam) < disk && size(&cam) + size(&cam2) > disk);
-    let up = format!("http://{}", origin.http);
+    let up = origin.base();
     let relay = TestNode::start_with(move |dir| {
         format!(
             "[rtmp]\nlisten = \"off\"\n\n[relay]\nupstreams = [\"{up}\"]\n\n[cache]\nmemory = {memory}\ndisk_dir = {:?}\ndisk = {disk}\n",

@@ -4,17 +4,7 @@
 
 mod common;
 
-use common::{http, relay, TestNode};
-
-/// A [[proxy]] of `cam` from `upstream`.
-fn proxy_of(upstream: &str) -> TestNode {
-    let upstream = upstream.to_owned();
-    TestNode::start_with(move |_| {
-        format!(
-            "[rtmp]\nlisten = \"off\"\n\n[[proxy]]\nlocal = \"cam\"\nremote = \"cam\"\nupstreams = [{upstream:?}]\n"
-        )
-    })
-}
+use common::{http, proxy_of, relay, TestNode};
 
 async fn expect_error(node: &TestNode, path: &str, status: u16) {
     let r = http().get(node.url(path)).send().await.unwrap();
@@ -35,7 +25,7 @@ async fn expect_error(node: &TestNode, path: &str, status: u16) {
 #[tokio::test]
 async fn a_proxy_whose_upstream_refuses_is_a_502_everywhere() {
     // Port 9 (discard) is closed on loopback: connections are refused at once.
-    let node = proxy_of("http://127.0.0.1:9");
+    let node = proxy_of(&["http://127.0.0.1:9".to_owned()], "");
     for path in [
         "/streams/cam",
         "/streams/cam/index.json",
@@ -51,7 +41,7 @@ async fn a_silent_upstream_is_a_504_for_proxies_and_on_demand_probes() {
     // Accepts connections (the kernel completes the handshake) and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", silent.local_addr().unwrap());
-    let proxy = proxy_of(&url);
+    let proxy = proxy_of(std::slice::from_ref(&url), "");
     let on_demand = relay(&[url], "");
     let (a, b) = tokio::join!(
         expect_error(&proxy, "/streams/cam/index.json", 504),

@@ -1,5 +1,6 @@
 //! Crash safety and graceful shutdown: `kill -9` during a publish loses at most the segment
-//! being written; SIGTERM finishes the segment being written and exits 0.
+//! being written; SIGTERM finishes the segment being written and exits 0. Real processes: these
+//! are the tests that kill, signal and restart the binary.
 
 mod common;
 
@@ -7,43 +8,16 @@ use std::time::Duration;
 
 use common::*;
 
-async fn segments(node: &TestNode, name: &str) -> Vec<serde_json::Value> {
-    get_json(&node.url(&format!("/streams/{name}/index.json"))).await["segments"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-async fn fetch_all(node: &TestNode, name: &str, segs: &[serde_json::Value]) -> Vec<bytes::Bytes> {
-    let mut out = Vec::new();
-    for s in segs {
-        let url = node.url(&format!("/streams/{name}/{}", s["url"].as_str().unwrap()));
-        let r = http().get(&url).send().await.unwrap();
-        assert_eq!(r.status(), 200, "{url}");
-        out.push(r.bytes().await.unwrap());
-    }
-    out
-}
-
 #[tokio::test]
 async fn kill_9_mid_publish_keeps_every_announced_segment() {
-    let mut node = TestNode::origin();
-    let tags = read_flv(CLIP);
-    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", "cam")
-        .await
-        .expect("publish");
-    let rtmp_task = tokio::spawn(async move {
-        // Real time, so the kill lands mid-segment; errors are expected once the node dies.
-        let _ = p.send_all(&tags, 0, true).await;
-    });
+    let mut node = TestNode::process_origin();
+    // Real time, so the kill lands mid-segment; errors are expected once the node dies.
+    let rtmp_task = publish_live(&node, "cam").await;
     // Wait for a few announced segments, then kill -9 in the middle of the next one.
-    eventually(Duration::from_secs(15), || async {
-        (segments(&node, "cam").await.len() >= 3).then_some(())
-    })
-    .await;
+    wait_segments(&node, "cam", 3).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let before = segments(&node, "cam").await;
-    let bytes_before = fetch_all(&node, "cam", &before).await;
+    let bytes_before = segment_bytes(&node, "cam", &before).await;
     node.stop_hard();
     rtmp_task.abort();
 
@@ -60,7 +34,7 @@ async fn kill_9_mid_publish_keeps_every_announced_segment() {
         before[..],
         "index unchanged for announced segments"
     );
-    let bytes_after = fetch_all(&node, "cam", &before).await;
+    let bytes_after = segment_bytes(&node, "cam", &before).await;
     assert_eq!(bytes_before, bytes_after, "segment bytes intact");
     let status = get_json(&node.url("/streams/cam")).await;
     assert_eq!(status["live"], false);
@@ -70,36 +44,13 @@ async fn kill_9_mid_publish_keeps_every_announced_segment() {
         assert!(name.ends_with(".m4s"), "stray file {name}");
     }
     if have("ffmpeg") {
-        let out = std::process::Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-i",
-                &node.url("/streams/cam/index.m3u8"),
-                "-f",
-                "null",
-                "-",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && out.stderr.is_empty(),
-            "decodes cleanly: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(e) = ffmpeg_decode(&node.url("/streams/cam/index.m3u8")).await {
+            panic!("decodes cleanly: {e}");
+        }
     }
     // Publishing again continues the recording.
-    let mut p = Publisher::connect(node.rtmp.unwrap(), "live", "cam")
-        .await
-        .expect("republish after restart");
-    p.send_all(&read_flv(CLIP), 0, false).await.unwrap();
-    p.close().await;
-    let next = eventually(Duration::from_secs(15), || async {
-        let s = segments(&node, "cam").await;
-        (s.len() > after.len() && get_json(&node.url("/streams/cam")).await["live"] == false)
-            .then_some(s)
-    })
-    .await;
+    publish_and_end(&node, "cam").await;
+    let next = wait_segments(&node, "cam", after.len() + 1).await;
     assert_eq!(
         next[after.len()]["seq"],
         after.last().unwrap()["seq"].as_u64().unwrap() + 1,
@@ -109,17 +60,14 @@ async fn kill_9_mid_publish_keeps_every_announced_segment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_flushes_the_last_segment_and_exits_0() {
-    let mut node = TestNode::origin();
+    let mut node = TestNode::process_origin();
     let tags = read_flv(CLIP);
     let mut p = Publisher::connect(node.rtmp.unwrap(), "live", "cam")
         .await
         .expect("publish");
     // Everything sent, publisher still connected: the tail is buffered in the remuxer.
     p.send_all(&tags, 0, false).await.unwrap();
-    eventually(Duration::from_secs(10), || async {
-        (segments(&node, "cam").await.len() >= 3).then_some(())
-    })
-    .await;
+    wait_segments(&node, "cam", 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let code = tokio::task::block_in_place(|| node.terminate());
     assert_eq!(code, Some(0), "clean exit; log:\n{}", node.log());

@@ -1,5 +1,6 @@
-//! The web player in real headless Chromium (chromedriver + fantoccini) against the real
-//! binary, through two relays: origin -> intermediate -> edge -> browser.
+//! The web player in real headless Chromium (chromedriver + fantoccini) against in-process
+//! nodes (the intermediate, killed at the end, is a real process), through two relays:
+//! origin -> intermediate -> edge -> browser.
 //!
 //! The publisher sends 60 s of the fixture at once, then keeps publishing in real time. A
 //! segment's `time` is its period's ingest time plus its media time, so the burst gives a 60 s
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use driver::*;
 use fantoccini::key::Key;
-use serde_json::Value;
 use tokio::sync::oneshot;
 
 const STREAM: &str = "cam";
@@ -80,18 +80,13 @@ async fn player_through_two_relays() {
     }
     let started = Instant::now();
     let origin = TestNode::origin();
-    let mut intermediate = relay_of(&origin);
+    // Killed with -9 at the end (the edge's upstream goes away): a process.
+    let mut intermediate = relay_on(Backend::Process, &[origin.base()], "");
     let edge = relay_of(&intermediate);
     let (stop, stop_rx) = oneshot::channel();
     let publisher = tokio::spawn(publish(origin.rtmp.unwrap(), stop_rx));
     let burst = (BURST_LOOPS * 10 / 2 - 1) as usize;
-    let origin_index = origin.url(&format!("/streams/{STREAM}/index.json"));
-    eventually(Duration::from_secs(20), || async {
-        let r = http().get(&origin_index).send().await.ok()?;
-        let ix: Value = r.json().await.ok()?;
-        (ix["segments"].as_array()?.len() >= burst).then_some(())
-    })
-    .await;
+    wait_segments(&origin, STREAM, burst).await;
 
     let b = Browser::start(1280, 860).await;
     let page = edge.url(&format!("/?stream={STREAM}"));
@@ -219,8 +214,7 @@ async fn player_through_two_relays() {
 
     // Seek-to-first-frame: segments of the burst nobody fetched yet (pulled through both
     // relays) alternating with ones warmed at the edge by a plain GET first.
-    let ix = get_json(&edge.url(&format!("/streams/{STREAM}/index.json"))).await;
-    let segs = ix["segments"].as_array().unwrap().clone();
+    let segs = segments(&edge, STREAM).await;
     let seen = fetched(&b).await;
     let first_seen = segs
         .iter()
