@@ -119,20 +119,11 @@ async fn dts_never_goes_back_across_a_republish() {
     publish_and_end(&node, "again").await;
     publish_and_end(&node, "again").await;
     let playlist = node.url("/streams/again/index.m3u8");
-    let probe = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-show_entries",
-            "packet=stream_index,dts_time",
-            "-of",
-            "csv=p=0",
-            &playlist,
-        ])
-        .output()
-        .unwrap();
-    assert!(probe.status.success(), "ffprobe of {playlist} failed");
-    let text = String::from_utf8_lossy(&probe.stdout);
+    let text = ffprobe(
+        &["-show_entries", "packet=stream_index,dts_time"],
+        &playlist,
+    )
+    .await;
     let mut last: Vec<(u32, f64)> = Vec::new();
     let mut packets = 0;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -157,10 +148,12 @@ async fn dts_never_goes_back_across_a_republish() {
         last.iter().all(|&(_, dts)| dts > 19.0),
         "both publishes probed: {last:?}"
     );
-    let decode = Command::new("ffmpeg")
-        .args(["-v", "warning", "-i", &playlist, "-f", "null", "-"])
-        .output()
-        .unwrap();
+    let decode = run_tool(
+        "ffmpeg",
+        &["-v", "warning", "-i", &playlist, "-f", "null", "-"],
+        Duration::from_secs(120),
+    )
+    .await;
     let stderr = String::from_utf8_lossy(&decode.stderr);
     assert!(decode.status.success(), "decode failed: {stderr}");
     assert!(

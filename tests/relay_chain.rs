@@ -194,7 +194,7 @@ async fn control_api_creates_lists_and_stops_proxies() {
     assert_eq!(post(&body, None).await.0, 401, "no token");
     assert_eq!(post(&body, Some("wrong")).await.0, 401, "wrong token");
     let bad =
-        serde_json::json!({"local": "x", "remote": "cam", "upstreams": ["http://10.9.9.9:1"]});
+        serde_json::json!({"local": "x", "remote": "cam", "upstreams": ["http://127.0.0.9:1"]});
     let (status, v) = post(&bad, Some("s3cret")).await;
     assert_eq!(status, 403);
     assert_eq!(v["code"], "NetConnection.Connect.Rejected");
