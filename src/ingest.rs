@@ -5,9 +5,15 @@
 //! channel), [`Remuxer`] in the middle, durable periods and segments out, then announcement
 //! (cache insert, events) — in that order, so nothing is announced before it is on disk.
 //!
-//! Wall clock: a period's `time_ms` is the arrival time of the session's first tag (never earlier
-//! than the recording's previous end, so `time` grows monotonically across republishes); a
-//! segment's `time_ms` is its period's plus its media offset, so wall clock and media time agree.
+//! Wall clock ([`WallClock`]): a session's wall anchor is the arrival time of its first tag
+//! (never earlier than the recording's previous end, so `time` grows across republishes), and a
+//! segment's `time_ms` is the anchor plus its media time, so wall clock and media time agree
+//! while the publisher sends in real time. A publisher sending faster than real time (ffmpeg
+//! without `-re`, an encoder flushing its buffer) would put segments in the future; instead,
+//! when a segment would end after the wall clock at the moment it is recorded, the anchor moves
+//! back so that it ends then, and later segments follow the moved anchor (so they tile again
+//! once the publisher is back to real time). Times never go back: no segment's `time_ms` (or
+//! end) is below the previous one's. A period's `time_ms` is its first segment's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +34,67 @@ use crate::store::{PeriodMeta, Recording, SegmentMeta, Store};
 /// absorbs an fsync stall; when full, only that publisher's connection is slowed (TCP
 /// backpressure), never another's.
 pub const TAG_QUEUE: usize = 1024;
+
+/// Places one publish session's segments on the wall clock (see the module doc).
+///
+/// Pure: the caller passes the wall clock. `time_ms` and `time_ms + duration_ms` never decrease
+/// from one [`WallClock::place`] to the next (the index is searched by both), and a segment
+/// never ends after `now_ms` unless that would make its time go back (the clock stepped back,
+/// or a longer segment recorded in the same instant as a shorter one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    /// Wall ms of media time 0: a segment's time is `anchor_ms + start_ms` unless that would be
+    /// in the future; moved back (never forward, except to keep times monotonic) when it is.
+    anchor_ms: i64,
+    /// The previous segment's time (at the start: the recording's previous end).
+    floor_ms: i64,
+    /// The previous segment's end (at the start: the recording's previous end).
+    floor_end_ms: i64,
+}
+
+fn ms_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+impl WallClock {
+    /// A session whose media time `media_ms` arrived at wall `wall_ms`, continuing a recording
+    /// that ended at wall `prev_end_ms` (if any): its times are at or after that end.
+    pub fn new(media_ms: u64, wall_ms: i64, prev_end_ms: Option<i64>) -> WallClock {
+        let floor = prev_end_ms.unwrap_or(i64::MIN);
+        WallClock {
+            anchor_ms: wall_ms.max(floor).saturating_sub(ms_i64(media_ms)),
+            floor_ms: floor,
+            floor_end_ms: floor,
+        }
+    }
+
+    /// Wall time of media time `media_ms` at the current anchor, not before the previous
+    /// segment's time.
+    pub fn at(&self, media_ms: u64) -> i64 {
+        self.anchor_ms
+            .saturating_add(ms_i64(media_ms))
+            .max(self.floor_ms)
+    }
+
+    /// The wall time of the segment at media `media_start_ms` lasting `duration_ms`, recorded
+    /// at wall `now_ms`: the anchor's time, or earlier so that it ends at `now_ms`; never before
+    /// the previous segment's time, nor ending before its end. Moves the anchor to it.
+    pub fn place(&mut self, media_start_ms: u64, duration_ms: u64, now_ms: i64) -> i64 {
+        let start = ms_i64(media_start_ms);
+        let duration = ms_i64(duration_ms);
+        let latest = now_ms.saturating_sub(duration);
+        let time = self
+            .anchor_ms
+            .saturating_add(start)
+            .min(latest)
+            .max(self.floor_ms)
+            .max(self.floor_end_ms.saturating_sub(duration));
+        self.anchor_ms = time.saturating_sub(start);
+        self.floor_ms = time;
+        self.floor_end_ms = self.floor_end_ms.max(time.saturating_add(duration));
+        time
+    }
+}
 
 /// The ingest side of a node.
 #[derive(Debug)]
@@ -129,6 +196,7 @@ impl PublishHandler for Ingest {
             recording,
             period: None,
             first_tag_ms: None,
+            clock: None,
             recorded: false,
         };
         self.tasks.spawn(recorder.run(rx, self.segment_target_ms));
@@ -148,6 +216,8 @@ struct Recorder {
     period: Option<PeriodMeta>,
     /// Wall clock of the session's first tag.
     first_tag_ms: Option<i64>,
+    /// Segment wall times, from the session's first period on.
+    clock: Option<WallClock>,
     /// At least one period was written (so `Record.Stop` is due).
     recorded: bool,
 }
@@ -246,24 +316,45 @@ impl Recorder {
         }
     }
 
-    async fn write_all(&mut self, outputs: Vec<Output>) -> Result<(), crate::store::Error> {
-        for out in outputs {
+    /// Wall times of `outputs` (recorded at `now_ms`), one per output: a segment's from the
+    /// [`WallClock`], a period's that of its first segment (which follows it in the same batch).
+    fn wall_times(&mut self, outputs: &[Output], now_ms: i64) -> Vec<i64> {
+        let mut times = vec![now_ms; outputs.len()];
+        for (out, time) in outputs.iter().zip(times.iter_mut()) {
             match out {
                 Output::Period(p) => {
-                    let time_ms = match &self.period {
-                        Some(prev) => prev.time_ms + (p.start_ms as i64 - prev.start_ms as i64),
-                        None => {
-                            let prev_end = self
-                                .recording
-                                .stream()
-                                .read()
-                                .live_edge_ms()
-                                .unwrap_or(i64::MIN);
-                            self.first_tag_ms
-                                .unwrap_or_else(crate::time::now_ms)
-                                .max(prev_end)
-                        }
-                    };
+                    if self.clock.is_none() {
+                        let prev_end = self.recording.stream().read().live_edge_ms();
+                        let first = self.first_tag_ms.unwrap_or(now_ms);
+                        self.clock = Some(WallClock::new(p.start_ms, first, prev_end));
+                    }
+                }
+                Output::Segment(s) => {
+                    if let Some(clock) = &mut self.clock {
+                        *time = clock.place(s.start_ms, s.duration_ms, now_ms);
+                    }
+                }
+            }
+        }
+        let mut next_segment = None;
+        for (out, time) in outputs.iter().zip(times.iter_mut()).rev() {
+            match out {
+                Output::Segment(_) => next_segment = Some(*time),
+                Output::Period(p) => {
+                    *time = next_segment
+                        .or(self.clock.map(|c| c.at(p.start_ms)))
+                        .unwrap_or(now_ms);
+                }
+            }
+        }
+        times
+    }
+
+    async fn write_all(&mut self, outputs: Vec<Output>) -> Result<(), crate::store::Error> {
+        let times = self.wall_times(&outputs, crate::time::now_ms());
+        for (out, time_ms) in outputs.into_iter().zip(times) {
+            match out {
+                Output::Period(p) => {
                     let meta = PeriodMeta {
                         id: 0,
                         codecs: p.codecs,
@@ -318,7 +409,7 @@ impl Recorder {
                         period: period.id,
                         start_ms: s.start_ms,
                         duration_ms: s.duration_ms,
-                        time_ms: period.time_ms + (s.start_ms as i64 - period.start_ms as i64),
+                        time_ms,
                         length: 0,
                         hash: 0,
                     };
@@ -372,5 +463,173 @@ mod tests {
         assert_eq!(query_value("a=1&key=k&b", "key"), Some("k"));
         assert_eq!(query_value("keys=1", "key"), None);
         assert_eq!(query_value("", "key"), None);
+    }
+
+    /// Places `durations` back to back from media `start_ms`, recording segment `i` at
+    /// `now(i)`; returns `(time, duration, now)` per segment.
+    fn run(
+        clock: &mut WallClock,
+        start_ms: u64,
+        durations: &[u64],
+        mut now: impl FnMut(usize, u64) -> i64,
+    ) -> Vec<(i64, u64, i64)> {
+        let mut media = start_ms;
+        let mut out = Vec::new();
+        for (i, &d) in durations.iter().enumerate() {
+            let n = now(i, media + d);
+            out.push((clock.place(media, d, n), d, n));
+            media += d;
+        }
+        out
+    }
+
+    fn assert_monotonic(placed: &[(i64, u64, i64)]) {
+        for w in placed.windows(2) {
+            let ((t0, d0, _), (t1, d1, _)) = (w[0], w[1]);
+            assert!(t1 >= t0, "time goes back: {w:?}");
+            assert!(t1 + d1 as i64 >= t0 + d0 as i64, "end goes back: {w:?}");
+        }
+    }
+
+    fn assert_tiles(placed: &[(i64, u64, i64)]) {
+        for w in placed.windows(2) {
+            assert_eq!(w[1].0, w[0].0 + w[0].1 as i64, "tiling: {w:?}");
+        }
+    }
+
+    /// Largest `time + duration - now` seen: > 0 is a live edge in the future.
+    fn max_ahead(placed: &[(i64, u64, i64)]) -> i64 {
+        placed
+            .iter()
+            .map(|&(t, d, n)| t + d as i64 - n)
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+
+    const T0: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn real_time_publisher_is_unchanged() {
+        let mut clock = WallClock::new(40_000, T0, Some(T0 - 5_000));
+        let durations = [2000, 2000, 1999, 2001, 2000, 2000, 1500];
+        // Each segment is recorded a little after its end arrived (the next keyframe).
+        let placed = run(&mut clock, 40_000, &durations, |i, end| {
+            T0 + (end - 40_000) as i64 + (i as i64 * 7) % 50
+        });
+        let mut media = 40_000;
+        for &(t, d, _) in &placed {
+            assert_eq!(t, T0 + (media - 40_000) as i64);
+            media += d;
+        }
+        assert_tiles(&placed);
+        assert!(max_ahead(&placed) <= 0);
+        assert_eq!(clock.at(media), T0 + (media - 40_000) as i64);
+    }
+
+    #[test]
+    fn burst_is_never_ahead_of_now_and_monotonic() {
+        let mut clock = WallClock::new(0, T0, None);
+        // 60 s of media at 10x real time: a 2 s segment every 200 ms, durations jittering.
+        let durations: Vec<u64> = (0..30).map(|i| [2000, 1999, 2001, 2000][i % 4]).collect();
+        let placed = run(&mut clock, 0, &durations, |i, _| T0 + 200 * (i as i64 + 1));
+        let ahead = max_ahead(&placed);
+        assert!(ahead <= 0, "live edge {ahead} ms in the future");
+        assert_monotonic(&placed);
+        // Each ends exactly when it was recorded: the live edge is now.
+        assert!(
+            placed.iter().all(|&(t, d, n)| t + d as i64 == n),
+            "{placed:?}"
+        );
+    }
+
+    #[test]
+    fn after_a_burst_real_time_segments_tile_again() {
+        let mut clock = WallClock::new(0, T0, None);
+        let burst = run(&mut clock, 0, &[2000; 10], |i, _| T0 + 200 * (i as i64 + 1));
+        let (t, d, n) = *burst.last().expect("burst");
+        assert_eq!(t + d as i64, n);
+        // Back to real time: each segment's end arrives `duration` after the previous one's.
+        let mut live_now = n;
+        let durations = [2000, 2000, 1999, 2001, 2000];
+        let live = run(&mut clock, 20_000, &durations, |i, _| {
+            live_now += durations[i] as i64;
+            live_now
+        });
+        assert_eq!(
+            live[0].0, n,
+            "the first live segment starts where the burst ended"
+        );
+        assert_tiles(&live);
+        assert!(max_ahead(&live) <= 0);
+        let mut all = burst.clone();
+        all.extend(&live);
+        assert_monotonic(&all);
+    }
+
+    #[test]
+    fn clock_steps() {
+        let real_time = |from: i64| move |_: usize, end: u64| from + end as i64;
+        // Forward: media keeps pacing the times (no gap, nothing in the future).
+        let mut clock = WallClock::new(0, T0, None);
+        let mut placed = run(&mut clock, 0, &[2000; 5], real_time(T0));
+        placed.extend(run(
+            &mut clock,
+            10_000,
+            &[2000; 5],
+            real_time(T0 + 3_600_000),
+        ));
+        assert_tiles(&placed);
+        assert!(max_ahead(&placed) <= 0);
+
+        // Back by an hour: times hold still rather than go back ...
+        let mut clock = WallClock::new(0, T0, None);
+        let before = run(&mut clock, 0, &[2000; 5], real_time(T0));
+        let stepped = T0 - 3_600_000;
+        let during = run(&mut clock, 10_000, &[2000; 5], real_time(stepped));
+        let mut all = before.clone();
+        all.extend(&during);
+        assert_monotonic(&all);
+        assert!(
+            during.iter().all(|&(t, _, _)| t == before[4].0),
+            "{during:?}"
+        );
+        // ... until the clock is past them again; from then on nothing is in the future and
+        // real-time segments tile.
+        let after = run(&mut clock, 20_000, &[2000; 5], real_time(T0 + 1_000));
+        all.extend(&after);
+        assert_monotonic(&all);
+        assert!(max_ahead(&after) <= 0, "{after:?}");
+        assert_tiles(&after);
+    }
+
+    #[test]
+    fn republish_keeps_time_at_or_after_the_previous_end() {
+        // The previous publish ended (wall) at T0; the new one's first tag arrives earlier
+        // (the wall clock stepped back) and it bursts.
+        let prev_end = T0;
+        let mut clock = WallClock::new(20_000, T0 - 10_000, Some(prev_end));
+        assert!(clock.at(20_000) >= prev_end);
+        let placed = run(&mut clock, 20_000, &[2000; 5], |i, _| {
+            T0 - 9_000 + 100 * i as i64
+        });
+        assert!(placed.iter().all(|&(t, _, _)| t >= prev_end), "{placed:?}");
+        assert_monotonic(&placed);
+        // An ordinary republish: a first tag after the end, in real time.
+        let mut clock = WallClock::new(20_000, T0 + 3_000, Some(prev_end));
+        let placed = run(&mut clock, 20_000, &[2000; 3], |_, end| {
+            T0 + 3_000 + (end - 20_000) as i64
+        });
+        assert_eq!(placed[0].0, T0 + 3_000);
+        assert_tiles(&placed);
+    }
+
+    #[test]
+    fn extreme_inputs_do_not_panic() {
+        let mut clock = WallClock::new(u64::MAX, i64::MIN, Some(i64::MAX));
+        let _ = clock.place(u64::MAX, u64::MAX, i64::MIN);
+        let _ = clock.place(0, 0, i64::MAX);
+        let _ = clock.at(u64::MAX);
+        let mut clock = WallClock::new(0, i64::MAX, None);
+        let _ = clock.place(u64::MAX, 1, i64::MIN);
     }
 }
