@@ -13,7 +13,10 @@
 //! when a segment would end after the wall clock at the moment it is recorded, the anchor moves
 //! back so that it ends then, and later segments follow the moved anchor (so they tile again
 //! once the publisher is back to real time). Times never go back: no segment's `time_ms` (or
-//! end) is below the previous one's. A period's `time_ms` is its first segment's.
+//! end) is below the previous one's; where that would put a segment's end after the wall clock
+//! (a longer segment right after a shorter one in a burst), the segment is announced only once
+//! its end has passed, so the live edge is never ahead of the wall clock. A period's `time_ms` is
+//! its first segment's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -413,6 +416,15 @@ impl Recorder {
                         length: 0,
                         hash: 0,
                     };
+                    // The live edge is never ahead of the wall clock. WallClock ends a segment
+                    // at the latest when it is recorded, unless its time would then go back (in a
+                    // burst, a longer segment right after a shorter one): that one is announced
+                    // when its end has passed. Bounded by its duration (a clock stepping back).
+                    let ahead = meta.end_ms().saturating_sub(crate::time::now_ms());
+                    if ahead > 0 {
+                        let hold = u64::try_from(ahead).unwrap_or(0).min(s.duration_ms);
+                        tokio::time::sleep(std::time::Duration::from_millis(hold)).await;
+                    }
                     let started = Instant::now();
                     let meta = self.recording.add_segment(s.data.clone(), meta).await?;
                     self.report_trims();

@@ -6,11 +6,12 @@ mod common;
 use common::*;
 use reqwest::StatusCode;
 
-/// A node with stream `cam`: the fixture three times back to back (30 s of media), ended.
+/// A node with stream `cam`: the fixture three times back to back (30 s of media), published
+/// in real time (a 30 s DVR window takes 30 s of wall clock), ended.
 async fn recorded(extra: &str) -> TestNode {
     let extra = extra.to_owned();
     let node = TestNode::start_with(move |_| extra);
-    publish_tags_and_end(&node, "cam", &looped_clip(3)).await;
+    publish_real_time_and_end(&node, "cam", &looped_clip(3)).await;
     node
 }
 

@@ -245,7 +245,9 @@ async fn bad_input_gets_json_errors_not_500() {
 
 #[tokio::test]
 async fn playlist_windows_and_rewind() {
-    let node = recorded_node().await;
+    // In real time: windows by wall clock need segment times that tile the wall clock.
+    let node = TestNode::origin();
+    publish_real_time_and_end(&node, "cam", &read_flv(CLIP)).await;
     let c = http();
     let segs = &segments(&node, "cam").await;
     let t1 = segs[1]["time"].as_str().unwrap();
@@ -291,8 +293,11 @@ async fn playlist_windows_and_rewind() {
         .map(|s| s["duration_ms"].as_f64().unwrap())
         .sum::<f64>()
         / 1000.0;
+    // Within 150 ms: the last segment, cut at unpublish, lasts to the end of its last frames,
+    // which had not been played out in real time when it was recorded; its time moves back by
+    // that much so it does not end in the future.
     assert!(
-        (offset - (total - 3.0)).abs() < 0.01,
+        (offset - (total - 3.0)).abs() < 0.15,
         "offset {offset} vs {}",
         total - 3.0
     );

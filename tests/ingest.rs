@@ -154,6 +154,37 @@ async fn publish_records_a_playable_index() {
     assert_eq!(list[0]["name"], "cam1");
 }
 
+/// A publisher sending faster than real time (ffmpeg without `-re`, an encoder flushing its
+/// buffer) never puts the live edge ahead of the wall clock; times stay ordered.
+#[tokio::test]
+async fn a_burst_is_never_ahead_of_the_wall_clock() {
+    let node = TestNode::origin();
+    // 30 s of media, sent as fast as the connection takes it (well under a second here).
+    let sent_from = dvrgate::time::now_ms();
+    let status = publish_tags_and_end(&node, "burst", &looped_clip(3)).await;
+    let read_at = dvrgate::time::now_ms();
+    let edge = dvrgate::time::parse_rfc3339(status["dvr"]["end"].as_str().unwrap()).unwrap();
+    assert!(edge <= read_at, "live edge {} ms ahead", edge - read_at);
+    let segs = segments(&node, "burst").await;
+    assert!(segs.len() >= 14, "{}", segs.len());
+    let mut prev: Option<(i64, i64)> = None;
+    for s in &segs {
+        let time = dvrgate::time::parse_rfc3339(s["time"].as_str().unwrap()).unwrap();
+        let end = time + s["duration_ms"].as_i64().unwrap();
+        assert!(time >= sent_from - 30_000 && end <= read_at, "{s}");
+        if let Some((t, e)) = prev {
+            assert!(time >= t && end >= e, "times go back at {s}");
+        }
+        prev = Some((time, end));
+    }
+    // A republish in real time afterwards starts at or after the burst's end.
+    publish_real_time_and_end(&node, "burst", &read_flv(CLIP)[..60]).await;
+    let after = segments(&node, "burst").await;
+    let first_new = &after[segs.len()];
+    let t = dvrgate::time::parse_rfc3339(first_new["time"].as_str().unwrap()).unwrap();
+    assert!(t >= prev.unwrap().1, "{first_new}");
+}
+
 #[tokio::test]
 async fn republish_continues_as_a_new_period() {
     let node = TestNode::origin();

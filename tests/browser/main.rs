@@ -2,10 +2,10 @@
 //! nodes (the intermediate, killed at the end, is a real process), through two relays:
 //! origin -> intermediate -> edge -> browser.
 //!
-//! The publisher sends 60 s of the fixture at once, then keeps publishing in real time. A
-//! segment's `time` is its period's ingest time plus its media time, so the burst gives a 60 s
-//! DVR window at once that then grows live as usual, and the burst's older segments are in
-//! neither relay's cache until someone asks: what the two-hop seek measurement needs.
+//! The publisher sends the fixture in a loop in real time (segment times are never ahead of the
+//! wall clock, so a 60 s DVR window takes 60 s to record). The relays start once the origin has
+//! that window, so its older segments are in neither relay's cache until someone asks: what the
+//! two-hop seek measurement needs.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -20,8 +20,8 @@ use fantoccini::key::Key;
 use tokio::sync::oneshot;
 
 const STREAM: &str = "cam";
-/// Fixture loops (10 s each) published at once before real time.
-const BURST_LOOPS: u64 = 6;
+/// DVR window recorded before the relays and the browser start.
+const WINDOW: Duration = Duration::from_secs(60);
 
 fn is_header(t: &FlvTag) -> bool {
     let b = &t.body;
@@ -30,7 +30,7 @@ fn is_header(t: &FlvTag) -> bool {
         && ((t.kind == 9 && b[0] & 0x0f == 7) || (t.kind == 8 && b[0] >> 4 == 10))
 }
 
-/// Publishes the fixture in a loop: `BURST_LOOPS` at once, then in real time until `stop`.
+/// Publishes the fixture in a loop in real time until `stop`.
 async fn publish(addr: SocketAddr, mut stop: oneshot::Receiver<()>) {
     let (headers, media): (Vec<FlvTag>, Vec<FlvTag>) =
         read_flv(CLIP).into_iter().partition(is_header);
@@ -54,12 +54,10 @@ async fn publish(addr: SocketAddr, mut stop: oneshot::Receiver<()>) {
     for n in 0..60 {
         for t in &media {
             let ts = n * loop_ms + u64::from(t.timestamp_ms);
-            if n >= BURST_LOOPS {
-                let due = live_from + Duration::from_millis(ts - BURST_LOOPS * loop_ms);
-                tokio::select! {
-                    _ = tokio::time::sleep_until(due) => {}
-                    _ = &mut stop => { p.close().await; return; }
-                }
+            let due = live_from + Duration::from_millis(ts);
+            tokio::select! {
+                _ = tokio::time::sleep_until(due) => {}
+                _ = &mut stop => { p.close().await; return; }
             }
             let tag = FlvTag {
                 timestamp_ms: ts as u32,
@@ -80,13 +78,25 @@ async fn player_through_two_relays() {
     }
     let started = Instant::now();
     let origin = TestNode::origin();
+    let (stop, stop_rx) = oneshot::channel();
+    let publisher = tokio::spawn(publish(origin.rtmp.unwrap(), stop_rx));
+    let window_url = origin.url(&format!("/streams/{STREAM}"));
+    eventually(WINDOW + Duration::from_secs(30), || async {
+        let st: serde_json::Value = http()
+            .get(&window_url)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (st["dvr"]["duration_ms"].as_u64()? >= WINDOW.as_millis() as u64).then_some(())
+    })
+    .await;
+    println!("recorded a {WINDOW:?} window in {:?}", started.elapsed());
     // Killed with -9 at the end (the edge's upstream goes away): a process.
     let mut intermediate = relay_on(Backend::Process, &[origin.base()], "");
     let edge = relay_of(&intermediate);
-    let (stop, stop_rx) = oneshot::channel();
-    let publisher = tokio::spawn(publish(origin.rtmp.unwrap(), stop_rx));
-    let burst = (BURST_LOOPS * 10 / 2 - 1) as usize;
-    wait_segments(&origin, STREAM, burst).await;
 
     let b = Browser::start(1280, 860).await;
     let page = edge.url(&format!("/?stream={STREAM}"));

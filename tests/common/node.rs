@@ -358,8 +358,24 @@ fn log_dispatch(log: Arc<Mutex<String>>) -> tracing::Dispatch {
     tracing::Dispatch::new(subscriber)
 }
 
+/// The config of a test node: `extra`, with every listener on 127.0.0.1 and an ephemeral port
+/// unless `extra` sets it (a `[http]` or `[rtmp]` section without `listen` gets one, so no test
+/// node ever binds the default `0.0.0.0` ports).
 fn base_config(dir: &Path, extra: &str) -> String {
     let has = |section: &str| extra.contains(&format!("[{section}]"));
+    let mut extra = extra.to_owned();
+    for section in ["http", "rtmp"] {
+        let header = format!("[{section}]\n");
+        if let Some(at) = extra.find(&header) {
+            let body_start = at + header.len();
+            let body_end = extra[body_start..]
+                .find("\n[")
+                .map_or(extra.len(), |i| body_start + i + 1);
+            if !extra[body_start..body_end].contains("listen") {
+                extra.insert_str(body_start, "listen = \"127.0.0.1:0\"\n");
+            }
+        }
+    }
     let mut c = format!("[node]\nname = \"test-node\"\n\n{extra}\n");
     if !has("http") {
         c.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");

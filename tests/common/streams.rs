@@ -30,6 +30,22 @@ pub async fn publish_tags_and_end(
     wait_ended(node, name).await
 }
 
+/// Publishes `tags` in real time (as a camera or `ffmpeg -re` does) as `name`, unpublishes,
+/// and waits until the node says the stream ended; returns its status. A DVR window of N s
+/// takes N s to record: segment times are never ahead of the wall clock.
+pub async fn publish_real_time_and_end(
+    node: &TestNode,
+    name: &str,
+    tags: &[FlvTag],
+) -> serde_json::Value {
+    let mut p = Publisher::connect(node.rtmp.expect("rtmp enabled"), "live", name)
+        .await
+        .expect("publish accepted");
+    p.send_all(tags, 0, true).await.expect("tags sent");
+    p.close().await;
+    wait_ended(node, name).await
+}
+
 /// `rounds` copies of the fixture back to back (timestamps shifted by 10 s a round).
 pub fn looped_clip(rounds: u32) -> Vec<FlvTag> {
     let tags = read_flv(CLIP);
