@@ -38,12 +38,20 @@ use crate::store::{PeriodMeta, Recording, SegmentMeta, Store};
 /// backpressure), never another's.
 pub const TAG_QUEUE: usize = 1024;
 
+/// How far past the wall clock a segment may end when it is placed; the recorder announces it
+/// once its end has passed, so readers never see a live edge ahead of the wall clock. Absorbs
+/// network jitter (a publisher whose first tag arrived late looks a little early from then on)
+/// without moving the anchor, so a real-time publisher's segments tile exactly; a burst moves
+/// it and is announced at up to `duration / ANNOUNCE_HOLD_MS` times real time.
+pub const ANNOUNCE_HOLD_MS: i64 = 100;
+
 /// Places one publish session's segments on the wall clock (see the module doc).
 ///
 /// Pure: the caller passes the wall clock. `time_ms` and `time_ms + duration_ms` never decrease
 /// from one [`WallClock::place`] to the next (the index is searched by both), and a segment
-/// never ends after `now_ms` unless that would make its time go back (the clock stepped back,
-/// or a longer segment recorded in the same instant as a shorter one).
+/// never ends more than [`ANNOUNCE_HOLD_MS`] after `now_ms` unless that would make its time go
+/// back (the clock stepped back, or a longer segment recorded in the same instant as a shorter
+/// one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WallClock {
     /// Wall ms of media time 0: a segment's time is `anchor_ms + start_ms` unless that would be
@@ -80,12 +88,15 @@ impl WallClock {
     }
 
     /// The wall time of the segment at media `media_start_ms` lasting `duration_ms`, recorded
-    /// at wall `now_ms`: the anchor's time, or earlier so that it ends at `now_ms`; never before
-    /// the previous segment's time, nor ending before its end. Moves the anchor to it.
+    /// at wall `now_ms`: the anchor's time, or earlier so that it ends at `now_ms` +
+    /// [`ANNOUNCE_HOLD_MS`]; never before the previous segment's time, nor ending before its
+    /// end. Moves the anchor to it.
     pub fn place(&mut self, media_start_ms: u64, duration_ms: u64, now_ms: i64) -> i64 {
         let start = ms_i64(media_start_ms);
         let duration = ms_i64(duration_ms);
-        let latest = now_ms.saturating_sub(duration);
+        let latest = now_ms
+            .saturating_add(ANNOUNCE_HOLD_MS)
+            .saturating_sub(duration);
         let time = self
             .anchor_ms
             .saturating_add(start)
@@ -416,10 +427,11 @@ impl Recorder {
                         length: 0,
                         hash: 0,
                     };
-                    // The live edge is never ahead of the wall clock. WallClock ends a segment
-                    // at the latest when it is recorded, unless its time would then go back (in a
-                    // burst, a longer segment right after a shorter one): that one is announced
-                    // when its end has passed. Bounded by its duration (a clock stepping back).
+                    // The live edge is never ahead of the wall clock: WallClock ends a segment at
+                    // most ANNOUNCE_HOLD_MS after it is recorded (more only where its time would
+                    // otherwise go back: in a burst, a longer segment right after a shorter
+                    // one), and it is announced once its end has passed. Bounded by its
+                    // duration (a clock stepping back).
                     let ahead = meta.end_ms().saturating_sub(crate::time::now_ms());
                     if ahead > 0 {
                         let hold = u64::try_from(ahead).unwrap_or(0).min(s.duration_ms);
@@ -536,6 +548,14 @@ mod tests {
         assert_tiles(&placed);
         assert!(max_ahead(&placed) <= 0);
         assert_eq!(clock.at(media), T0 + (media - 40_000) as i64);
+
+        // The first tag arrived 80 ms late: every later segment looks 80 ms early, still
+        // within the hold, so the anchor stays and the segments tile.
+        let mut clock = WallClock::new(0, T0 + 80, None);
+        let placed = run(&mut clock, 0, &durations, |_, end| T0 + end as i64);
+        assert_tiles(&placed);
+        assert_eq!(placed[0].0, T0 + 80);
+        assert!(max_ahead(&placed) <= ANNOUNCE_HOLD_MS);
     }
 
     #[test]
@@ -545,11 +565,16 @@ mod tests {
         let durations: Vec<u64> = (0..30).map(|i| [2000, 1999, 2001, 2000][i % 4]).collect();
         let placed = run(&mut clock, 0, &durations, |i, _| T0 + 200 * (i as i64 + 1));
         let ahead = max_ahead(&placed);
-        assert!(ahead <= 0, "live edge {ahead} ms in the future");
-        assert_monotonic(&placed);
-        // Each ends exactly when it was recorded: the live edge is now.
         assert!(
-            placed.iter().all(|&(t, d, n)| t + d as i64 == n),
+            ahead <= ANNOUNCE_HOLD_MS,
+            "live edge {ahead} ms in the future"
+        );
+        assert_monotonic(&placed);
+        // Each ends the hold after it was recorded (and is announced then).
+        assert!(
+            placed
+                .iter()
+                .all(|&(t, d, n)| t + d as i64 == n + ANNOUNCE_HOLD_MS),
             "{placed:?}"
         );
     }
@@ -559,16 +584,17 @@ mod tests {
         let mut clock = WallClock::new(0, T0, None);
         let burst = run(&mut clock, 0, &[2000; 10], |i, _| T0 + 200 * (i as i64 + 1));
         let (t, d, n) = *burst.last().expect("burst");
-        assert_eq!(t + d as i64, n);
+        assert_eq!(t + d as i64, n + ANNOUNCE_HOLD_MS);
         // Back to real time: each segment's end arrives `duration` after the previous one's.
-        let mut live_now = n;
+        let mut live_now = n + ANNOUNCE_HOLD_MS;
         let durations = [2000, 2000, 1999, 2001, 2000];
         let live = run(&mut clock, 20_000, &durations, |i, _| {
             live_now += durations[i] as i64;
             live_now
         });
         assert_eq!(
-            live[0].0, n,
+            live[0].0,
+            n + ANNOUNCE_HOLD_MS,
             "the first live segment starts where the burst ended"
         );
         assert_tiles(&live);

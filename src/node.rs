@@ -167,8 +167,8 @@ pub async fn start(
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(
-            listeners.http,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            http::conn::Listener::new(listeners.http, http::conn::WRITE_STALL),
+            app.into_make_service_with_connect_info::<http::conn::Peer>(),
         )
         .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
         .await

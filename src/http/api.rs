@@ -4,8 +4,6 @@
 //! without it, only loopback clients are answered. Upstreams must start with one of
 //! `http.allow_upstreams` when that list is set.
 
-use std::net::SocketAddr;
-
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -44,8 +42,8 @@ impl FromRequestParts<AppState> for Admin {
             None => {
                 let peer = parts
                     .extensions
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0.ip());
+                    .get::<ConnectInfo<super::conn::Peer>>()
+                    .map(|c| c.0 .0.ip());
                 if peer.is_some_and(|ip| ip.is_loopback()) {
                     Ok(Admin)
                 } else {

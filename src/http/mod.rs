@@ -6,6 +6,7 @@
 //! Long-lived responses (SSE, long-polls) end when the node's shutdown token fires.
 
 pub mod api;
+pub mod conn;
 pub mod dvr;
 pub mod error;
 pub mod etag;
