@@ -41,8 +41,8 @@ pub const TAG_QUEUE: usize = 1024;
 /// How far past the wall clock a segment may end when it is placed; the recorder announces it
 /// once its end has passed, so readers never see a live edge ahead of the wall clock. Absorbs
 /// network jitter (a publisher whose first tag arrived late looks a little early from then on)
-/// without moving the anchor, so a real-time publisher's segments tile exactly; a burst moves
-/// it and is announced at up to `duration / ANNOUNCE_HOLD_MS` times real time.
+/// without moving the anchor, so a real-time publisher's segments tile exactly. A segment further
+/// ahead (a burst) moves the anchor so that it ends when it is recorded.
 pub const ANNOUNCE_HOLD_MS: i64 = 100;
 
 /// Places one publish session's segments on the wall clock (see the module doc).
@@ -88,19 +88,20 @@ impl WallClock {
     }
 
     /// The wall time of the segment at media `media_start_ms` lasting `duration_ms`, recorded
-    /// at wall `now_ms`: the anchor's time, or earlier so that it ends at `now_ms` +
-    /// [`ANNOUNCE_HOLD_MS`]; never before the previous segment's time, nor ending before its
-    /// end. Moves the anchor to it.
+    /// at wall `now_ms`: the anchor's time when that ends at most [`ANNOUNCE_HOLD_MS`] after
+    /// `now_ms`, else earlier so that it ends at `now_ms`; never before the previous segment's
+    /// time, nor ending before its end. Moves the anchor to it.
     pub fn place(&mut self, media_start_ms: u64, duration_ms: u64, now_ms: i64) -> i64 {
         let start = ms_i64(media_start_ms);
         let duration = ms_i64(duration_ms);
-        let latest = now_ms
-            .saturating_add(ANNOUNCE_HOLD_MS)
-            .saturating_sub(duration);
-        let time = self
-            .anchor_ms
-            .saturating_add(start)
-            .min(latest)
+        let natural = self.anchor_ms.saturating_add(start);
+        let ahead = natural.saturating_add(duration).saturating_sub(now_ms);
+        let time = if ahead > ANNOUNCE_HOLD_MS {
+            now_ms.saturating_sub(duration)
+        } else {
+            natural
+        };
+        let time = time
             .max(self.floor_ms)
             .max(self.floor_end_ms.saturating_sub(duration));
         self.anchor_ms = time.saturating_sub(start);
@@ -570,11 +571,9 @@ mod tests {
             "live edge {ahead} ms in the future"
         );
         assert_monotonic(&placed);
-        // Each ends the hold after it was recorded (and is announced then).
+        // Each ends when it was recorded: the live edge is now, nothing is held.
         assert!(
-            placed
-                .iter()
-                .all(|&(t, d, n)| t + d as i64 == n + ANNOUNCE_HOLD_MS),
+            placed.iter().all(|&(t, d, n)| t + d as i64 == n),
             "{placed:?}"
         );
     }
@@ -584,17 +583,16 @@ mod tests {
         let mut clock = WallClock::new(0, T0, None);
         let burst = run(&mut clock, 0, &[2000; 10], |i, _| T0 + 200 * (i as i64 + 1));
         let (t, d, n) = *burst.last().expect("burst");
-        assert_eq!(t + d as i64, n + ANNOUNCE_HOLD_MS);
+        assert_eq!(t + d as i64, n);
         // Back to real time: each segment's end arrives `duration` after the previous one's.
-        let mut live_now = n + ANNOUNCE_HOLD_MS;
+        let mut live_now = n;
         let durations = [2000, 2000, 1999, 2001, 2000];
         let live = run(&mut clock, 20_000, &durations, |i, _| {
             live_now += durations[i] as i64;
             live_now
         });
         assert_eq!(
-            live[0].0,
-            n + ANNOUNCE_HOLD_MS,
+            live[0].0, n,
             "the first live segment starts where the burst ended"
         );
         assert_tiles(&live);

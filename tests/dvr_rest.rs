@@ -34,10 +34,8 @@ fn parse_time(s: &str) -> i64 {
     dvrgate::time::parse_rfc3339(s).unwrap_or_else(|| panic!("time {s}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seek_boundaries_and_time_forms() {
-    let node = recorded("").await;
-    let segs = &segments(&node, "cam").await;
+async fn seek_boundaries_and_time_forms(node: &TestNode) {
+    let segs = &segments(node, "cam").await;
     assert!(segs.len() >= 10, "{segs:?}");
     let first = &segs[0];
     let last = segs.last().unwrap();
@@ -153,9 +151,7 @@ fn playlist_segments(text: &str) -> (Option<f64>, Vec<(u64, f64)>) {
     (start, out)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn playlists_agree_with_seek() {
-    let node = recorded("").await;
+async fn playlists_agree_with_seek(node: &TestNode) {
     for t in ["-7s", "-12500ms", "-29s", "live"] {
         let v = get_json(&node.url(&format!("/streams/cam/seek?t={t}"))).await;
         let (s, _, text) = get(&node.url(&format!("/streams/cam/index.m3u8?start={t}"))).await;
@@ -209,11 +205,9 @@ async fn playlists_agree_with_seek() {
     assert!(text.contains("#EXT-X-ENDLIST"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clips_are_standalone_mp4s_and_identical_through_a_relay() {
-    let node = recorded("[http]\nmax_clip = \"20s\"\n").await;
-    let relay = relay_of(&node);
-    let segs = &segments(&node, "cam").await;
+async fn clips_are_standalone_mp4s_and_identical_through_a_relay(node: &TestNode) {
+    let relay = relay_of(node);
+    let segs = &segments(node, "cam").await;
     let from_seek = get_json(&node.url("/streams/cam/seek?t=-23500ms")).await;
     let to_seek = get_json(&node.url("/streams/cam/seek?t=-9s")).await;
     let (from, to) = (
@@ -305,4 +299,13 @@ async fn clips_are_standalone_mp4s_and_identical_through_a_relay() {
     assert!(pts.abs() < 0.2, "first pts {pts}");
     // Decodes without a single error.
     ffmpeg_decode(file).await.unwrap();
+}
+
+/// One recording for every check: a 30 s window takes 30 s of wall clock to record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_playlists_and_clips_on_one_recording() {
+    let node = recorded("[http]\nmax_clip = \"20s\"\n").await;
+    seek_boundaries_and_time_forms(&node).await;
+    playlists_agree_with_seek(&node).await;
+    clips_are_standalone_mp4s_and_identical_through_a_relay(&node).await;
 }
