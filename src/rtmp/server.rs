@@ -62,6 +62,14 @@ impl Default for Limits {
     }
 }
 
+/// What a shutdown found (also logged): connections still open when it began, and how many
+/// of them had to be aborted after `shutdown_grace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    pub closed: usize,
+    pub aborted: usize,
+}
+
 /// Serves RTMP ingest on `listener` until `shutdown` completes, then stops accepting, closes
 /// every connection (dropping their senders) and returns once their tasks have ended, or after
 /// `limits.shutdown_grace` with the stragglers aborted.
@@ -70,7 +78,7 @@ pub async fn serve<H: PublishHandler>(
     handler: Arc<H>,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+) -> Stopped {
     let (stop_tx, stop_rx) = watch::channel(());
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut tasks = JoinSet::new();
@@ -131,6 +139,10 @@ pub async fn serve<H: PublishHandler>(
         tasks.shutdown().await;
     }
     info!(closed = open, aborted, "rtmp ingest stopped");
+    Stopped {
+        closed: open,
+        aborted,
+    }
 }
 
 /// The peer went away (reset, broken pipe, EOF mid-message): an ordinary end, not a fault.

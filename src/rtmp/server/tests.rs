@@ -60,7 +60,7 @@ struct TestServer {
     addr: SocketAddr,
     handler: Arc<Recorder>,
     stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    task: JoinHandle<Stopped>,
 }
 
 impl TestServer {
@@ -86,14 +86,14 @@ impl TestServer {
         }
     }
 
-    async fn shutdown(mut self) {
+    async fn shutdown(mut self) -> Stopped {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         timeout(STEP, self.task)
             .await
             .expect("serve returns")
-            .unwrap();
+            .unwrap()
     }
 
     async fn wait_ended(&self, n: usize) {
@@ -300,9 +300,23 @@ async fn hostile_clients_are_dropped_and_others_served() {
 async fn shutdown_closes_connections() {
     let server = TestServer::start().await;
     let mut open = handshaken(server.addr).await;
+    // Two more that end before the shutdown: not counted as closed by it.
+    for _ in 0..2 {
+        let gone = handshaken(server.addr).await;
+        drop(gone);
+    }
+    // Let the server see them end (the next accept reaps them).
+    sleep(Duration::from_millis(200)).await;
     let addr = server.addr;
     let started = Instant::now();
-    server.shutdown().await;
+    let stopped = server.shutdown().await;
+    assert_eq!(
+        stopped,
+        Stopped {
+            closed: 1,
+            aborted: 0
+        }
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     expect_closed(&mut open).await;
     assert!(timeout(STEP, TcpStream::connect(addr))
