@@ -411,7 +411,7 @@ impl Proxy {
             }
             ix.segments.get(n).map_or(ix.next_seq, |s| s.seq)
         };
-        let gone = self.stream.apply(vec![Record::Drop { before }]);
+        let gone = self.stream.apply(vec![Record::drop_before(before)]);
         let mut st = self.lock();
         for s in gone {
             st.segments.remove(&s.seq);

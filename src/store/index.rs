@@ -64,12 +64,30 @@ pub enum Record {
     Period(PeriodMeta),
     #[serde(rename = "seg")]
     Segment(SegmentMeta),
-    /// Retention removed every segment with `seq < before`.
+    /// Retention removed every segment with `seq < before`. `longest_ms` carries the longest
+    /// segment the stream has had, so `EXT-X-TARGETDURATION` survives the deletion of that
+    /// segment and a restart (older nodes ignore the field; 0 = not given).
     #[serde(rename = "drop")]
-    Drop { before: u64 },
+    Drop {
+        before: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        longest_ms: u64,
+    },
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Record {
+    /// A drop of every segment below `before` (without a longest-segment mark).
+    pub fn drop_before(before: u64) -> Record {
+        Record::Drop {
+            before,
+            longest_ms: 0,
+        }
+    }
+
     /// The record as one JSON line (without newline).
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -111,9 +129,10 @@ impl StreamIndex {
                 }
             }
             Record::Segment(s) => self.push_segment(s),
-            Record::Drop { before } => {
+            Record::Drop { before, longest_ms } => {
                 self.drop_before(before);
                 self.next_seq = self.next_seq.max(before);
+                self.max_duration_ms = self.max_duration_ms.max(longest_ms);
             }
         }
     }
@@ -246,7 +265,10 @@ impl StreamIndex {
     pub fn to_records(&self) -> Vec<Record> {
         let mut out: Vec<Record> = Vec::with_capacity(self.periods.len() + self.segments.len() + 1);
         let first = self.segments.front().map_or(self.next_seq, |s| s.seq);
-        out.push(Record::Drop { before: first });
+        out.push(Record::Drop {
+            before: first,
+            longest_ms: self.max_duration_ms,
+        });
         let mut periods = self.periods.iter().peekable();
         for s in &self.segments {
             while let Some(p) = periods.next_if(|p| p.id <= s.period) {

@@ -255,6 +255,8 @@ fn recover(layout: &Layout) -> Result<(StreamIndex, usize, RecoverCounts), Error
         }
     }
     kept.next_seq = kept.next_seq.max(index.next_seq);
+    // The longest segment the stream has had, deleted or missing ones included.
+    kept.max_duration_ms = kept.max_duration_ms.max(index.max_duration_ms);
     counts.segments = kept.segments.len();
     // Delete temp files and files the index does not name (written but never announced).
     let seg_known = |n: &str| {
@@ -381,7 +383,10 @@ impl Stream {
     /// memory, the objects deleted, and the line appended afterwards; if that fails too, the
     /// index still names the deleted segments and recovery drops them as missing.
     async fn drop_before_durably(&self, before: u64) -> Result<Vec<SegmentMeta>, Error> {
-        let records = [Record::Drop { before }];
+        let records = [Record::Drop {
+            before,
+            longest_ms: self.read().max_duration_ms,
+        }];
         let (gone, gone_periods, appended) = match self.append_and_apply(&records).await {
             Ok((gone, gone_periods)) => (gone, gone_periods, true),
             Err(Error::Io { context, source }) => {
@@ -707,5 +712,39 @@ mod tests {
         assert_eq!(store.enforce_retention(&s, 1_000_000).await.unwrap(), 1);
         let (store, _) = Store::open(dir.path(), policy(), MinFree::Bytes(0)).unwrap();
         assert_eq!(store.get("cam").unwrap().read().next_seq, 5);
+    }
+
+    /// The longest segment keeps counting for the target duration after retention deleted it,
+    /// across a restart too.
+    #[tokio::test]
+    async fn the_longest_segment_outlives_its_deletion() {
+        let dir = tempfile::tempdir().unwrap();
+        let keep_two = Policy {
+            retention_ms: i64::MAX,
+            max_bytes: 200,
+        };
+        let (store, _) = Store::open(dir.path(), keep_two, MinFree::Bytes(0)).unwrap();
+        let mut rec = store.begin_recording("cam").unwrap();
+        rec.add_period(Bytes::from_static(b"init"), period(0, 0, 0))
+            .await
+            .unwrap();
+        let mut long = meta(0);
+        long.duration_ms = 6_000;
+        rec.add_segment(Bytes::from(vec![0u8; 100]), long)
+            .await
+            .unwrap();
+        for i in 1..3 {
+            rec.add_segment(Bytes::from(vec![0u8; 100]), meta(4_000 + i * 2000))
+                .await
+                .unwrap();
+        }
+        let s = store.get("cam").unwrap();
+        assert_eq!(store.enforce_retention(&s, 0).await.unwrap(), 1);
+        assert!(s.read().segments.iter().all(|x| x.duration_ms < 6_000));
+        assert_eq!(s.read().max_duration_ms, 6_000);
+        rec.finish();
+        drop((s, store));
+        let (store, _) = Store::open(dir.path(), keep_two, MinFree::Bytes(0)).unwrap();
+        assert_eq!(store.get("cam").unwrap().read().max_duration_ms, 6_000);
     }
 }

@@ -204,11 +204,11 @@ mod tests {
         assert_eq!(disk.get(seg, None).await.unwrap(), None);
 
         assert!(disk.read_index().await.unwrap().is_empty());
-        let records = [Record::Drop { before: 41 }, Record::Drop { before: 42 }];
+        let records = [Record::drop_before(41), Record::drop_before(42)];
         disk.append_index(records.iter().map(Record::to_line).collect())
             .await
             .unwrap();
-        disk.append_index(vec![Record::Drop { before: 43 }.to_line()])
+        disk.append_index(vec![Record::drop_before(43).to_line()])
             .await
             .unwrap();
         let text = disk.read_index().await.unwrap();
@@ -216,10 +216,10 @@ mod tests {
         assert_eq!(valid, text.len());
         assert_eq!(ix.next_seq, 43);
 
-        disk.rewrite_index(vec![Record::Drop { before: 50 }.to_line()])
+        disk.rewrite_index(vec![Record::drop_before(50).to_line()])
             .await
             .unwrap();
-        disk.append_index(vec![Record::Drop { before: 51 }.to_line()])
+        disk.append_index(vec![Record::drop_before(51).to_line()])
             .await
             .unwrap();
         let text = disk.read_index().await.unwrap();
@@ -227,8 +227,8 @@ mod tests {
             text,
             format!(
                 "{}\n{}\n",
-                Record::Drop { before: 50 }.to_line(),
-                Record::Drop { before: 51 }.to_line()
+                Record::drop_before(50).to_line(),
+                Record::drop_before(51).to_line()
             )
             .into_bytes(),
             "appends go after the rewritten lines"
