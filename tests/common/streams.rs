@@ -22,12 +22,7 @@ pub async fn publish_tags_and_end(
     name: &str,
     tags: &[FlvTag],
 ) -> serde_json::Value {
-    let mut p = Publisher::connect(node.rtmp.expect("rtmp enabled"), "live", name)
-        .await
-        .expect("publish accepted");
-    p.send_all(tags, 0, false).await.expect("tags sent");
-    p.close().await;
-    wait_ended(node, name).await
+    publish_then_end(node, name, tags, false).await
 }
 
 /// Publishes `tags` in real time (as a camera or `ffmpeg -re` does) as `name`, unpublishes,
@@ -38,10 +33,19 @@ pub async fn publish_real_time_and_end(
     name: &str,
     tags: &[FlvTag],
 ) -> serde_json::Value {
+    publish_then_end(node, name, tags, true).await
+}
+
+async fn publish_then_end(
+    node: &TestNode,
+    name: &str,
+    tags: &[FlvTag],
+    realtime: bool,
+) -> serde_json::Value {
     let mut p = Publisher::connect(node.rtmp.expect("rtmp enabled"), "live", name)
         .await
         .expect("publish accepted");
-    p.send_all(tags, 0, true).await.expect("tags sent");
+    p.send_all(tags, 0, realtime).await.expect("tags sent");
     p.close().await;
     wait_ended(node, name).await
 }
