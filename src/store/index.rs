@@ -120,19 +120,25 @@ pub enum Lookup {
 }
 
 impl StreamIndex {
-    /// Applies one record (recovery and live recording go through the same code).
-    pub fn apply(&mut self, record: Record) {
+    /// Applies one record (recovery, live recording and relays go through the same code).
+    /// Returns the segments and periods a `Drop` removed (nothing for other records).
+    pub fn apply(&mut self, record: Record) -> (Vec<SegmentMeta>, Vec<PeriodMeta>) {
         match record {
             Record::Period(p) => {
                 if self.periods.last().is_none_or(|last| p.id > last.id) {
                     self.periods.push(p);
                 }
+                (Vec::new(), Vec::new())
             }
-            Record::Segment(s) => self.push_segment(s),
+            Record::Segment(s) => {
+                self.push_segment(s);
+                (Vec::new(), Vec::new())
+            }
             Record::Drop { before, longest_ms } => {
-                self.drop_before(before);
+                let gone = self.drop_before(before);
                 self.next_seq = self.next_seq.max(before);
                 self.max_duration_ms = self.max_duration_ms.max(longest_ms);
+                gone
             }
         }
     }

@@ -46,15 +46,9 @@ impl Timeline {
         {
             let mut ix = self.write();
             for r in records {
-                match r {
-                    Record::Drop { before, longest_ms } => {
-                        let (s, p) = ix.drop_before(*before);
-                        ix.max_duration_ms = ix.max_duration_ms.max(*longest_ms);
-                        gone.0.extend(s);
-                        gone.1.extend(p);
-                    }
-                    other => ix.apply(other.clone()),
-                }
+                let (s, p) = ix.apply(r.clone());
+                gone.0.extend(s);
+                gone.1.extend(p);
             }
         }
         self.bump();
