@@ -48,6 +48,9 @@ pub struct Config {
     pub record: RecordConfig,
     pub cache: CacheConfig,
     pub relay: RelayConfig,
+    /// The shared archive; `None` = recordings stay local.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageConfig>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub proxy: Vec<ProxyConfig>,
 }
@@ -205,6 +208,69 @@ impl Default for RelayConfig {
     }
 }
 
+/// `[storage]`: the shared archive on an S3-compatible object store. Credentials never appear
+/// here: they come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` or the AWS files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `s3://bucket/prefix` (the prefix may be empty).
+    pub url: String,
+    /// Any S3 API endpoint; unset = AWS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// A writer that stops renewing its lease for this long is replaced.
+    pub lease: Dur,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            url: String::new(),
+            endpoint: None,
+            region: "us-east-1".into(),
+            lease: Dur::secs(6),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// The bucket and the key prefix (without slashes at either end) of `url`.
+    pub fn bucket_and_prefix(&self) -> Result<(String, String), ConfigError> {
+        let rest = self
+            .url
+            .strip_prefix("s3://")
+            .ok_or_else(|| invalid("storage.url", "must look like s3://bucket/prefix"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !bucket_ok {
+            return Err(invalid(
+                "storage.url",
+                format!("bucket {bucket:?} must be 3 to 63 characters of a-z, 0-9, '-' and '.'"),
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        let prefix_ok = prefix.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        });
+        if !prefix.is_empty() && !prefix_ok {
+            return Err(invalid(
+                "storage.url",
+                format!("key prefix {prefix:?} must be /-separated parts of A-Z, a-z, 0-9, '-', '_' and '.'"),
+            ));
+        }
+        Ok((bucket.to_owned(), prefix.to_owned()))
+    }
+}
+
 /// `[[proxy]]`: an explicit `proxyFrom(local, remote)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -342,6 +408,28 @@ impl Config {
         }
         if self.relay.prefetch > 16 {
             return Err(invalid("relay.prefetch", "must be at most 16"));
+        }
+        if let Some(storage) = &self.storage {
+            storage.bucket_and_prefix()?;
+            if let Some(endpoint) = &storage.endpoint {
+                let rest = endpoint
+                    .strip_prefix("http://")
+                    .or_else(|| endpoint.strip_prefix("https://"));
+                if rest.is_none_or(|r| r.is_empty() || r.starts_with('/'))
+                    || endpoint.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(invalid(
+                        "storage.endpoint",
+                        format!("must be an http:// or https:// URL, got {endpoint:?}"),
+                    ));
+                }
+            }
+            if storage.region.is_empty() || !storage.region.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid("storage.region", "must be a region name like us-east-1"));
+            }
+            if storage.lease.0 < Duration::from_secs(2) || storage.lease.0 > Duration::from_secs(300) {
+                return Err(invalid("storage.lease", "must be between 2s and 5m"));
+            }
         }
         let mut locals = std::collections::HashSet::new();
         for (i, p) in self.proxy.iter().enumerate() {

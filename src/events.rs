@@ -72,6 +72,7 @@ codes! {
     PlayMethodNotAllowed = "NetStream.Play.MethodNotAllowed", "error";
     /// HTTP: an internal error (details are logged, not sent).
     PlayFailed = "NetStream.Play.Failed", "error";
+    ArchiveTakeover = "ProxyStream.Archive.Takeover", "warning";
 }
 
 impl Serialize for Code {

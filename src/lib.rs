@@ -29,6 +29,7 @@
 //! - [`http`]: axum router; errors map to HTTP in one place ([`http::ApiError`]).
 //! - [`node`]: wiring, listeners and graceful shutdown; [`demo`]: the built-in three-node chain.
 //! - [`config`], [`names`], [`time`], [`events`] (the onStatus codes), [`metrics`]: shared leaves.
+pub mod archive;
 pub mod cache;
 pub mod config;
 pub mod demo;

@@ -73,7 +73,13 @@ fn main() -> ExitCode {
         return match Config::load(file) {
             Ok(c) => {
                 print!("{}", c.to_toml());
-                ExitCode::SUCCESS
+                match check_storage(&c) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("dvrgate: {}: {e}", file.display());
+                        ExitCode::FAILURE
+                    }
+                }
             }
             Err(e) => {
                 eprintln!("dvrgate: {}: {e}", file.display());
@@ -132,6 +138,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::CheckConfig { .. } => Ok(()),
     }
+}
+
+/// With `[storage]`, proves the object store reachable and safe (the start-up probe).
+fn check_storage(config: &Config) -> anyhow::Result<()> {
+    let Some(storage) = &config.storage else {
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime
+        .block_on(async {
+            let bucket = dvrgate::archive::connect(storage)?;
+            dvrgate::archive::probe(&bucket, &config.node.name).await
+        })
+        .with_context(|| format!("[storage] {}", storage.url))?;
+    eprintln!("dvrgate: [storage] {}: reachable, conditional writes honoured", storage.url);
+    Ok(())
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.

@@ -143,7 +143,7 @@ pub async fn start(
         store.clone(),
         relays.clone(),
         cache,
-        bus,
+        bus.clone(),
         metrics.clone(),
         segment_target_ms,
         config.record.playlist_window.0.as_millis() as u64,
@@ -152,6 +152,20 @@ pub async fn start(
     state.admin_token = config.http.admin_token.clone();
     state.allow_upstreams = config.http.allow_upstreams.clone();
     state.max_clip_ms = u64::try_from(config.http.max_clip.0.as_millis()).unwrap_or(u64::MAX);
+    let archive = match &config.storage {
+        Some(storage) => {
+            let archive = crate::archive::Archive::open(storage, &config.node.name, bus.clone())
+                .await
+                .with_context(|| format!("[storage] {}", storage.url))?;
+            tracing::info!(url = %storage.url, endpoint = storage.endpoint.as_deref().unwrap_or("AWS"), "shared archive on");
+            Some(Arc::new(archive))
+        }
+        None => None,
+    };
+    state.archive = archive.clone();
+    let writers_task = archive
+        .as_ref()
+        .map(|a| a.spawn_writers(store.clone(), shutdown.clone()));
 
     let http_addr = listeners.http.local_addr()?;
     let rtmp_addr = listeners
@@ -236,6 +250,9 @@ pub async fn start(
         }
         let _ = retention_task.await;
         let _ = reaper_task.await;
+        if let Some(t) = writers_task {
+            let _ = t.await;
+        }
         http_task
             .await
             .context("http task")?

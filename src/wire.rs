@@ -227,6 +227,9 @@ pub struct Status {
     /// Id of the current period.
     #[serde(default)]
     pub period: Option<u32>,
+    /// On a node with `[storage]`: the stream in the shared archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveStatus>,
 }
 
 /// The DVR window of a [`Status`].
@@ -253,6 +256,21 @@ pub enum Source {
     Ingest,
     /// Relayed from upstreams.
     Proxy(ProxySource),
+    /// Read from the shared archive (`[storage]`), recorded by another node.
+    Archive,
+}
+
+/// `archive` of a [`Status`]: the stream in the shared archive.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveStatus {
+    /// `node.name` of the lease holder; `None` when nobody writes.
+    pub writer: Option<String>,
+    /// The newest seq in the bucket.
+    pub archived_seq: Option<u64>,
+    /// Segments recorded here and not yet uploaded by this node.
+    pub backlog: u64,
+    /// Whether this node reaches the object store (when not, recording goes on locally).
+    pub store: String,
 }
 
 /// A relayed stream's [`Source`].
@@ -294,6 +312,7 @@ impl Status {
             width: period.and_then(|p| p.width),
             height: period.and_then(|p| p.height),
             period: period.map(|p| p.id),
+            archive: None,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! A stream as the read API sees it: recorded here, or relayed from an upstream. Both keep the
-//! same [`StreamIndex`](crate::store::StreamIndex); they differ in where segment bytes come from.
+//! A stream as the read API sees it: recorded here, relayed from an upstream, or read from the
+//! shared archive. All keep the same [`StreamIndex`](crate::store::StreamIndex); they differ in
+//! where segment bytes come from.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use futures_util::StreamExt;
 
 use super::ApiError;
 use crate::cache::{Cache, Fetched, Key, Miss, PullError, Reader};
+use crate::archive::{Archive, Followed};
 use crate::relay::Proxy;
 use crate::store::{Stream, Timeline};
 
@@ -57,6 +59,8 @@ impl Payload {
 pub enum Feed {
     Recorded(Arc<Stream>),
     Relayed(Arc<Proxy>),
+    /// In the shared archive, recorded elsewhere (or here, earlier).
+    Archived(Arc<Followed>, Arc<Archive>),
 }
 
 impl Feed {
@@ -65,6 +69,7 @@ impl Feed {
         match self {
             Feed::Recorded(s) => s.timeline(),
             Feed::Relayed(p) => &p.stream,
+            Feed::Archived(f, _) => &f.timeline,
         }
     }
 
@@ -87,6 +92,9 @@ impl Feed {
             Feed::Relayed(proxy) => {
                 Payload::relayed(proxy.segment(seq).await.ok_or_else(not_found)?).await
             }
+            Feed::Archived(f, archive) => {
+                Payload::relayed(f.segment(archive, cache, seq).await.ok_or_else(not_found)?).await
+            }
         }
     }
 
@@ -105,6 +113,9 @@ impl Feed {
             Feed::Relayed(proxy) => {
                 Payload::relayed(proxy.init(period).await.ok_or_else(not_found)?).await
             }
+            Feed::Archived(f, archive) => {
+                Payload::relayed(f.init(archive, cache, period).await.ok_or_else(not_found)?).await
+            }
         }
     }
 
@@ -113,6 +124,7 @@ impl Feed {
         match self {
             Feed::Recorded(_) => crate::wire::Source::Ingest,
             Feed::Relayed(p) => crate::wire::Source::Proxy(p.source()),
+            Feed::Archived(..) => crate::wire::Source::Archive,
         }
     }
 }

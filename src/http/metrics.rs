@@ -11,6 +11,9 @@ use crate::metrics::Text;
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let mut t = Text::default();
     st.metrics.render(&mut t);
+    if let Some(a) = &st.archive {
+        a.render(&mut t);
+    }
     let c = &st.cache;
     c.stats.render(&mut t);
     c.run_pending_tasks().await;

@@ -71,6 +71,8 @@ pub struct AppState {
     /// every viewer polling between two segments gets the same bytes without a re-render.
     /// std `Mutex`, held only to clone or swap an entry; one entry per stream.
     pub live_playlists: Arc<std::sync::Mutex<hls::RenderCache>>,
+    /// The shared archive (`[storage]`), if any.
+    pub archive: Option<Arc<crate::archive::Archive>>,
     via: HeaderValue,
 }
 
@@ -104,14 +106,37 @@ impl AppState {
             playlist_window_ms,
             shutdown,
             live_playlists: Arc::default(),
+            archive: None,
             via,
         }
     }
 
     /// The stream `name`: recorded here, relayed, or relayed on demand from `[relay]
     /// upstreams` (the first request for it probes them). Recorded streams win over relays.
+    ///
+    /// With `[storage]`, a stream not live here is served from the archive when the archive
+    /// has it and holds everything recorded here (the archive has the whole story: other
+    /// origins' segments too); a local recording not yet uploaded is served from the disk.
     pub async fn feed(&self, name: &str) -> Result<Feed, ApiError> {
-        if let Some(s) = self.store.get(name) {
+        let local = self.store.get(name);
+        if let Some(archive) = &self.archive {
+            let archive_first = match &local {
+                None => true,
+                Some(s) => {
+                    !s.read().live
+                        && archive.writer(name).is_some_and(|w| {
+                            let r = w.report();
+                            r.backlog.0 == 0 && r.archived_seq.is_some()
+                        })
+                }
+            };
+            if archive_first {
+                if let Some(f) = archive.follow(name, &self.shutdown).await {
+                    return Ok(Feed::Archived(f, archive.clone()));
+                }
+            }
+        }
+        if let Some(s) = local {
             return Ok(Feed::Recorded(s));
         }
         let proxy = self.relays.on_demand(name).await?;

@@ -10,6 +10,7 @@ pub mod fake_upstream;
 mod mp4;
 mod node;
 mod rtmp;
+pub mod s3;
 mod streams;
 mod tools;
 
@@ -21,6 +22,8 @@ pub use mp4::*;
 pub use node::*;
 #[allow(unused_imports)]
 pub use rtmp::*;
+#[allow(unused_imports)]
+pub use s3::*;
 #[allow(unused_imports)]
 pub use streams::*;
 #[allow(unused_imports)]

@@ -1,0 +1,253 @@
+//! The reader side: an archive stream served by a node that does not record it
+//! (status source `{"kind":"archive"}`).
+//!
+//! A [`Followed`] stream keeps a [`Timeline`] like a recording's or a relay's, fed by a task
+//! that GETs the next index chunk (every [`LIVE_POLL`] while the writer records, every
+//! [`ENDED_POLL`] otherwise): no LIST per request. Segment and init bytes are pulled from the
+//! bucket through the node's cache (memory, then disk tier; concurrent misses share one GET;
+//! bodies verified against the index's hash), under cache keys of their own so they never mix
+//! with a local recording of the same name.
+//!
+//! Whether the stream is live: the last chunk says its writer was recording, and the lease is
+//! still being renewed (a writer killed mid-publish stops renewing; after `storage.lease`
+//! without a new version the stream is shown ended, until a standby takes over).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::chunk::{Applied, ArchiveIndex, Chunk};
+use super::lease::{Lease, Watch};
+use super::{keys, Archive, Error};
+use crate::cache::{Cache, Expect, Fetched, Key, PullError};
+use crate::store::Timeline;
+
+/// How often a live archive stream looks for its next chunk.
+pub const LIVE_POLL: Duration = Duration::from_millis(250);
+/// How often an ended archive stream looks for a new chunk (a republish elsewhere).
+pub const ENDED_POLL: Duration = Duration::from_secs(3);
+/// Chunks read at once while catching up.
+const READ_AHEAD: u64 = 16;
+
+/// Reads the chunks after `ax.next_chunk` and applies them; returns what each did.
+pub async fn catch_up(
+    archive: &Archive,
+    name: &str,
+    ax: &mut ArchiveIndex,
+) -> Result<Vec<Applied>, Error> {
+    let mut applied = Vec::new();
+    let mut window = 1;
+    loop {
+        let first = ax.next_chunk;
+        let reads = (first..first + window).map(|n| {
+            let key = keys::chunk(name, n);
+            async move { (archive.bucket.get(&key, None).await, key) }
+        });
+        let results = futures_util::future::join_all(reads).await;
+        let mut complete = true;
+        for (r, key) in results {
+            match r? {
+                Some(bytes) => {
+                    crate::metrics::inc(&archive.stats.chunks_read);
+                    match Chunk::parse(&bytes) {
+                        Ok(chunk) => applied.push(ax.apply(chunk)),
+                        Err(why) => {
+                            tracing::warn!(%key, %why, "skipping an unreadable index chunk");
+                            ax.next_chunk += 1;
+                        }
+                    }
+                }
+                None => {
+                    complete = false;
+                    break;
+                }
+            }
+        }
+        if !complete {
+            return Ok(applied);
+        }
+        window = READ_AHEAD;
+    }
+}
+
+/// An archive stream this node serves without recording it.
+#[derive(Debug)]
+pub struct Followed {
+    pub timeline: Arc<Timeline>,
+    /// The lease holder while live (status JSON).
+    writer: Mutex<Option<String>>,
+    cache_name: Arc<str>,
+}
+
+impl Followed {
+    /// `archive` status of this stream: (writer, newest seq).
+    pub fn writer(&self) -> Option<String> {
+        self.writer.lock().ok().and_then(|w| w.clone())
+    }
+
+    /// A media segment's bytes, through the cache.
+    pub async fn segment(&self, archive: &Arc<Archive>, cache: &Cache, seq: u64) -> Option<Fetched> {
+        let meta = self.timeline.read().segment(seq).cloned()?;
+        let key = keys::segment(&self.timeline.name, seq, meta.hash);
+        let cache_key = Key::Segment {
+            stream: self.cache_name.clone(),
+            seq,
+        };
+        Some(pull(archive, cache, cache_key, key, meta.length, meta.hash).await)
+    }
+
+    /// A period's init segment, through the cache.
+    pub async fn init(&self, archive: &Arc<Archive>, cache: &Cache, period: u32) -> Option<Fetched> {
+        let meta = self.timeline.read().period(period).cloned()?;
+        let key = keys::init(&self.timeline.name, meta.init_hash);
+        let cache_key = Key::Init {
+            stream: self.cache_name.clone(),
+            period,
+        };
+        Some(pull(archive, cache, cache_key, key, meta.init_length, meta.init_hash).await)
+    }
+}
+
+async fn pull(
+    archive: &Arc<Archive>,
+    cache: &Cache,
+    cache_key: Key,
+    key: String,
+    length: u64,
+    hash: u64,
+) -> Fetched {
+    let bucket = archive.bucket.clone();
+    let expect = Expect {
+        length,
+        hash: Some(hash),
+    };
+    cache
+        .get_or_pull(cache_key, expect, move |mut sink| async move {
+            match bucket.get(&key, None).await {
+                Ok(Some(bytes)) => sink
+                    .push(bytes)
+                    .map_err(|e| PullError::new(format!("archive object {key}: {e}"))),
+                Ok(None) => Err(PullError::new(format!("archive object {key} is missing"))),
+                Err(e) => Err(PullError::new(e.to_string())),
+            }
+        })
+        .await
+}
+
+impl Archive {
+    /// The archive stream `name`, followed from now on; `None` when the archive lacks it.
+    /// The first call for a name reads its index (bounded by the store's timeouts).
+    pub async fn follow(
+        self: &Arc<Self>,
+        name: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<Arc<Followed>> {
+        if let Some(f) = self.followed.read().ok()?.get(name).cloned() {
+            return Some(f);
+        }
+        let me = self.clone();
+        let shutdown = shutdown.clone();
+        let owned = name.to_owned();
+        self.probes
+            .get_with(name.to_owned(), async move { me.start_following(&owned, shutdown).await })
+            .await
+    }
+
+    async fn start_following(
+        self: Arc<Self>,
+        name: &str,
+        shutdown: CancellationToken,
+    ) -> Option<Arc<Followed>> {
+        let mut ax = ArchiveIndex::default();
+        let read = catch_up(&self, name, &mut ax).await;
+        self.note_health("archive read", &read);
+        if read.is_err() || ax.next_chunk == 0 {
+            return None;
+        }
+        let timeline = Arc::new(Timeline::with_index(name.to_owned(), ax.index.clone()));
+        timeline.set_live(ax.live);
+        let followed = Arc::new(Followed {
+            timeline,
+            writer: Mutex::new(ax.live.then(|| ax.writer.clone()).flatten()),
+            cache_name: format!("{name}@archive").into(),
+        });
+        if let Ok(mut m) = self.followed.write() {
+            if let Some(f) = m.get(name) {
+                return Some(f.clone());
+            }
+            m.insert(name.to_owned(), followed.clone());
+        }
+        tracing::info!(stream = %name, segments = ax.index.segments.len(), "serving an archive stream");
+        tokio::spawn(follow_task(self, followed.clone(), ax, shutdown));
+        Some(followed)
+    }
+}
+
+/// Keeps `f`'s timeline current until `shutdown`.
+async fn follow_task(
+    archive: Arc<Archive>,
+    f: Arc<Followed>,
+    mut ax: ArchiveIndex,
+    shutdown: CancellationToken,
+) {
+    let name = f.timeline.name.clone();
+    let mut watch = Watch::default();
+    let mut lease_checked = Instant::now();
+    let mut writer_alive = true;
+    loop {
+        let poll = if ax.live && writer_alive {
+            LIVE_POLL
+        } else {
+            ENDED_POLL
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match catch_up(&archive, &name, &mut ax).await {
+            Ok(applied) => {
+                let mut records = Vec::new();
+                for a in applied {
+                    if let Applied::Accepted { records: r, .. } = a {
+                        records.extend(r);
+                        writer_alive = true;
+                        watch.reset();
+                    }
+                }
+                if !records.is_empty() {
+                    f.timeline.apply(records);
+                }
+            }
+            Err(e) => {
+                archive.note_health("archive read", &Err::<(), _>(e));
+                continue;
+            }
+        }
+        // A live writer must keep renewing its lease; one that stopped is gone.
+        if ax.live && lease_checked.elapsed() >= archive.lease / 4 {
+            lease_checked = Instant::now();
+            match archive.bucket.get(&keys::lease(&name), None).await {
+                Ok(Some(b)) => match Lease::parse(&b) {
+                    Ok(lease) => {
+                        let unchanged = watch.observe(&lease, Instant::now());
+                        writer_alive = lease.writer.is_some() && unchanged < archive.lease;
+                        if let Ok(mut w) = f.writer.lock() {
+                            *w = lease.writer.clone().filter(|_| writer_alive);
+                        }
+                    }
+                    Err(why) => tracing::warn!(stream = %name, %why, "unreadable lease object"),
+                },
+                Ok(None) => writer_alive = false,
+                Err(e) => archive.note_health("archive lease read", &Err::<(), _>(e)),
+            }
+        }
+        f.timeline.set_live(ax.live && writer_alive);
+        if !(ax.live && writer_alive) {
+            if let Ok(mut w) = f.writer.lock() {
+                *w = None;
+            }
+        }
+    }
+}
+

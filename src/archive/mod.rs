@@ -1,0 +1,640 @@
+//! The shared archive (`[storage]`): recordings copied to an S3-compatible object store, served
+//! by every node with the same `[storage]`, written by one origin at a time.
+//!
+//! Local first, archive behind: an origin records to `record.dir` as without `[storage]` and
+//! announces after the local fsync; a [`writer`] task per recorded stream copies init segments,
+//! segments and index chunks to the bucket in the background, create-only, retried with
+//! backoff. The backlog is never kept anywhere but in the two indexes: on start-up (or after
+//! an outage) the writer compares its local index with the archive's and uploads the
+//! difference ([`plan`]).
+//!
+//! Object layout: [`keys`]. Index chunks and fencing: [`chunk`]. The writer's lease and why a
+//! takeover is safe: [`lease`]. Reading: [`follow`] keeps an archive stream's timeline current
+//! by GETting the next chunk (no LIST on the playback path) and reads bytes through the node's
+//! cache tiers. The design with its failure cases is in `docs/archive.md`.
+
+pub mod bucket;
+pub mod chunk;
+pub mod follow;
+pub mod keys;
+pub mod lease;
+pub mod plan;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use bucket::Bucket;
+pub use follow::Followed;
+
+use crate::config::StorageConfig;
+use crate::events::Bus;
+
+/// Errors at the archive's boundary (the store and what it holds).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("object store {op} {key}: {why}")]
+    Store {
+        op: &'static str,
+        key: String,
+        why: String,
+        /// Retrying cannot help (no such bucket, credentials refused): a configuration error.
+        fatal: bool,
+    },
+    /// The store does not honour conditional writes.
+    #[error("{0}")]
+    Unsafe(String),
+    #[error("[storage]: {0}")]
+    Config(String),
+}
+
+impl Error {
+    fn store(op: &'static str, key: &str, e: object_store::Error) -> Error {
+        let (why, fatal) = match &e {
+            object_store::Error::Unauthenticated { .. } => (
+                "credentials rejected (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)".to_owned(),
+                true,
+            ),
+            object_store::Error::PermissionDenied { .. } => (
+                "access denied (the credentials lack permission on this bucket)".to_owned(),
+                true,
+            ),
+            // A write answered 404: the bucket itself does not exist.
+            object_store::Error::NotFound { .. } if op == "put" => (
+                "the bucket does not exist (check storage.url)".to_owned(),
+                true,
+            ),
+            _ => (first_line(&e.to_string()), false),
+        };
+        Error::Store {
+            op,
+            key: key.to_owned(),
+            why,
+            fatal,
+        }
+    }
+
+    /// A store operation that did not answer in time.
+    pub(crate) fn timeout(op: &'static str, key: &str, after: Duration) -> Error {
+        Error::Store {
+            op,
+            key: key.to_owned(),
+            why: format!("no answer within {after:?}"),
+            fatal: false,
+        }
+    }
+
+    /// Whether retrying cannot help (configuration or an unsafe store).
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            Error::Store { fatal, .. } => *fatal,
+            Error::Unsafe(_) | Error::Config(_) => true,
+        }
+    }
+}
+
+/// The first line of an error text, without credentials-bearing detail.
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().chars().take(300).collect()
+}
+
+crate::counters! {
+    /// Counters of the archive (uploads, failures, takeovers).
+    pub struct Stats {
+        objects_uploaded => "counter" "dvrgate_archive_objects_uploaded_total", "Objects (init segments, segments, index chunks) written to the archive.";
+        bytes_uploaded => "counter" "dvrgate_archive_bytes_uploaded_total", "Bytes written to the archive.";
+        upload_failures => "counter" "dvrgate_archive_upload_failures_total", "Failed archive writes (each retried with backoff).";
+        /// Sum of object upload times, microseconds.
+        upload_us / 1e6 => "counter" "dvrgate_archive_upload_seconds_total", "Time spent in archive object uploads.";
+        uploads_timed => "counter" "dvrgate_archive_upload_count_total", "Uploads counted in dvrgate_archive_upload_seconds_total.";
+        /// Sum of announcement-to-archived delays, microseconds.
+        archive_lag_us / 1e6 => "counter" "dvrgate_archive_lag_seconds_total", "Sum of the delays from a segment's local announcement to its index chunk in the archive.";
+        segments_archived => "counter" "dvrgate_archive_segments_total", "Segments indexed in the archive by this node.";
+        takeovers => "counter" "dvrgate_archive_takeovers_total", "Leases taken over from another writer.";
+        leases_lost => "counter" "dvrgate_archive_leases_lost_total", "Leases this node lost (expired or taken over).";
+        chunks_read => "counter" "dvrgate_archive_chunks_read_total", "Index chunks read from the archive.";
+        store_errors => "counter" "dvrgate_archive_store_errors_total", "Failed archive reads and lease operations.";
+    }
+}
+
+/// The archive of one node.
+pub struct Archive {
+    pub bucket: Bucket,
+    pub node: String,
+    pub lease: Duration,
+    pub bus: Bus,
+    pub stats: Stats,
+    /// Per stream recorded here: what its writer task reports (status JSON, metrics).
+    writers: RwLock<HashMap<String, Arc<writer::State>>>,
+    /// Archive streams followed for reading, by name.
+    pub(crate) followed: RwLock<HashMap<String, Arc<Followed>>>,
+    /// Single flight of "is this name in the archive?" and its negative answers.
+    probes: moka::future::Cache<String, Option<Arc<Followed>>>,
+    /// The archive's stream names (one entry), for `/streams`.
+    listing: moka::future::Cache<(), Arc<Vec<String>>>,
+    /// Store reachable as of the last operation (status, logs).
+    healthy: std::sync::atomic::AtomicBool,
+    /// The start-up probe passed (until it has, nothing is written).
+    probed: std::sync::atomic::AtomicBool,
+    /// Serializes probe attempts.
+    probing: tokio::sync::Mutex<()>,
+    /// Why the store was refused at a later probe (nothing is ever written then).
+    refused: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("bucket", &self.bucket)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+/// How long "not in the archive" is remembered.
+const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+/// How long the archive's stream list is reused.
+const LISTING_TTL: Duration = Duration::from_secs(5);
+/// How often the streams recorded here are checked for one without a writer task.
+const WRITER_SCAN: Duration = Duration::from_millis(500);
+
+impl Archive {
+    pub fn new(bucket: Bucket, node: &str, lease: Duration, bus: Bus) -> Archive {
+        Archive {
+            bucket,
+            node: node.to_owned(),
+            lease,
+            bus,
+            stats: Stats::default(),
+            writers: RwLock::default(),
+            followed: RwLock::default(),
+            probes: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(NEGATIVE_TTL)
+                .build(),
+            listing: moka::future::Cache::builder()
+                .max_capacity(1)
+                .time_to_live(LISTING_TTL)
+                .build(),
+            healthy: true.into(),
+            probed: false.into(),
+            probing: tokio::sync::Mutex::new(()),
+            refused: Mutex::new(None),
+        }
+    }
+
+    /// Connects to the store of `config` and proves it safe ([`probe`]). A store that is
+    /// unsafe, a missing bucket or refused credentials are errors; a store that does not answer
+    /// is not (recording must not depend on it): the probe is retried before the first write.
+    pub async fn open(config: &StorageConfig, node: &str, bus: Bus) -> Result<Archive, Error> {
+        let bucket = connect(config)?;
+        let archive = Archive::new(bucket, node, config.lease.0, bus);
+        match archive.ensure_probed().await {
+            Ok(()) => {}
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "the object store does not answer; recording locally until it does")
+            }
+        }
+        Ok(archive)
+    }
+
+    /// Runs the probe unless it passed already. Writers call it before writing anything.
+    pub async fn ensure_probed(&self) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        if self.probed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Some(why) = self.refused.lock().ok().and_then(|r| r.clone()) {
+            return Err(Error::Unsafe(why));
+        }
+        let _one = self.probing.lock().await;
+        if self.probed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let r = probe(&self.bucket, &self.node).await;
+        self.note_health("storage probe", &r);
+        match &r {
+            Ok(()) => self.probed.store(true, Ordering::Release),
+            Err(e @ Error::Unsafe(_)) => {
+                tracing::error!(error = %e, "refusing the object store; recording locally only");
+                if let Ok(mut refused) = self.refused.lock() {
+                    *refused = Some(e.to_string());
+                }
+            }
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// `store` of the status JSON: `ok`, `unreachable`, or why it was refused.
+    pub fn store_state(&self) -> String {
+        if let Some(why) = self.refused.lock().ok().and_then(|r| r.clone()) {
+            return format!("refused: {why}");
+        }
+        if self.healthy() {
+            "ok".into()
+        } else {
+            "unreachable (recording locally)".into()
+        }
+    }
+
+    /// Starts a writer task for every stream recorded here, now and as new ones appear,
+    /// until `shutdown`.
+    pub fn spawn_writers(
+        self: &Arc<Self>,
+        store: Arc<crate::store::Store>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let tasks = tokio_util::task::TaskTracker::new();
+            let mut tick = tokio::time::interval(WRITER_SCAN);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                for stream in store.list() {
+                    let state = {
+                        let Ok(mut writers) = me.writers.write() else { break };
+                        if writers.contains_key(&stream.name) {
+                            continue;
+                        }
+                        let state = Arc::new(writer::State::default());
+                        writers.insert(stream.name.clone(), state.clone());
+                        state
+                    };
+                    tasks.spawn(writer::run(me.clone(), stream, state, shutdown.clone()));
+                }
+            }
+            tasks.close();
+            tasks.wait().await;
+        })
+    }
+
+    /// The `archive` status of stream `name` as this node sees it.
+    pub fn status(&self, name: &str) -> crate::wire::ArchiveStatus {
+        let store = self.store_state();
+        if let Some(w) = self.writer(name) {
+            let r = w.report();
+            return crate::wire::ArchiveStatus {
+                writer: r.writer,
+                archived_seq: r.archived_seq,
+                backlog: r.backlog.0,
+                store,
+            };
+        }
+        let followed = self.followed.read().ok().and_then(|m| m.get(name).cloned());
+        crate::wire::ArchiveStatus {
+            writer: followed.as_ref().and_then(|f| f.writer()),
+            archived_seq: followed.and_then(|f| f.timeline.read().segments.back().map(|s| s.seq)),
+            backlog: 0,
+            store,
+        }
+    }
+
+    /// Notes the store's health after an operation; logs the transitions.
+    pub(crate) fn note_health<T>(&self, what: &str, r: &Result<T, Error>) {
+        let ok = r.is_ok();
+        let was = self.healthy.swap(ok, std::sync::atomic::Ordering::Relaxed);
+        match (&r, was) {
+            (Err(e), true) => {
+                tracing::warn!(error = %e, "{what}: the object store is failing; recording goes on locally")
+            }
+            (Ok(_), false) => tracing::info!("the object store answers again"),
+            _ => {}
+        }
+        if !ok {
+            crate::metrics::inc(&self.stats.store_errors);
+        }
+    }
+
+    /// Whether the store answered the last operation.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The writer state of a stream recorded here, if it has one.
+    pub fn writer(&self, name: &str) -> Option<Arc<writer::State>> {
+        self.writers.read().ok()?.get(name).cloned()
+    }
+
+    fn writer_states(&self) -> Vec<Arc<writer::State>> {
+        self.writers
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Writes the archive's metrics (counters and backlog gauges).
+    pub fn render(&self, t: &mut crate::metrics::Text) {
+        self.stats.render(t);
+        let (mut segs, mut bytes) = (0, 0);
+        for w in self.writer_states() {
+            let (s, b) = w.backlog();
+            segs += s;
+            bytes += b;
+        }
+        t.metric(
+            "dvrgate_archive_backlog_segments",
+            "gauge",
+            "Segments recorded here and not yet in the archive.",
+            &[("", segs as f64)],
+        );
+        t.metric(
+            "dvrgate_archive_backlog_bytes",
+            "gauge",
+            "Bytes recorded here and not yet in the archive.",
+            &[("", bytes as f64)],
+        );
+        t.metric(
+            "dvrgate_archive_store_up",
+            "gauge",
+            "1 while the object store answers.",
+            &[("", if self.healthy() { 1.0 } else { 0.0 })],
+        );
+    }
+
+    /// The names of the archive's streams (a LIST, reused for [`LISTING_TTL`]).
+    pub async fn stream_names(&self) -> Arc<Vec<String>> {
+        let bucket = self.bucket.clone();
+        self.listing
+            .get_with((), async move {
+                match bucket.folders("").await {
+                    Ok(mut v) => {
+                        v.retain(|n| crate::names::is_valid(n));
+                        v.sort();
+                        Arc::new(v)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list the archive's streams");
+                        Arc::new(Vec::new())
+                    }
+                }
+            })
+            .await
+    }
+}
+
+/// Builds the S3 client of `config`. Credentials come from the environment
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), else from the AWS
+/// credentials file (`AWS_SHARED_CREDENTIALS_FILE` or `~/.aws/credentials`, profile
+/// `AWS_PROFILE` or `default`), else (AWS only) the instance's role. They are never logged.
+pub fn connect(config: &StorageConfig) -> Result<Bucket, Error> {
+    use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+    use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+    let (bucket, prefix) = config
+        .bucket_and_prefix()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let mut b = AmazonS3Builder::new()
+        .with_bucket_name(&bucket)
+        .with_region(&config.region)
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(1),
+                base: 2.0,
+            },
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(5),
+        })
+        .with_client_options(
+            ClientOptions::new()
+                .with_timeout(Duration::from_secs(8))
+                .with_connect_timeout(Duration::from_secs(2)),
+        );
+    if let Some(endpoint) = &config.endpoint {
+        b = b
+            .with_endpoint(endpoint.trim_end_matches('/'))
+            .with_allow_http(endpoint.starts_with("http://"))
+            .with_virtual_hosted_style_request(false);
+    }
+    match credentials() {
+        Some(c) => {
+            b = b
+                .with_access_key_id(c.key_id)
+                .with_secret_access_key(c.secret);
+            if let Some(t) = c.token {
+                b = b.with_token(t);
+            }
+        }
+        None if config.endpoint.is_some() => {
+            return Err(Error::Config(
+                "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or write them to ~/.aws/credentials".into(),
+            ))
+        }
+        None => {}
+    }
+    let store = b
+        .build()
+        .map_err(|e| Error::Config(first_line(&e.to_string())))?;
+    Ok(Bucket::new(Arc::new(store), &prefix))
+}
+
+struct Credentials {
+    key_id: String,
+    secret: String,
+    token: Option<String>,
+}
+
+fn credentials() -> Option<Credentials> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let (Some(key_id), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        return Some(Credentials {
+            key_id,
+            secret,
+            token: env("AWS_SESSION_TOKEN"),
+        });
+    }
+    let path = env("AWS_SHARED_CREDENTIALS_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| env("HOME").map(|h| std::path::Path::new(&h).join(".aws/credentials")))?;
+    let text = std::fs::read_to_string(path).ok()?;
+    credentials_file(&text, &env("AWS_PROFILE").unwrap_or_else(|| "default".into()))
+}
+
+/// The keys of `profile` in an AWS credentials file (INI).
+fn credentials_file(text: &str, profile: &str) -> Option<Credentials> {
+    let mut in_profile = false;
+    let (mut key_id, mut secret, mut token) = (None, None, None);
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_profile = name.trim() == profile;
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if !in_profile {
+            continue;
+        }
+        let v = v.trim().to_owned();
+        match k.trim() {
+            "aws_access_key_id" => key_id = Some(v),
+            "aws_secret_access_key" => secret = Some(v),
+            "aws_session_token" => token = Some(v),
+            _ => {}
+        }
+    }
+    Some(Credentials {
+        key_id: key_id?,
+        secret: secret?,
+        token,
+    })
+}
+
+/// Proves the store fit for the archive: a create-only write of a key that exists must be
+/// refused, and a compare-and-swap from a stale version too. Some S3 clones ignore both
+/// conditions (every writer "wins"); two origins would then overwrite each other's archive.
+pub async fn probe(bucket: &Bucket, node: &str) -> Result<(), Error> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let key = keys::probe(node, nanos);
+    let first = bucket.put_create(&key, Bytes::from_static(b"1")).await?;
+    let result = async {
+        if first != bucket::Put::Created {
+            return Err(Error::Unsafe(format!(
+                "the store says the fresh key {key} exists; refusing [storage]"
+            )));
+        }
+        if bucket.put_create(&key, Bytes::from_static(b"2")).await? != bucket::Put::Existed {
+            return Err(Error::Unsafe(
+                "the store accepted a second create-only write (If-None-Match: *) of the same key: \
+                 it does not honour conditional writes, so two origins could overwrite each other's \
+                 archive; refusing [storage] (AWS S3, MinIO, Ceph RGW and SeaweedFS honour them)"
+                    .into(),
+            ));
+        }
+        let stale = bucket::Version {
+            e_tag: Some("\"0000000000000000\"".into()),
+            version: None,
+        };
+        if bucket
+            .put_update(&key, Bytes::from_static(b"3"), stale)
+            .await?
+            .is_some()
+        {
+            return Err(Error::Unsafe(
+                "the store accepted a compare-and-swap write (If-Match) from a stale version: \
+                 it does not honour conditional writes; refusing [storage]"
+                    .into(),
+            ));
+        }
+        match bucket.get(&key, None).await? {
+            Some(b) if b.as_ref() == b"1" => Ok(()),
+            other => Err(Error::Unsafe(format!(
+                "the probe object {key} holds {:?} after refused overwrites; refusing [storage]",
+                other.map(|b| String::from_utf8_lossy(&b).into_owned())
+            ))),
+        }
+    }
+    .await;
+    if let Err(e) = bucket.delete(&key).await {
+        tracing::warn!(error = %e, "cannot delete the storage probe object");
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    #[tokio::test]
+    async fn an_honest_store_passes_the_probe() {
+        let bucket = Bucket::new(Arc::new(InMemory::new()), "site-a");
+        probe(&bucket, "origin-a").await.unwrap();
+    }
+
+    /// A store that ignores conditions, like some S3 clones.
+    #[derive(Debug)]
+    struct Careless(InMemory);
+
+    impl std::fmt::Display for Careless {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Careless")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for Careless {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            _opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            self.0.put_opts(location, payload, Default::default()).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.0.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.0.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures_util::stream::BoxStream<
+                'static,
+                object_store::Result<object_store::path::Path>,
+            >,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+        {
+            self.0.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.0.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.0.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.0.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_ignores_conditions_is_refused() {
+        let bucket = Bucket::new(Arc::new(Careless(InMemory::new())), "");
+        let err = probe(&bucket, "origin-a").await.unwrap_err();
+        assert!(matches!(err, Error::Unsafe(_)), "{err}");
+        assert!(err.to_string().contains("does not honour conditional writes"), "{err}");
+    }
+
+    #[test]
+    fn credentials_come_from_the_profile_asked_for() {
+        let text = "[default]\naws_access_key_id = A\naws_secret_access_key = B\n\n[ops]\naws_access_key_id=C\naws_secret_access_key=D\naws_session_token=T\n";
+        let d = credentials_file(text, "default").unwrap();
+        assert_eq!((d.key_id.as_str(), d.secret.as_str()), ("A", "B"));
+        let o = credentials_file(text, "ops").unwrap();
+        assert_eq!((o.key_id.as_str(), o.token.as_deref()), ("C", Some("T")));
+        assert!(credentials_file(text, "nope").is_none());
+        assert!(credentials_file("[default]\naws_access_key_id=A\n", "default").is_none());
+    }
+}
