@@ -638,3 +638,7 @@ mod tests {
         assert!(credentials_file("[default]\naws_access_key_id=A\n", "default").is_none());
     }
 }
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod end_to_end;

@@ -275,10 +275,8 @@ mod tests {
     fn a_restarted_writer_resumes_after_what_the_bucket_has() {
         let local = recording(&[(0, 7)], &[(0, 0, 1_000_000), (1, 0, 1_002_000), (2, 0, 1_004_000)]);
         let mut archive = StreamIndex::default();
-        apply(
-            &mut archive,
-            &next_batch(&local, &archive, &mut Mapping::default(), 2).unwrap(),
-        );
+        let first = next_batch(&local, &archive, &mut Mapping::default(), 2).unwrap();
+        apply(&mut archive, &first);
         // A fresh mapping (after a restart) finds its own segment 1 at the archive's end.
         let mut m = Mapping::default();
         let b = next_batch(&local, &archive, &mut m, 8).unwrap();
@@ -332,7 +330,8 @@ mod tests {
         let local = recording(&[(0, 7)], &[(0, 0, 1_000_000), (1, 0, 1_002_000)]);
         let mut archive = StreamIndex::default();
         let mut m = Mapping::default();
-        apply(&mut archive, &next_batch(&local, &archive, &mut m, 1).unwrap());
+        let first = next_batch(&local, &archive, &mut m, 1).unwrap();
+        apply(&mut archive, &first);
         // Local retention dropped 1..=4 before they were uploaded; 5 and 6 exist.
         let mut later = recording(&[(0, 7)], &[(5, 0, 1_010_000), (6, 0, 1_012_000)]);
         later.next_seq = 7;
