@@ -111,6 +111,9 @@ impl WallClock {
     }
 }
 
+/// How long a new recording waits for the archive's numbering.
+const CONTINUATION_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The ingest side of a node.
 #[derive(Debug)]
 pub struct Ingest {
@@ -124,6 +127,8 @@ pub struct Ingest {
     pub segment_target_ms: u64,
     /// Recorder tasks; the node waits for them on shutdown so the last segment is flushed.
     pub tasks: TaskTracker,
+    /// The shared archive: a new recording continues its numbering and media timeline.
+    pub archive: Option<Arc<crate::archive::Archive>>,
 }
 
 impl Ingest {
@@ -203,6 +208,7 @@ impl PublishHandler for Ingest {
             .with("peer", peer.to_string()),
         );
         let recorder = Recorder {
+            archive: self.archive.clone(),
             store: self.store.clone(),
             bus: self.bus.clone(),
             cache: self.cache.clone(),
@@ -221,6 +227,7 @@ impl PublishHandler for Ingest {
 
 /// One publish session's recorder.
 struct Recorder {
+    archive: Option<Arc<crate::archive::Archive>>,
     store: Arc<Store>,
     bus: Bus,
     cache: Cache,
@@ -240,11 +247,27 @@ struct Recorder {
 impl Recorder {
     #[tracing::instrument(name = "recorder", skip_all, fields(stream = %self.name))]
     async fn run(mut self, mut rx: mpsc::Receiver<Tag>, segment_target_ms: u64) {
+        // With [storage], continue where the archive is (other origins may have written it):
+        // redundant origins starting together then number and cut alike. Tags wait in the
+        // queue meanwhile; a store that does not answer in time is not waited for.
+        let mut archive_end_ms = 0;
+        if let Some(archive) = &self.archive {
+            match tokio::time::timeout(CONTINUATION_WAIT, archive.continuation(&self.name)).await {
+                Ok(Some((next_seq, end_ms))) => {
+                    self.recording.continue_from(next_seq);
+                    archive_end_ms = end_ms;
+                }
+                Ok(None) => {}
+                Err(_) => tracing::warn!("the archive did not answer in time; numbering from the local recording"),
+            }
+        }
         let (timeline_start_ms, first_seq) = {
             let ix = self.recording.stream().read();
             let end = ix.segments.back().map(|s| s.start_ms + s.duration_ms);
             (
-                end.or(ix.periods.last().map(|p| p.start_ms)).unwrap_or(0),
+                end.or(ix.periods.last().map(|p| p.start_ms))
+                    .unwrap_or(0)
+                    .max(archive_end_ms),
                 ix.next_seq,
             )
         };

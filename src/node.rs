@@ -127,8 +127,19 @@ pub async fn start(
             .add(&p.local, &p.remote, p.upstreams.clone(), false)
             .map_err(|e| anyhow::anyhow!("[[proxy]] {}: {e}", p.local))?;
     }
+    let archive = match &config.storage {
+        Some(storage) => {
+            let archive = crate::archive::Archive::open(storage, &config.node.name, bus.clone())
+                .await
+                .with_context(|| format!("[storage] {}", storage.url))?;
+            tracing::info!(url = %storage.url, endpoint = storage.endpoint.as_deref().unwrap_or("AWS"), "shared archive on");
+            Some(Arc::new(archive))
+        }
+        None => None,
+    };
     let segment_target_ms = config.record.segment_target.0.as_millis() as u64;
     let ingest = Arc::new(Ingest {
+        archive: archive.clone(),
         store: store.clone(),
         bus: bus.clone(),
         cache: cache.clone(),
@@ -152,16 +163,6 @@ pub async fn start(
     state.admin_token = config.http.admin_token.clone();
     state.allow_upstreams = config.http.allow_upstreams.clone();
     state.max_clip_ms = u64::try_from(config.http.max_clip.0.as_millis()).unwrap_or(u64::MAX);
-    let archive = match &config.storage {
-        Some(storage) => {
-            let archive = crate::archive::Archive::open(storage, &config.node.name, bus.clone())
-                .await
-                .with_context(|| format!("[storage] {}", storage.url))?;
-            tracing::info!(url = %storage.url, endpoint = storage.endpoint.as_deref().unwrap_or("AWS"), "shared archive on");
-            Some(Arc::new(archive))
-        }
-        None => None,
-    };
     state.archive = archive.clone();
     let writers_task = archive
         .as_ref()

@@ -276,6 +276,20 @@ impl Archive {
         })
     }
 
+    /// Where a new recording of `name` continues the archive: its next seq and the end of its
+    /// media timeline; `None` when the archive lacks the stream or cannot be read.
+    pub async fn continuation(&self, name: &str) -> Option<(u64, u64)> {
+        let mut ax = chunk::ArchiveIndex::default();
+        let read = follow::catch_up(self, name, &mut ax).await;
+        self.note_health("archive read", &read);
+        read.ok()?;
+        if ax.next_chunk == 0 {
+            return None;
+        }
+        let end = ax.index.segments.back().map_or(0, |s| s.start_ms + s.duration_ms);
+        Some((ax.index.next_seq, end))
+    }
+
     /// The `archive` status of stream `name` as this node sees it.
     pub fn status(&self, name: &str) -> crate::wire::ArchiveStatus {
         let store = self.store_state();

@@ -563,6 +563,20 @@ impl Recording {
         result
     }
 
+    /// Continues the numbering from `next_seq` when it is ahead of this stream's (the shared
+    /// archive has segments other origins recorded): the next segment gets at least it.
+    pub fn continue_from(&mut self, next_seq: u64) {
+        let raised = {
+            let mut ix = self.stream.write();
+            let before = ix.next_seq;
+            ix.next_seq = before.max(next_seq);
+            ix.next_seq != before
+        };
+        if raised {
+            self.stream.bump();
+        }
+    }
+
     /// Ends the recording: the stream is no longer live.
     pub fn finish(mut self) {
         self.end();
