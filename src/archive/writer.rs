@@ -156,6 +156,9 @@ impl Writer {
     }
 
     async fn step(&mut self) -> Result<Next, Error> {
+        // Report first: during an outage the steps below fail, and the backlog is what an
+        // operator wants to see then.
+        self.report();
         if let Err(e) = self.archive.ensure_probed().await {
             if matches!(e, Error::Unsafe(_)) {
                 return Ok(Next::Wait(Duration::from_secs(60)));
@@ -171,32 +174,16 @@ impl Writer {
                 self.lose("another origin wrote under a newer lease");
             }
         }
-        let now = Instant::now();
-        let (live, batch, backlog) = {
+        let (live, batch) = {
             let local = self.stream.read();
-            for s in local.segments.iter().rev().take(MAX_RECORDS_PER_CHUNK) {
-                self.first_seen.entry(s.seq).or_insert(now);
-            }
-            let holding = self.held.is_some();
-            let batch = if holding {
+            let batch = if self.held.is_some() {
                 plan::next_batch(&local, &self.ax.index, &mut self.mapping, MAX_RECORDS_PER_CHUNK)
             } else {
                 None
             };
-            let backlog = if holding || self.lease_is_ours_to_take() {
-                plan::backlog(&local, &self.ax.index, &self.mapping)
-            } else {
-                (0, 0)
-            };
-            (local.live, batch, backlog)
+            (local.live, batch)
         };
-        let archived_seq = self.ax.index.segments.back().map(|s| s.seq);
-        let holding = self.held.is_some();
-        self.state.set(|r| {
-            r.archived_seq = archived_seq;
-            r.backlog = backlog;
-            r.holding = holding;
-        });
+        let backlog = self.report();
         if self.held.is_none() {
             if !live && backlog.0 == 0 {
                 return Ok(Next::Wait(Duration::from_secs(5)));
@@ -213,6 +200,29 @@ impl Writer {
             return self.finish().await;
         }
         Ok(Next::Wait(self.held_wait()))
+    }
+
+    /// Publishes the writer's state (archived seq, backlog, holding); returns the backlog.
+    fn report(&mut self) -> (u64, u64) {
+        let now = Instant::now();
+        let local = self.stream.read();
+        for s in local.segments.iter().rev().take(MAX_RECORDS_PER_CHUNK) {
+            self.first_seen.entry(s.seq).or_insert(now);
+        }
+        let holding = self.held.is_some();
+        let backlog = if holding || self.lease_is_ours_to_take() {
+            plan::backlog(&local, &self.ax.index, &self.mapping)
+        } else {
+            (0, 0)
+        };
+        drop(local);
+        let archived_seq = self.ax.index.segments.back().map(|s| s.seq);
+        self.state.set(|r| {
+            r.archived_seq = archived_seq;
+            r.backlog = backlog;
+            r.holding = holding;
+        });
+        backlog
     }
 
     /// Whether a lease seen free (or ours from before a restart) would be taken.

@@ -376,7 +376,11 @@ fn base_config(dir: &Path, extra: &str) -> String {
             }
         }
     }
-    let mut c = format!("[node]\nname = \"test-node\"\n\n{extra}\n");
+    let mut c = if has("node") {
+        format!("{extra}\n")
+    } else {
+        format!("[node]\nname = \"test-node\"\n\n{extra}\n")
+    };
     if !has("http") {
         c.push_str("[http]\nlisten = \"127.0.0.1:0\"\n");
     }
