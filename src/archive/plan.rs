@@ -20,6 +20,10 @@ pub struct Mapping {
     delta: Option<i64>,
     /// archive `start_ms` = local `start_ms` + `start_delta`.
     start_delta: i64,
+    /// archive `time_ms` = local `time_ms` + `time_delta`: after a takeover, the new writer's
+    /// first segment starts exactly where the archive ends when their wall clocks disagree
+    /// by less than half a segment (two machines' clocks never agree to the millisecond).
+    time_delta: i64,
     /// Local period id -> archive period id.
     periods: Vec<(u32, u32)>,
 }
@@ -45,8 +49,13 @@ impl Mapping {
         u64::try_from(archive.next_seq as i64 - d).ok()
     }
 
+    /// Seqs and the media timeline map one to one (periods may be reused).
     fn identity(&self) -> bool {
         self.delta == Some(0) && self.start_delta == 0
+    }
+
+    fn time(&self, local_ms: i64) -> i64 {
+        local_ms.saturating_add(self.time_delta)
     }
 
     /// Aligns the local recording with the archive's end; `false` when no local segment
@@ -55,30 +64,29 @@ impl Mapping {
         let Some(first) = local.segments.front() else {
             return false;
         };
-        let (delta, start_delta) = match archive.segments.back() {
-            None => ((archive.next_seq as i64 - first.seq as i64).max(0), 0),
+        let (delta, start_delta, time_delta) = match archive.segments.back() {
+            None => ((archive.next_seq as i64 - first.seq as i64).max(0), 0, 0),
             Some(last) => match local.segment(last.seq) {
-                // Ours (or the very same bytes): one to one.
-                Some(s) if s.hash == last.hash && s.time_ms == last.time_ms => (0, 0),
+                // Ours: one to one.
+                Some(s) if s.hash == last.hash && s.time_ms == last.time_ms => (0, 0, 0),
                 _ => {
-                    let from = last.end_ms() - (last.duration_ms / 2) as i64;
+                    let tolerance = (last.duration_ms / 2) as i64;
+                    let from = last.end_ms() - tolerance;
                     let Some(b) = local.segments.iter().find(|s| s.time_ms >= from) else {
                         return false;
                     };
                     let start = (last.start_ms + last.duration_ms) as i64 - b.start_ms as i64;
                     let delta = (last.seq + 1) as i64 - b.seq as i64;
-                    // Same numbering and media timeline: nothing to shift.
-                    if delta == 0 && start == 0 {
-                        (0, 0)
-                    } else {
-                        (delta, start)
-                    }
+                    let late = b.time_ms - last.end_ms();
+                    let time = if late.abs() <= tolerance { -late } else { 0 };
+                    (delta, start, time)
                 }
             },
         };
         *self = Mapping {
             delta: Some(delta),
             start_delta,
+            time_delta,
             periods: Vec::new(),
         };
         true
@@ -158,6 +166,7 @@ pub fn next_batch(
             seq,
             period,
             start_ms: u64::try_from(s.start_ms as i64 + mapping.start_delta).unwrap_or(0),
+            time_ms: mapping.time(s.time_ms),
             ..s.clone()
         }));
     }
@@ -183,13 +192,13 @@ fn batch_period(batch: &Batch, local: u32) -> Option<u32> {
 
 /// The archive's record of local period `p`, first uploaded with segment `s`.
 fn mapped_period(p: &PeriodMeta, s: &SegmentMeta, id: u32, m: &Mapping) -> PeriodMeta {
-    if m.identity() {
+    if m.identity() && m.time_delta == 0 {
         PeriodMeta { id, ..p.clone() }
     } else {
         PeriodMeta {
             id,
             start_ms: u64::try_from(s.start_ms as i64 + m.start_delta).unwrap_or(0),
-            time_ms: s.time_ms,
+            time_ms: m.time(s.time_ms),
             ..p.clone()
         }
     }
@@ -299,7 +308,7 @@ mod tests {
         assert_eq!(seqs(&batch), [12, 13], "B's 5 and 6 follow A's 11");
         let Record::Period(p) = &batch.records[0] else { panic!("a new period first") };
         assert_eq!(p.id, 2);
-        assert_eq!(p.time_ms, 1_023_990);
+        assert_eq!(p.time_ms, 1_024_000, "the takeover starts where the archive ends");
         let Record::Segment(s) = &batch.records[1] else { panic!() };
         assert_eq!(s.start_ms, a.segments[1].start_ms + 2000, "media timeline continues");
         assert_eq!(s.period, 2);
@@ -322,6 +331,8 @@ mod tests {
         let batch = next_batch(&b_local, &archive, &mut m, 8).unwrap();
         assert_eq!(seqs(&batch), [2]);
         assert_eq!(batch.records.len(), 1, "period 0 reused");
+        let Record::Segment(s) = &batch.records[0] else { panic!() };
+        assert_eq!(s.time_ms, 1_004_000, "B's clock, 3 ms off, aligned to the archive's end");
         apply(&mut archive, &batch);
     }
 
