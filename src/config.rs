@@ -416,7 +416,9 @@ impl Config {
                     .strip_prefix("http://")
                     .or_else(|| endpoint.strip_prefix("https://"));
                 if rest.is_none_or(|r| r.is_empty() || r.starts_with('/'))
-                    || endpoint.chars().any(|c| c.is_whitespace() || c.is_control())
+                    || endpoint
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control())
                 {
                     return Err(invalid(
                         "storage.endpoint",
@@ -425,9 +427,14 @@ impl Config {
                 }
             }
             if storage.region.is_empty() || !storage.region.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(invalid("storage.region", "must be a region name like us-east-1"));
+                return Err(invalid(
+                    "storage.region",
+                    "must be a region name like us-east-1",
+                ));
             }
-            if storage.lease.0 < Duration::from_secs(2) || storage.lease.0 > Duration::from_secs(300) {
+            if storage.lease.0 < Duration::from_secs(2)
+                || storage.lease.0 > Duration::from_secs(300)
+            {
                 return Err(invalid("storage.lease", "must be between 2s and 5m"));
             }
         }

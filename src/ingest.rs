@@ -258,7 +258,9 @@ impl Recorder {
                     archive_end_ms = end_ms;
                 }
                 Ok(None) => {}
-                Err(_) => tracing::warn!("the archive did not answer in time; numbering from the local recording"),
+                Err(_) => tracing::warn!(
+                    "the archive did not answer in time; numbering from the local recording"
+                ),
             }
         }
         let (timeline_start_ms, first_seq) = {

@@ -155,7 +155,10 @@ fn check_storage(config: &Config) -> anyhow::Result<()> {
             dvrgate::archive::probe(&bucket, &config.node.name).await
         })
         .with_context(|| format!("[storage] {}", storage.url))?;
-    eprintln!("dvrgate: [storage] {}: reachable, conditional writes honoured", storage.url);
+    eprintln!(
+        "dvrgate: [storage] {}: reachable, conditional writes honoured",
+        storage.url
+    );
     Ok(())
 }
 

@@ -33,8 +33,10 @@ async fn wait_archived(node: &TestNode, name: &str, within: Duration) -> serde_j
     eventually(within, || async {
         let s = status(node, name).await;
         let a = &s["archive"];
-        (a["backlog"] == 0 && a["archived_seq"] == s["dvr"]["last_seq"] && !a["archived_seq"].is_null())
-            .then_some(s)
+        (a["backlog"] == 0
+            && a["archived_seq"] == s["dvr"]["last_seq"]
+            && !a["archived_seq"].is_null())
+        .then_some(s)
     })
     .await
 }
@@ -76,13 +78,24 @@ async fn an_archive_node_serves_an_ended_stream_whose_origin_is_gone() {
             .collect()
     };
     assert_eq!(strip(&got), strip(&want), "the same timeline");
-    assert_eq!(segment_bytes(&reader, "cam", &got).await, want_bytes, "byte-identical");
-    assert_eq!(get_bytes(&reader.url("/streams/cam/init/0.mp4")).await, want_init);
+    assert_eq!(
+        segment_bytes(&reader, "cam", &got).await,
+        want_bytes,
+        "byte-identical"
+    );
+    assert_eq!(
+        get_bytes(&reader.url("/streams/cam/init/0.mp4")).await,
+        want_init
+    );
     let playlist = get_text(&reader.url("/streams/cam/index.m3u8")).await;
     assert!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
     let listed = get_json(&reader.url("/streams")).await;
     assert!(
-        listed.as_array().unwrap().iter().any(|s| s["name"] == "cam" && s["source"]["kind"] == "archive"),
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "cam" && s["source"]["kind"] == "archive"),
         "{listed}"
     );
     // A relay of the archive node serves it too.
@@ -90,7 +103,11 @@ async fn an_archive_node_serves_an_ended_stream_whose_origin_is_gone() {
     let via_edge = segments(&edge, "cam").await;
     assert_eq!(segment_bytes(&edge, "cam", &via_edge).await, want_bytes);
     // A name the archive lacks is a plain 404.
-    let r = http().get(reader.url("/streams/nope")).send().await.unwrap();
+    let r = http()
+        .get(reader.url("/streams/nope"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -103,7 +120,9 @@ async fn a_store_outage_stops_nothing_and_the_backlog_drains() {
     let origin = TestNode::start_with(|_| archive_node(&s3, "outage", "origin-a", ""));
     let tags = looped_clip(4); // 40 s in real time
     let publisher = {
-        let mut p = Publisher::connect(origin.rtmp.unwrap(), "live", "cam").await.unwrap();
+        let mut p = Publisher::connect(origin.rtmp.unwrap(), "live", "cam")
+            .await
+            .unwrap();
         tokio::spawn(async move {
             p.send_all(&tags, 0, true).await?;
             p.close().await;
@@ -126,7 +145,10 @@ async fn a_store_outage_stops_nothing_and_the_backlog_drains() {
     let remaining = Duration::from_secs(15).saturating_sub(outage.elapsed());
     tokio::time::sleep(remaining).await;
     let in_outage = segments(&origin, "cam").await.len();
-    assert!(in_outage >= before + 6, "recording went on: {before} -> {in_outage}");
+    assert!(
+        in_outage >= before + 6,
+        "recording went on: {before} -> {in_outage}"
+    );
     let backlog_at_return = status(&origin, "cam").await["archive"]["backlog"].clone();
     s3.restart().await;
     let back = Instant::now();
@@ -182,13 +204,18 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
     let b_events = Events::subscribe(&b, "/events").await;
     // One encoder sending to both origins (as `ffmpeg -f tee` does): the same tags, in real time.
     let tags = looped_clip(4);
-    let mut to_a = Publisher::connect(a.rtmp.unwrap(), "live", "cam").await.unwrap();
-    let mut to_b = Publisher::connect(b.rtmp.unwrap(), "live", "cam").await.unwrap();
+    let mut to_a = Publisher::connect(a.rtmp.unwrap(), "live", "cam")
+        .await
+        .unwrap();
+    let mut to_b = Publisher::connect(b.rtmp.unwrap(), "live", "cam")
+        .await
+        .unwrap();
     let encoder = tokio::spawn(async move {
         let start = tokio::time::Instant::now();
         let mut a_alive = true;
         for t in &tags {
-            tokio::time::sleep_until(start + Duration::from_millis(u64::from(t.timestamp_ms))).await;
+            tokio::time::sleep_until(start + Duration::from_millis(u64::from(t.timestamp_ms)))
+                .await;
             if a_alive && to_a.send(t).await.is_err() {
                 a_alive = false;
             }
@@ -218,10 +245,20 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
     eventually(Duration::from_secs(10), || writer_is(&b, "origin-b")).await;
     let takeover = killed.elapsed();
     let ev = b_events
-        .wait_for("ProxyStream.Archive.Takeover", Some("cam"), Duration::from_secs(5))
+        .wait_for(
+            "ProxyStream.Archive.Takeover",
+            Some("cam"),
+            Duration::from_secs(5),
+        )
         .await;
-    assert_eq!((ev["from"].as_str(), ev["to"].as_str()), (Some("origin-a"), Some("origin-b")));
-    assert!(takeover < Duration::from_secs(3), "takeover took {takeover:?}, over storage.lease");
+    assert_eq!(
+        (ev["from"].as_str(), ev["to"].as_str()),
+        (Some("origin-a"), Some("origin-b"))
+    );
+    assert!(
+        takeover < Duration::from_secs(3),
+        "takeover took {takeover:?}, over storage.lease"
+    );
 
     encoder.await.unwrap().unwrap();
     wait_ended(&b, "cam").await;
@@ -239,35 +276,59 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
         (st["live"] == false).then_some(segments(&reader, "cam").await)
     })
     .await;
-    let by_seq: std::collections::HashMap<u64, &serde_json::Value> =
-        archive.iter().map(|s| (s["seq"].as_u64().unwrap(), s)).collect();
+    let by_seq: std::collections::HashMap<u64, &serde_json::Value> = archive
+        .iter()
+        .map(|s| (s["seq"].as_u64().unwrap(), s))
+        .collect();
     for (s, bytes) in announced.iter().zip(&announced_bytes) {
         let seq = s["seq"].as_u64().unwrap();
-        let got = by_seq.get(&seq).unwrap_or_else(|| panic!("seq {seq} missing from the archive"));
+        let got = by_seq
+            .get(&seq)
+            .unwrap_or_else(|| panic!("seq {seq} missing from the archive"));
         assert_eq!(got["time"], s["time"], "seq {seq}");
-        assert_eq!(&segment_bytes(&reader, "cam", &[(*got).clone()]).await[0], bytes, "seq {seq}");
+        assert_eq!(
+            &segment_bytes(&reader, "cam", &[(*got).clone()]).await[0],
+            bytes,
+            "seq {seq}"
+        );
     }
     // ...and through a relay that fails over from the dead writer, with nothing cached.
     let cold = relay(&[a.base(), b.base()], "");
     let via = wait_segments(&cold, "cam", archive.len()).await;
-    let via_by_time: std::collections::HashMap<String, &serde_json::Value> =
-        via.iter().map(|s| (s["time"].as_str().unwrap().to_owned(), s)).collect();
+    let via_by_time: std::collections::HashMap<String, &serde_json::Value> = via
+        .iter()
+        .map(|s| (s["time"].as_str().unwrap().to_owned(), s))
+        .collect();
     for (s, bytes) in announced.iter().zip(&announced_bytes) {
         let t = s["time"].as_str().unwrap();
-        let got = via_by_time.get(t).unwrap_or_else(|| panic!("segment at {t} missing at the relay"));
-        assert_eq!(&segment_bytes(&cold, "cam", &[(*got).clone()]).await[0], bytes, "at {t}");
+        let got = via_by_time
+            .get(t)
+            .unwrap_or_else(|| panic!("segment at {t} missing at the relay"));
+        assert_eq!(
+            &segment_bytes(&cold, "cam", &[(*got).clone()]).await[0],
+            bytes,
+            "at {t}"
+        );
     }
     // The archive's timeline and the edge's: seq by one, no overlap, no gap over one segment.
     let seqs: Vec<u64> = archive.iter().map(|s| s["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     let mut largest_gap = 0;
-    for (name, segs) in [("archive", archive.clone()), ("edge", segments(&edge, "cam").await)] {
+    for (name, segs) in [
+        ("archive", archive.clone()),
+        ("edge", segments(&edge, "cam").await),
+    ] {
         let sp = spans(&segs);
         for (i, w) in sp.windows(2).enumerate() {
             let gap = w[1].0 - w[0].1;
             // Within one origin's recording a final segment flushed at unpublish may end up
             // to ANNOUNCE_HOLD (100 ms) early; the junction between writers is checked below.
-            assert!(gap > -250, "{name}: overlap of {} ms at {i}: {:?}", -gap, &segs[i.saturating_sub(2)..(i + 3).min(segs.len())]);
+            assert!(
+                gap > -250,
+                "{name}: overlap of {} ms at {i}: {:?}",
+                -gap,
+                &segs[i.saturating_sub(2)..(i + 3).min(segs.len())]
+            );
             assert!(gap <= 2_100, "{name}: gap of {gap} ms");
             if name == "edge" {
                 largest_gap = largest_gap.max(gap);
@@ -283,7 +344,10 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
         .take(announced.len().saturating_sub(junction as usize) + 2)
         .map(|(w, _)| w[1].0 - w[0].1)
         .collect();
-    assert!(seams.iter().all(|g| (0..=2_100).contains(g)), "seams after seq {junction}: {seams:?}");
+    assert!(
+        seams.iter().all(|g| (0..=2_100).contains(g)),
+        "seams after seq {junction}: {seams:?}"
+    );
     eprintln!(
         "FIGURE takeover {:.2} s after kill -9 (storage.lease 3 s); A had announced {} segments, {} archived at the kill; largest gap in the edge timeline {} ms; {} segments in the archive",
         takeover.as_secs_f64(),

@@ -115,9 +115,9 @@ impl Bucket {
             .await?
         {
             Ok(r) => Ok(Some(r.into())),
-            Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
-                Ok(None)
-            }
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => Ok(None),
             Err(e) => Err(Error::store("put", key, e)),
         }
     }
@@ -156,7 +156,10 @@ impl Bucket {
     /// Deletes `key`; a missing key is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), Error> {
         let path = self.path(key);
-        match self.bounded("delete", key, self.store.delete(&path)).await? {
+        match self
+            .bounded("delete", key, self.store.delete(&path))
+            .await?
+        {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::store("delete", key, e)),
         }
@@ -171,11 +174,7 @@ impl Bucket {
             Some(self.path(key))
         };
         let listed = self
-            .bounded(
-                "list",
-                key,
-                self.store.list_with_delimiter(base.as_ref()),
-            )
+            .bounded("list", key, self.store.list_with_delimiter(base.as_ref()))
             .await?
             .map_err(|e| Error::store("list", key, e))?;
         Ok(listed

@@ -125,9 +125,10 @@ impl ArchiveIndex {
                     && s.length > 0
                     && s.length <= MAX_SEGMENT_BYTES
                     && s.duration_ms <= MAX_SEGMENT_DURATION_MS
-                    && ix.segments.back().is_none_or(|last| {
-                        s.time_ms >= last.time_ms && s.start_ms >= last.start_ms
-                    })
+                    && ix
+                        .segments
+                        .back()
+                        .is_none_or(|last| s.time_ms >= last.time_ms && s.start_ms >= last.start_ms)
             }
             Record::Drop { before, .. } => *before < crate::wire::MAX_INDEX_NUMBER,
         }
@@ -167,7 +168,13 @@ mod tests {
         let parsed = Chunk::parse(&c.to_bytes()).unwrap();
         assert_eq!(parsed, c);
         let mut ix = ArchiveIndex::default();
-        assert!(matches!(ix.apply(parsed), Applied::Accepted { takeover_from: None, .. }));
+        assert!(matches!(
+            ix.apply(parsed),
+            Applied::Accepted {
+                takeover_from: None,
+                ..
+            }
+        ));
         assert_eq!(ix.next_chunk, 1);
         assert_eq!(ix.index.next_seq, 2);
         assert_eq!(ix.writer.as_deref(), Some("a"));
@@ -188,12 +195,21 @@ mod tests {
             }
         );
         // The old writer's write that was in flight when it lost the lease.
-        assert_eq!(ix.apply(chunk(1, "a", vec![seg_rec(2, 4000)])), Applied::Fenced);
+        assert_eq!(
+            ix.apply(chunk(1, "a", vec![seg_rec(2, 4000)])),
+            Applied::Fenced
+        );
         assert_eq!(ix.index.next_seq, 2);
         assert_eq!(ix.next_chunk, 3, "a fenced chunk is still read past");
         // The same writer under a new epoch (it re-acquired after a release) is no takeover.
         let again = ix.apply(chunk(3, "b", vec![]));
-        assert!(matches!(again, Applied::Accepted { takeover_from: None, .. }));
+        assert!(matches!(
+            again,
+            Applied::Accepted {
+                takeover_from: None,
+                ..
+            }
+        ));
     }
 
     #[test]

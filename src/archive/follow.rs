@@ -87,7 +87,12 @@ impl Followed {
     }
 
     /// A media segment's bytes, through the cache.
-    pub async fn segment(&self, archive: &Arc<Archive>, cache: &Cache, seq: u64) -> Option<Fetched> {
+    pub async fn segment(
+        &self,
+        archive: &Arc<Archive>,
+        cache: &Cache,
+        seq: u64,
+    ) -> Option<Fetched> {
         let meta = self.timeline.read().segment(seq).cloned()?;
         let key = keys::segment(&self.timeline.name, seq, meta.hash);
         let cache_key = Key::Segment {
@@ -98,14 +103,29 @@ impl Followed {
     }
 
     /// A period's init segment, through the cache.
-    pub async fn init(&self, archive: &Arc<Archive>, cache: &Cache, period: u32) -> Option<Fetched> {
+    pub async fn init(
+        &self,
+        archive: &Arc<Archive>,
+        cache: &Cache,
+        period: u32,
+    ) -> Option<Fetched> {
         let meta = self.timeline.read().period(period).cloned()?;
         let key = keys::init(&self.timeline.name, meta.init_hash);
         let cache_key = Key::Init {
             stream: self.cache_name.clone(),
             period,
         };
-        Some(pull(archive, cache, cache_key, key, meta.init_length, meta.init_hash).await)
+        Some(
+            pull(
+                archive,
+                cache,
+                cache_key,
+                key,
+                meta.init_length,
+                meta.init_hash,
+            )
+            .await,
+        )
     }
 }
 
@@ -150,7 +170,9 @@ impl Archive {
         let shutdown = shutdown.clone();
         let owned = name.to_owned();
         self.probes
-            .get_with(name.to_owned(), async move { me.start_following(&owned, shutdown).await })
+            .get_with(name.to_owned(), async move {
+                me.start_following(&owned, shutdown).await
+            })
             .await
     }
 
@@ -250,4 +272,3 @@ async fn follow_task(
         }
     }
 }
-

@@ -46,7 +46,10 @@ mod tests {
         assert_eq!(lease("cam"), "cam/lease");
         assert_eq!(chunk("cam", 7), "cam/index/000000000007.json");
         assert_eq!(init("cam", 0xab), "cam/init/00000000000000ab.mp4");
-        assert_eq!(segment("cam", 41, 1), "cam/segments/41-0000000000000001.m4s");
+        assert_eq!(
+            segment("cam", 41, 1),
+            "cam/segments/41-0000000000000001.m4s"
+        );
         assert!(!crate::names::is_valid(".dvrgate"));
     }
 }

@@ -115,9 +115,15 @@ mod tests {
     fn timing_keeps_the_safety_margin_and_replaces_within_the_lease() {
         let lease = Duration::from_secs(6);
         let t = Timing::of(lease);
-        assert!(t.expire_after > t.valid_for, "takeover after the writer's own deadline");
+        assert!(
+            t.expire_after > t.valid_for,
+            "takeover after the writer's own deadline"
+        );
         assert!(t.renew_every < t.valid_for, "renewed before it lapses");
-        assert!(t.poll_every + t.expire_after < lease, "replaced within storage.lease");
+        assert!(
+            t.poll_every + t.expire_after < lease,
+            "replaced within storage.lease"
+        );
     }
 
     #[test]
@@ -130,9 +136,15 @@ mod tests {
             beat: 4,
         };
         assert_eq!(w.observe(&l, t0), Duration::ZERO);
-        assert_eq!(w.observe(&l, t0 + Duration::from_secs(3)), Duration::from_secs(3));
+        assert_eq!(
+            w.observe(&l, t0 + Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
         let renewed = l.renewed();
-        assert_eq!(w.observe(&renewed, t0 + Duration::from_secs(4)), Duration::ZERO);
+        assert_eq!(
+            w.observe(&renewed, t0 + Duration::from_secs(4)),
+            Duration::ZERO
+        );
         assert_eq!(l.next("b").epoch, 2);
         assert_eq!(Lease::parse(&l.to_bytes()).unwrap(), l);
         assert!(Lease::parse(b"[]").is_err());

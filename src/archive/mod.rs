@@ -98,7 +98,12 @@ impl Error {
 
 /// The first line of an error text, without credentials-bearing detail.
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().chars().take(300).collect()
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect()
 }
 
 crate::counters! {
@@ -260,7 +265,9 @@ impl Archive {
                 }
                 for stream in store.list() {
                     let state = {
-                        let Ok(mut writers) = me.writers.write() else { break };
+                        let Ok(mut writers) = me.writers.write() else {
+                            break;
+                        };
                         if writers.contains_key(&stream.name) {
                             continue;
                         }
@@ -286,7 +293,11 @@ impl Archive {
         if ax.next_chunk == 0 {
             return None;
         }
-        let end = ax.index.segments.back().map_or(0, |s| s.start_ms + s.duration_ms);
+        let end = ax
+            .index
+            .segments
+            .back()
+            .map_or(0, |s| s.start_ms + s.duration_ms);
         Some((ax.index.next_seq, end))
     }
 
@@ -469,7 +480,10 @@ fn credentials() -> Option<Credentials> {
         .map(std::path::PathBuf::from)
         .or_else(|| env("HOME").map(|h| std::path::Path::new(&h).join(".aws/credentials")))?;
     let text = std::fs::read_to_string(path).ok()?;
-    credentials_file(&text, &env("AWS_PROFILE").unwrap_or_else(|| "default".into()))
+    credentials_file(
+        &text,
+        &env("AWS_PROFILE").unwrap_or_else(|| "default".into()),
+    )
 }
 
 /// The keys of `profile` in an AWS credentials file (INI).
@@ -638,7 +652,11 @@ mod tests {
         let bucket = Bucket::new(Arc::new(Careless(InMemory::new())), "");
         let err = probe(&bucket, "origin-a").await.unwrap_err();
         assert!(matches!(err, Error::Unsafe(_)), "{err}");
-        assert!(err.to_string().contains("does not honour conditional writes"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("does not honour conditional writes"),
+            "{err}"
+        );
     }
 
     #[test]

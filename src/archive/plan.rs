@@ -110,9 +110,8 @@ pub fn next_batch(
     max: usize,
 ) -> Option<Batch> {
     let fits = |m: &Mapping| {
-        m.wanted(archive).is_some_and(|w| {
-            local.segment(w).is_some() || local.next_seq <= w
-        })
+        m.wanted(archive)
+            .is_some_and(|w| local.segment(w).is_some() || local.next_seq <= w)
     };
     if !fits(mapping) && !mapping.align(local, archive) {
         return None;
@@ -146,7 +145,9 @@ pub fn next_batch(
                         next_period
                     };
                     next_period = id + 1;
-                    batch.records.push(Record::Period(mapped_period(p, s, id, mapping)));
+                    batch
+                        .records
+                        .push(Record::Period(mapped_period(p, s, id, mapping)));
                     batch.uploads.push(Upload::Init {
                         local_period: p.id,
                         hash: p.init_hash,
@@ -268,7 +269,13 @@ mod tests {
         assert_eq!(backlog(&local, &archive, &m), (3, 300));
         let b = next_batch(&local, &archive, &mut m, 2).unwrap();
         assert_eq!(seqs(&b), [0, 1]);
-        assert_eq!(b.uploads[0], Upload::Init { local_period: 0, hash: 7 });
+        assert_eq!(
+            b.uploads[0],
+            Upload::Init {
+                local_period: 0,
+                hash: 7
+            }
+        );
         assert_eq!(b.records[0], Record::Period(local.periods[0].clone()));
         apply(&mut archive, &b);
         assert_eq!(backlog(&local, &archive, &m), (1, 100));
@@ -282,7 +289,10 @@ mod tests {
 
     #[test]
     fn a_restarted_writer_resumes_after_what_the_bucket_has() {
-        let local = recording(&[(0, 7)], &[(0, 0, 1_000_000), (1, 0, 1_002_000), (2, 0, 1_004_000)]);
+        let local = recording(
+            &[(0, 7)],
+            &[(0, 0, 1_000_000), (1, 0, 1_002_000), (2, 0, 1_004_000)],
+        );
         let mut archive = StreamIndex::default();
         let first = next_batch(&local, &archive, &mut Mapping::default(), 2).unwrap();
         apply(&mut archive, &first);
@@ -301,16 +311,32 @@ mod tests {
         // B numbered its recording differently and started a bit off.
         let b_local = recording(
             &[(0, 9)],
-            &[(3, 0, 1_019_990), (4, 0, 1_021_990), (5, 0, 1_023_990), (6, 0, 1_025_990)],
+            &[
+                (3, 0, 1_019_990),
+                (4, 0, 1_021_990),
+                (5, 0, 1_023_990),
+                (6, 0, 1_025_990),
+            ],
         );
         let mut m = Mapping::default();
         let batch = next_batch(&b_local, &archive, &mut m, 8).unwrap();
         assert_eq!(seqs(&batch), [12, 13], "B's 5 and 6 follow A's 11");
-        let Record::Period(p) = &batch.records[0] else { panic!("a new period first") };
+        let Record::Period(p) = &batch.records[0] else {
+            panic!("a new period first")
+        };
         assert_eq!(p.id, 2);
-        assert_eq!(p.time_ms, 1_024_000, "the takeover starts where the archive ends");
-        let Record::Segment(s) = &batch.records[1] else { panic!() };
-        assert_eq!(s.start_ms, a.segments[1].start_ms + 2000, "media timeline continues");
+        assert_eq!(
+            p.time_ms, 1_024_000,
+            "the takeover starts where the archive ends"
+        );
+        let Record::Segment(s) = &batch.records[1] else {
+            panic!()
+        };
+        assert_eq!(
+            s.start_ms,
+            a.segments[1].start_ms + 2000,
+            "media timeline continues"
+        );
         assert_eq!(s.period, 2);
         apply(&mut archive, &batch);
         assert_eq!(archive.next_seq, 14);
@@ -322,7 +348,10 @@ mod tests {
         let a = recording(&[(0, 7)], &[(0, 0, 1_000_000), (1, 0, 1_002_000)]);
         let mut archive = a.clone();
         // B recorded the same feed: same seqs and media times, its own bytes (hashes differ).
-        let mut b_local = recording(&[(0, 7)], &[(0, 0, 1_000_003), (1, 0, 1_002_003), (2, 0, 1_004_003)]);
+        let mut b_local = recording(
+            &[(0, 7)],
+            &[(0, 0, 1_000_003), (1, 0, 1_002_003), (2, 0, 1_004_003)],
+        );
         for s in b_local.segments.iter_mut() {
             s.start_ms -= 3;
             s.hash += 1;
@@ -331,8 +360,13 @@ mod tests {
         let batch = next_batch(&b_local, &archive, &mut m, 8).unwrap();
         assert_eq!(seqs(&batch), [2]);
         assert_eq!(batch.records.len(), 1, "period 0 reused");
-        let Record::Segment(s) = &batch.records[0] else { panic!() };
-        assert_eq!(s.time_ms, 1_004_000, "B's clock, 3 ms off, aligned to the archive's end");
+        let Record::Segment(s) = &batch.records[0] else {
+            panic!()
+        };
+        assert_eq!(
+            s.time_ms, 1_004_000,
+            "B's clock, 3 ms off, aligned to the archive's end"
+        );
         apply(&mut archive, &batch);
     }
 

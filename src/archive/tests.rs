@@ -82,7 +82,10 @@ async fn record(rec: &mut Recording, range: std::ops::Range<u64>) {
 async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -94,7 +97,10 @@ async fn followed(reader: &Arc<Archive>, name: &str) -> Arc<Followed> {
         if let Some(f) = reader.follow(name, &stop).await {
             return f;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{name} never in the archive");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} never in the archive"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -104,9 +110,12 @@ async fn an_origin_uploads_and_any_node_serves_the_archive() {
     let memory = Arc::new(InMemory::new());
     let a = Origin::start("origin-a", &memory);
     let mut rec = a.store.begin_recording("cam").unwrap();
-    rec.add_period(Bytes::from_static(b"init-a"), period(0, 0, 1_800_000_000_000))
-        .await
-        .unwrap();
+    rec.add_period(
+        Bytes::from_static(b"init-a"),
+        period(0, 0, 1_800_000_000_000),
+    )
+    .await
+    .unwrap();
     record(&mut rec, 0..5).await;
     let state = {
         let a = a.archive.clone();
@@ -245,7 +254,11 @@ async fn a_standby_takes_over_from_a_dead_writer_and_continues_the_seq() {
     let f = followed(&reader, "cam").await;
     let seqs: Vec<u64> = f.timeline.read().segments.iter().map(|s| s.seq).collect();
     assert_eq!(seqs, [0, 1, 2, 3, 4, 5], "seq continued, nothing twice");
-    assert_eq!(f.timeline.read().periods.len(), 1, "same numbering: no discontinuity");
+    assert_eq!(
+        f.timeline.read().periods.len(),
+        1,
+        "same numbering: no discontinuity"
+    );
     let cache = Cache::new(1 << 20);
     for seq in 0..6 {
         let got = f.segment(&reader, &cache, seq).await.expect("indexed");

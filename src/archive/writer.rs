@@ -126,7 +126,8 @@ pub async fn run(
 
 /// Backoff after `n` consecutive failures: 200 ms doubling up to 5 s.
 fn backoff(n: u32) -> Duration {
-    Duration::from_millis(200u64.saturating_mul(1 << n.min(5).saturating_sub(1))).min(Duration::from_secs(5))
+    Duration::from_millis(200u64.saturating_mul(1 << n.min(5).saturating_sub(1)))
+        .min(Duration::from_secs(5))
 }
 
 struct Writer {
@@ -177,7 +178,12 @@ impl Writer {
         let (live, batch) = {
             let local = self.stream.read();
             let batch = if self.held.is_some() {
-                plan::next_batch(&local, &self.ax.index, &mut self.mapping, MAX_RECORDS_PER_CHUNK)
+                plan::next_batch(
+                    &local,
+                    &self.ax.index,
+                    &mut self.mapping,
+                    MAX_RECORDS_PER_CHUNK,
+                )
             } else {
                 None
             };
@@ -243,7 +249,12 @@ impl Writer {
                     epoch: self.ax.epoch + 1,
                     beat: 0,
                 };
-                match self.archive.bucket.put_create(&key, lease.to_bytes()).await? {
+                match self
+                    .archive
+                    .bucket
+                    .put_create(&key, lease.to_bytes())
+                    .await?
+                {
                     Put::Created => {}
                     Put::Existed => return Ok(Next::Now),
                 }
@@ -388,11 +399,23 @@ impl Writer {
         for u in &batch.uploads {
             let (key, bytes) = match *u {
                 Upload::Init { local_period, hash } => {
-                    let bytes = self.stream.read_init(local_period).await.map_err(local_err)?;
+                    let bytes = self
+                        .stream
+                        .read_init(local_period)
+                        .await
+                        .map_err(local_err)?;
                     (keys::init(&name, hash), bytes)
                 }
-                Upload::Segment { local_seq, seq, hash } => {
-                    let bytes = self.stream.read_segment(local_seq).await.map_err(local_err)?;
+                Upload::Segment {
+                    local_seq,
+                    seq,
+                    hash,
+                } => {
+                    let bytes = self
+                        .stream
+                        .read_segment(local_seq)
+                        .await
+                        .map_err(local_err)?;
                     (keys::segment(&name, seq, hash), bytes)
                 }
             };
@@ -428,7 +451,8 @@ impl Writer {
             // Another writer (or our own lost answer) took number n: read it and go on.
             return Ok(Next::Now);
         }
-        self.archive.note_health("archive write", &Ok::<(), Error>(()));
+        self.archive
+            .note_health("archive write", &Ok::<(), Error>(()));
         let done = Instant::now();
         let mut lag = Duration::ZERO;
         let mut archived = 0;
@@ -480,7 +504,13 @@ impl Writer {
                 records: Vec::new(),
             };
             let key = keys::chunk(self.name(), self.ax.next_chunk);
-            if self.archive.bucket.put_create(&key, chunk.to_bytes()).await? == Put::Created {
+            if self
+                .archive
+                .bucket
+                .put_create(&key, chunk.to_bytes())
+                .await?
+                == Put::Created
+            {
                 self.ax.apply(chunk);
             }
             return Ok(Next::Now);

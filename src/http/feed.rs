@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::ApiError;
-use crate::cache::{Cache, Fetched, Key, Miss, PullError, Reader};
 use crate::archive::{Archive, Followed};
+use crate::cache::{Cache, Fetched, Key, Miss, PullError, Reader};
 use crate::relay::Proxy;
 use crate::store::{Stream, Timeline};
 
