@@ -129,9 +129,10 @@ pub async fn start(
     }
     let archive = match &config.storage {
         Some(storage) => {
-            let archive = crate::archive::Archive::open(storage, &config.node.name, bus.clone())
-                .await
-                .with_context(|| format!("[storage] {}", storage.url))?;
+            let archive =
+                crate::archive::Archive::open(storage, &config.node.name, policy, bus.clone())
+                    .await
+                    .with_context(|| format!("[storage] {}", storage.url))?;
             tracing::info!(url = %storage.url, endpoint = storage.endpoint.as_deref().unwrap_or("AWS"), "shared archive on");
             Some(Arc::new(archive))
         }

@@ -165,6 +165,21 @@ impl Bucket {
         }
     }
 
+    /// The object names directly in folder `key` (with their sizes). Not for the playback
+    /// path: it is a LIST (paged by the client).
+    pub async fn files(&self, key: &str) -> Result<Vec<String>, Error> {
+        let base = self.path(key);
+        let listed = self
+            .bounded("list", key, self.store.list_with_delimiter(Some(&base)))
+            .await?
+            .map_err(|e| Error::store("list", key, e))?;
+        Ok(listed
+            .objects
+            .iter()
+            .filter_map(|o| o.location.filename().map(str::to_owned))
+            .collect())
+    }
+
     /// The names one level below `key` (a folder), e.g. the streams of the archive. Not for the
     /// playback path: it is a LIST.
     pub async fn folders(&self, key: &str) -> Result<Vec<String>, Error> {

@@ -11,6 +11,10 @@
 //!   winner's chunk and goes on from `n + 1`, or stops if the winner holds a newer epoch.
 //! - Fencing: a chunk whose epoch is below one already accepted is ignored, so a writer that
 //!   lost its lease can add nothing, even with a write that was in flight when it lost it.
+//! - A snapshot (`<stream>/snapshot/<n>.json`) is the whole index after the chunks below `n`,
+//!   written by the writer every [`SNAPSHOT_EVERY`] chunks: a new reader LISTs the snapshots
+//!   once, loads the newest and reads on from chunk `n`, so starting costs the same after a
+//!   day as after a minute.
 //! - Records are checked before they are applied (the bucket is input like any other): a seq
 //!   that does not grow, a segment of an unknown period, sizes out of bounds are skipped.
 
@@ -23,6 +27,34 @@ use crate::wire::{MAX_SEGMENT_BYTES, MAX_SEGMENT_DURATION_MS};
 pub const MAX_CHUNK_BYTES: usize = 4 << 20;
 /// Most records a writer puts in one chunk (a backlog drains in chunks of this many).
 pub const MAX_RECORDS_PER_CHUNK: usize = 64;
+
+/// A snapshot is written after this many chunks.
+pub const SNAPSHOT_EVERY: u64 = 512;
+/// Largest snapshot object accepted (a 24-hour index of 2 s segments is about 8 MiB).
+pub const MAX_SNAPSHOT_BYTES: usize = 128 << 20;
+
+/// The whole index after the chunks below `next_chunk`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub next_chunk: u64,
+    pub epoch: u64,
+    pub writer: Option<String>,
+    pub live: bool,
+    pub records: Vec<Record>,
+}
+
+impl Snapshot {
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Snapshot, String> {
+        if bytes.len() > MAX_SNAPSHOT_BYTES {
+            return Err(format!("snapshot of {} bytes is too large", bytes.len()));
+        }
+        serde_json::from_slice(bytes).map_err(|e| format!("not an index snapshot: {e}"))
+    }
+}
 
 /// One index chunk object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +110,10 @@ pub struct ArchiveIndex {
     pub live: bool,
     /// Records skipped as invalid (for logs).
     pub skipped: u64,
+    /// The snapshots were looked for (once, before the first chunk is read).
+    pub looked_for_snapshot: bool,
+    /// The chunk number of the newest snapshot known (loaded or written).
+    pub snapshot_at: Option<u64>,
 }
 
 impl ArchiveIndex {
@@ -107,6 +143,38 @@ impl ArchiveIndex {
             records: accepted,
             takeover_from,
         }
+    }
+
+    /// The index as a snapshot (before chunk [`ArchiveIndex::next_chunk`]).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            next_chunk: self.next_chunk,
+            epoch: self.epoch,
+            writer: self.writer.clone(),
+            live: self.live,
+            records: self.index.to_records(),
+        }
+    }
+
+    /// The index a snapshot describes (its records checked like a chunk's).
+    pub fn from_snapshot(s: Snapshot) -> ArchiveIndex {
+        let mut ax = ArchiveIndex {
+            epoch: s.epoch,
+            writer: s.writer,
+            live: s.live,
+            looked_for_snapshot: true,
+            snapshot_at: Some(s.next_chunk),
+            ..ArchiveIndex::default()
+        };
+        for r in s.records {
+            if ax.valid(&r) {
+                ax.index.apply(r);
+            } else {
+                ax.skipped += 1;
+            }
+        }
+        ax.next_chunk = s.next_chunk;
+        ax
     }
 
     /// Whether a record read from the bucket fits the index (see the module invariants).
@@ -210,6 +278,32 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_index_and_the_chunk_position() {
+        let mut ix = ArchiveIndex::default();
+        ix.apply(chunk(
+            1,
+            "a",
+            vec![period_rec(), seg_rec(0, 0), seg_rec(1, 2000)],
+        ));
+        ix.apply(chunk(
+            1,
+            "a",
+            vec![Record::drop_before(1), seg_rec(2, 4000)],
+        ));
+        let snap = Snapshot::parse(&ix.snapshot().to_bytes()).unwrap();
+        let back = ArchiveIndex::from_snapshot(snap);
+        assert_eq!(back.next_chunk, 2);
+        assert_eq!(back.index.segments, ix.index.segments);
+        assert_eq!(back.index.periods, ix.index.periods);
+        assert_eq!(back.index.next_seq, 3);
+        assert_eq!(
+            (back.epoch, back.writer.as_deref(), back.live),
+            (1, Some("a"), true)
+        );
+        assert_eq!(back.snapshot_at, Some(2));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::chunk::{Applied, ArchiveIndex, Chunk};
+use super::chunk::{Applied, ArchiveIndex, Chunk, Snapshot};
 use super::lease::{Lease, Watch};
 use super::{keys, Archive, Error};
 use crate::cache::{Cache, Expect, Fetched, Key, PullError};
@@ -29,6 +29,9 @@ pub const LIVE_POLL: Duration = Duration::from_millis(250);
 pub const ENDED_POLL: Duration = Duration::from_secs(3);
 /// Chunks read at once while catching up.
 const READ_AHEAD: u64 = 16;
+/// A reader whose writer renews its lease but whose next chunk has not come for this long
+/// fell behind the archive's garbage collection: it reloads from the newest snapshot.
+const STUCK_AFTER: Duration = Duration::from_secs(60);
 
 /// Reads the chunks after `ax.next_chunk` and applies them; returns what each did.
 pub async fn catch_up(
@@ -36,6 +39,12 @@ pub async fn catch_up(
     name: &str,
     ax: &mut ArchiveIndex,
 ) -> Result<Vec<Applied>, Error> {
+    if !ax.looked_for_snapshot && ax.next_chunk == 0 {
+        if let Some(loaded) = newest_snapshot(archive, name).await? {
+            *ax = loaded;
+        }
+        ax.looked_for_snapshot = true;
+    }
     let mut applied = Vec::new();
     let mut window = 1;
     loop {
@@ -69,6 +78,30 @@ pub async fn catch_up(
         }
         window = READ_AHEAD;
     }
+}
+
+/// The index from the newest readable snapshot of `name`, if it has one (one LIST).
+async fn newest_snapshot(archive: &Archive, name: &str) -> Result<Option<ArchiveIndex>, Error> {
+    let mut numbers: Vec<u64> = archive
+        .bucket
+        .files(&keys::snapshots(name))
+        .await?
+        .iter()
+        .filter_map(|f| keys::number_of(f))
+        .collect();
+    numbers.sort_unstable();
+    for n in numbers.into_iter().rev() {
+        let key = keys::snapshot(name, n);
+        match archive.bucket.get(&key, None).await? {
+            Some(bytes) => match Snapshot::parse(&bytes) {
+                Ok(s) if s.next_chunk == n => return Ok(Some(ArchiveIndex::from_snapshot(s))),
+                Ok(_) => tracing::warn!(%key, "snapshot names another chunk; skipped"),
+                Err(why) => tracing::warn!(%key, %why, "unreadable snapshot; trying an older one"),
+            },
+            None => continue,
+        }
+    }
+    Ok(None)
 }
 
 /// An archive stream this node serves without recording it.
@@ -217,6 +250,7 @@ async fn follow_task(
     let mut watch = Watch::default();
     let mut lease_checked = Instant::now();
     let mut writer_alive = true;
+    let mut progress = Instant::now();
     loop {
         let poll = if ax.live && writer_alive {
             LIVE_POLL
@@ -239,6 +273,7 @@ async fn follow_task(
                 }
                 if !records.is_empty() {
                     f.timeline.apply(records);
+                    progress = Instant::now();
                 }
             }
             Err(e) => {
@@ -262,6 +297,19 @@ async fn follow_task(
                 },
                 Ok(None) => writer_alive = false,
                 Err(e) => archive.note_health("archive lease read", &Err::<(), _>(e)),
+            }
+        }
+        if !(ax.live && writer_alive) {
+            progress = Instant::now();
+        } else if progress.elapsed() > STUCK_AFTER {
+            progress = Instant::now();
+            let mut fresh = ArchiveIndex::default();
+            if catch_up(&archive, &name, &mut fresh).await.is_ok()
+                && fresh.next_chunk > ax.next_chunk
+            {
+                tracing::warn!(stream = %name, from = ax.next_chunk, to = fresh.next_chunk, "archive reader fell behind; reloaded from a snapshot");
+                f.timeline.replace(fresh.index.clone());
+                ax = fresh;
             }
         }
         f.timeline.set_live(ax.live && writer_alive);

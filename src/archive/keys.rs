@@ -4,6 +4,7 @@
 //! ```text
 //! <stream>/lease                            the writer's lease: the only object replaced in place (CAS)
 //! <stream>/index/<n:012>.json               index chunk n (0, 1, 2, ...): create-only, never rewritten
+//! <stream>/snapshot/<n:012>.json            the whole index after the chunks below n (readers start here)
 //! <stream>/init/<hash:016x>.mp4             init segment, named by its content (xxh3)
 //! <stream>/segments/<seq>-<hash:016x>.m4s   media segment, named by its seq and content
 //! .dvrgate/probe/<node>-<nanos>             the start-up probe (deleted after)
@@ -20,6 +21,39 @@ pub fn lease(stream: &str) -> String {
 /// Key of index chunk `n` of a stream (zero-padded so listings sort by number).
 pub fn chunk(stream: &str, n: u64) -> String {
     format!("{stream}/index/{n:012}.json")
+}
+
+/// Folder of a stream's index chunks (for garbage collection only).
+pub fn chunks(stream: &str) -> String {
+    format!("{stream}/index")
+}
+
+/// Key of the snapshot of a stream's index before chunk `n`.
+pub fn snapshot(stream: &str, n: u64) -> String {
+    format!("{stream}/snapshot/{n:012}.json")
+}
+
+/// Folder of a stream's snapshots.
+pub fn snapshots(stream: &str) -> String {
+    format!("{stream}/snapshot")
+}
+
+/// Folder of a stream's segments (for garbage collection only).
+pub fn segments(stream: &str) -> String {
+    format!("{stream}/segments")
+}
+
+/// The number of a chunk or snapshot object name (`000000000007.json` -> 7).
+pub fn number_of(file: &str) -> Option<u64> {
+    let digits = file.strip_suffix(".json")?;
+    (digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// The seq of a segment object name (`41-<hash>.m4s` -> 41).
+pub fn seq_of(file: &str) -> Option<u64> {
+    file.strip_suffix(".m4s")?.split_once('-')?.0.parse().ok()
 }
 
 /// Key of an init segment with content hash `hash`.
@@ -51,5 +85,10 @@ mod tests {
             "cam/segments/41-0000000000000001.m4s"
         );
         assert!(!crate::names::is_valid(".dvrgate"));
+        assert_eq!(snapshot("cam", 512), "cam/snapshot/000000000512.json");
+        assert_eq!(number_of("000000000512.json"), Some(512));
+        assert_eq!(number_of("512.json"), None);
+        assert_eq!(seq_of("41-0000000000000001.m4s"), Some(41));
+        assert_eq!(seq_of("x-1.m4s"), None);
     }
 }

@@ -132,6 +132,12 @@ pub struct Archive {
     pub lease: Duration,
     pub bus: Bus,
     pub stats: Stats,
+    /// `record.retention` and `max_bytes`, applied to the archive by its writer.
+    pub policy: crate::store::Policy,
+    /// How long an object dropped from the index stays (readers that listed it still get it).
+    pub delete_grace: Duration,
+    /// A snapshot of the index is written after this many chunks.
+    pub snapshot_every: u64,
     /// Per stream recorded here: what its writer task reports (status JSON, metrics).
     writers: RwLock<HashMap<String, Arc<writer::State>>>,
     /// Archive streams followed for reading, by name.
@@ -174,6 +180,12 @@ impl Archive {
             lease,
             bus,
             stats: Stats::default(),
+            policy: crate::store::Policy {
+                retention_ms: i64::MAX,
+                max_bytes: u64::MAX,
+            },
+            delete_grace: writer::DELETE_GRACE,
+            snapshot_every: chunk::SNAPSHOT_EVERY,
             writers: RwLock::default(),
             followed: RwLock::default(),
             probes: moka::future::Cache::builder()
@@ -194,9 +206,15 @@ impl Archive {
     /// Connects to the store of `config` and proves it safe ([`probe`]). A store that is
     /// unsafe, a missing bucket or refused credentials are errors; a store that does not answer
     /// is not (recording must not depend on it): the probe is retried before the first write.
-    pub async fn open(config: &StorageConfig, node: &str, bus: Bus) -> Result<Archive, Error> {
+    pub async fn open(
+        config: &StorageConfig,
+        node: &str,
+        policy: crate::store::Policy,
+        bus: Bus,
+    ) -> Result<Archive, Error> {
         let bucket = connect(config)?;
-        let archive = Archive::new(bucket, node, config.lease.0, bus);
+        let mut archive = Archive::new(bucket, node, config.lease.0, bus);
+        archive.policy = policy;
         match archive.ensure_probed().await {
             Ok(()) => {}
             Err(e) if e.is_fatal() => return Err(e),

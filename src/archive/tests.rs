@@ -267,3 +267,102 @@ async fn a_standby_takes_over_from_a_dead_writer_and_continues_the_seq() {
     rec_b.finish();
     b.kill().await;
 }
+
+/// The names under `folder` of the in-memory bucket (prefix "site").
+async fn names(memory: &Arc<InMemory>, folder: &str) -> Vec<String> {
+    use object_store::ObjectStore;
+    let listed = memory
+        .list_with_delimiter(Some(&object_store::path::Path::from(format!(
+            "site/{folder}"
+        ))))
+        .await
+        .unwrap();
+    let mut v: Vec<String> = listed
+        .objects
+        .iter()
+        .filter_map(|o| o.location.filename().map(str::to_owned))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn the_writer_trims_the_archive_and_readers_start_from_a_snapshot() {
+    let memory = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(dir.path(), policy(), MinFree::Bytes(0)).unwrap();
+    let store = Arc::new(store);
+    let mut archive = Archive::new(
+        Bucket::new(memory.clone(), "site"),
+        "origin-a",
+        LEASE,
+        Bus::default(),
+    );
+    let seg_len = body(19).len() as u64;
+    archive.policy = Policy {
+        retention_ms: i64::MAX,
+        max_bytes: 4 * seg_len,
+    };
+    archive.delete_grace = Duration::ZERO;
+    archive.snapshot_every = 4;
+    let archive = Arc::new(archive);
+    let stop = CancellationToken::new();
+    let task = archive.spawn_writers(store.clone(), stop.clone());
+    let mut rec = store.begin_recording("cam").unwrap();
+    rec.add_period(Bytes::from_static(b"init"), period(0, 0, 1_800_000_000_000))
+        .await
+        .unwrap();
+    for i in 0..20 {
+        record(&mut rec, i..i + 1).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let state = {
+        let mut s = None;
+        until("the writer", Duration::from_secs(5), || {
+            s = archive.writer("cam");
+            s.is_some()
+        })
+        .await;
+        s.unwrap()
+    };
+    until("everything archived", Duration::from_secs(10), || {
+        state.report().archived_seq == Some(19)
+    })
+    .await;
+    // Retention: at most max_bytes of segments stay, in the index and in the bucket.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let segs = names(&memory, "cam/segments").await;
+        let chunks = names(&memory, "cam/index").await;
+        let snaps = names(&memory, "cam/snapshot").await;
+        if segs.len() <= 4 && snaps.len() <= 2 && chunks.len() <= 12 {
+            assert!(
+                segs.iter().all(|f| keys::seq_of(f).unwrap() >= 16),
+                "{segs:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "garbage stays: {segs:?} {chunks:?} {snaps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A new reader starts from the newest snapshot, not from chunk 0 (deleted by now).
+    let reader = Arc::new(Archive::new(
+        Bucket::new(memory.clone(), "site"),
+        "edge",
+        LEASE,
+        Bus::default(),
+    ));
+    let f = followed(&reader, "cam").await;
+    let seqs: Vec<u64> = f.timeline.read().segments.iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, [16, 17, 18, 19]);
+    assert!(crate::metrics::get(&reader.stats.chunks_read) < 12.0);
+    let cache = Cache::new(1 << 20);
+    let got = f.segment(&reader, &cache, 18).await.unwrap();
+    assert_eq!(whole(got).await, body(18));
+    rec.finish();
+    stop.cancel();
+    let _ = task.await;
+}

@@ -8,7 +8,7 @@
 //! recording waits for it. The backlog is the difference of the two indexes, so it survives a
 //! restart without being stored anywhere.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,9 @@ struct Held {
     valid_until: Instant,
 }
 
+/// How long an object dropped from the archive's index stays in the bucket.
+pub const DELETE_GRACE: Duration = Duration::from_secs(30);
+
 /// What to do after a step.
 enum Next {
     /// Step again at once.
@@ -94,6 +97,8 @@ pub async fn run(
         watch: Watch::default(),
         held: None,
         first_seen: HashMap::new(),
+        deletes: VecDeque::new(),
+        sweep_at: None,
     };
     let mut changes = w.stream.timeline().subscribe();
     let mut failures = 0u32;
@@ -141,6 +146,11 @@ struct Writer {
     held: Option<Held>,
     /// When each local segment (by local seq) was first seen here (≈ its announcement).
     first_seen: HashMap<u64, Instant>,
+    /// Objects dropped from the archive's index, deleted once their grace has passed (so a
+    /// reader that listed them a moment ago still gets them whole).
+    deletes: VecDeque<(Instant, String)>,
+    /// When to sweep the bucket for objects no index names (after taking a lease over).
+    sweep_at: Option<Instant>,
 }
 
 impl Writer {
@@ -190,8 +200,13 @@ impl Writer {
             (local.live, batch)
         };
         let backlog = self.report();
+        let drop_before = self.retention();
+        if let Some(next) = self.delete_due().await? {
+            return Ok(next);
+        }
         if self.held.is_none() {
-            if !live && backlog.0 == 0 {
+            let trim = drop_before.is_some() && self.lease_is_ours_to_take();
+            if !live && backlog.0 == 0 && !trim {
                 return Ok(Next::Wait(Duration::from_secs(5)));
             }
             return self.acquire().await;
@@ -201,6 +216,16 @@ impl Writer {
         }
         if let Some(batch) = batch {
             return self.upload(batch, live).await;
+        }
+        if let Some(before) = drop_before {
+            return self.drop_before(before, live).await;
+        }
+        if let Some(next) = self.snapshot_if_due().await? {
+            return Ok(next);
+        }
+        if self.sweep_at.is_some_and(|t| Instant::now() >= t) {
+            self.sweep().await?;
+            return Ok(Next::Now);
         }
         if !live {
             return self.finish().await;
@@ -327,10 +352,188 @@ impl Writer {
         });
         self.mapping = Mapping::default();
         self.watch.reset();
+        self.sweep_at = Some(Instant::now() + self.archive.delete_grace);
         self.state.set(|r| {
             r.writer = Some(me);
             r.holding = true;
         });
+    }
+
+    /// The seq below which the archive's segments must go (`record.retention`, `max_bytes`).
+    fn retention(&self) -> Option<u64> {
+        let ix = &self.ax.index;
+        crate::store::retention::plan(
+            &ix.segments,
+            ix.bytes,
+            self.ax.live,
+            crate::time::now_ms(),
+            self.archive.policy,
+        )
+    }
+
+    /// Drops the archive's segments below `before`: the drop chunk first, the objects after
+    /// the archive's `delete_grace`.
+    async fn drop_before(&mut self, before: u64, live: bool) -> Result<Next, Error> {
+        let name = self.name().to_owned();
+        let ix = &self.ax.index;
+        let mut gone: Vec<String> = ix
+            .segments
+            .iter()
+            .take_while(|s| s.seq < before)
+            .map(|s| keys::segment(&name, s.seq, s.hash))
+            .collect();
+        let keep_period = ix
+            .segments
+            .iter()
+            .find(|s| s.seq >= before)
+            .map(|s| s.period)
+            .or(ix.periods.last().map(|p| p.id));
+        let (gone_inits, kept_inits): (Vec<_>, Vec<_>) = ix
+            .periods
+            .iter()
+            .partition(|p| keep_period.is_some_and(|k| p.id < k));
+        for p in &gone_inits {
+            if !kept_inits.iter().any(|k| k.init_hash == p.init_hash) {
+                gone.push(keys::init(&name, p.init_hash));
+            }
+        }
+        let record = crate::store::Record::Drop {
+            before,
+            longest_ms: ix.max_duration_ms,
+        };
+        if self.write_chunk(vec![record], live).await? {
+            let due = Instant::now() + self.archive.delete_grace;
+            tracing::info!(stream = %name, before, objects = gone.len(), "archive retention: segments dropped");
+            self.deletes.extend(gone.into_iter().map(|k| (due, k)));
+        }
+        Ok(Next::Now)
+    }
+
+    /// Deletes the objects whose grace has passed. `Some(next)` when it deleted any.
+    async fn delete_due(&mut self) -> Result<Option<Next>, Error> {
+        let now = Instant::now();
+        let mut done = 0;
+        while let Some((due, key)) = self.deletes.front() {
+            if *due > now || done >= 64 {
+                break;
+            }
+            self.archive.bucket.delete(key).await?;
+            self.deletes.pop_front();
+            done += 1;
+        }
+        Ok((done > 0).then_some(Next::Now))
+    }
+
+    /// Writes a snapshot of the index every `snapshot_every` chunks, then lets go of the
+    /// chunks and snapshots no reader starts from any more.
+    async fn snapshot_if_due(&mut self) -> Result<Option<Next>, Error> {
+        let since = self.ax.snapshot_at.unwrap_or(0);
+        if self.ax.next_chunk < since + self.archive.snapshot_every.max(1) {
+            return Ok(None);
+        }
+        let n = self.ax.next_chunk;
+        let key = keys::snapshot(self.name(), n);
+        self.archive
+            .bucket
+            .put_create(&key, self.ax.snapshot().to_bytes())
+            .await?;
+        self.ax.snapshot_at = Some(n);
+        tracing::debug!(stream = %self.name(), chunk = n, "archive index snapshot written");
+        self.collect_index_garbage().await?;
+        Ok(Some(Next::Now))
+    }
+
+    /// Keeps the two newest snapshots and the chunks from the older of them on; queues the
+    /// rest for deletion. (A reader that fell further behind reloads from the newest.)
+    async fn collect_index_garbage(&mut self) -> Result<(), Error> {
+        let name = self.name().to_owned();
+        let mut snaps: Vec<u64> = self
+            .archive
+            .bucket
+            .files(&keys::snapshots(&name))
+            .await?
+            .iter()
+            .filter_map(|f| keys::number_of(f))
+            .collect();
+        snaps.sort_unstable();
+        if snaps.len() < 2 {
+            return Ok(());
+        }
+        let cutoff = snaps[snaps.len() - 2];
+        let due = Instant::now() + self.archive.delete_grace;
+        for n in snaps.iter().filter(|n| **n < cutoff) {
+            self.deletes.push_back((due, keys::snapshot(&name, *n)));
+        }
+        let chunks = self.archive.bucket.files(&keys::chunks(&name)).await?;
+        for n in chunks.iter().filter_map(|f| keys::number_of(f)) {
+            if n < cutoff {
+                self.deletes.push_back((due, keys::chunk(&name, n)));
+            }
+        }
+        Ok(())
+    }
+
+    /// After taking the lease: deletes segment objects below the archive's first seq that a
+    /// writer which died between a drop and its deletions left behind, and old index objects.
+    async fn sweep(&mut self) -> Result<(), Error> {
+        self.sweep_at = None;
+        let name = self.name().to_owned();
+        let first = self
+            .ax
+            .index
+            .segments
+            .front()
+            .map_or(self.ax.index.next_seq, |s| s.seq);
+        let folder = keys::segments(&name);
+        let files = self.archive.bucket.files(&folder).await?;
+        let now = Instant::now();
+        let mut n = 0;
+        for f in files {
+            if keys::seq_of(&f).is_some_and(|seq| seq < first) {
+                self.deletes.push_back((now, format!("{folder}/{f}")));
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::info!(stream = %name, objects = n, "deleting segments no index names");
+        }
+        self.collect_index_garbage().await
+    }
+
+    /// Writes the next chunk with `records`; `false` when this node may not write or another
+    /// writer took the number (the next step reads it).
+    async fn write_chunk(
+        &mut self,
+        records: Vec<crate::store::Record>,
+        live: bool,
+    ) -> Result<bool, Error> {
+        let Some(h) = &self.held else {
+            return Ok(false);
+        };
+        if Instant::now() >= h.valid_until {
+            self.lose("not renewed in time");
+            return Ok(false);
+        }
+        let chunk = Chunk {
+            epoch: h.lease.epoch,
+            writer: self.archive.node.clone(),
+            live,
+            records,
+        };
+        let bytes = chunk.to_bytes();
+        let len = bytes.len();
+        let started = Instant::now();
+        let put = self
+            .archive
+            .bucket
+            .put_create(&keys::chunk(self.name(), self.ax.next_chunk), bytes)
+            .await?;
+        self.count_upload(len, started);
+        if put == Put::Existed {
+            return Ok(false);
+        }
+        self.ax.apply(chunk);
+        Ok(true)
     }
 
     fn lose(&mut self, why: &str) {
@@ -426,29 +629,8 @@ impl Writer {
             };
             self.put_object(&key, bytes).await?;
         }
-        let Some(h) = &self.held else {
-            return Ok(Next::Now);
-        };
-        if Instant::now() >= h.valid_until {
-            self.lose("not renewed in time");
-            return Ok(Next::Now);
-        }
-        let chunk = Chunk {
-            epoch: h.lease.epoch,
-            writer: self.archive.node.clone(),
-            live,
-            records: batch.records,
-        };
-        let n = self.ax.next_chunk;
-        let started = Instant::now();
-        let put = self
-            .archive
-            .bucket
-            .put_create(&keys::chunk(&name, n), chunk.to_bytes())
-            .await?;
-        self.count_upload(chunk.to_bytes().len(), started);
-        if put == Put::Existed {
-            // Another writer (or our own lost answer) took number n: read it and go on.
+        if !self.write_chunk(batch.records, live).await? {
+            // Another writer (or our own lost answer) took the number: read it and go on.
             return Ok(Next::Now);
         }
         self.archive
@@ -467,7 +649,6 @@ impl Writer {
         let stats = &self.archive.stats;
         crate::metrics::add(&stats.segments_archived, archived);
         crate::metrics::add(&stats.archive_lag_us, lag.as_micros() as u64);
-        self.ax.apply(chunk);
         if let Some(oldest) = self.stream.read().segments.front().map(|s| s.seq) {
             self.first_seen.retain(|seq, _| *seq >= oldest);
         }
@@ -497,22 +678,7 @@ impl Writer {
             return Ok(Next::Now);
         };
         if self.ax.live && self.ax.writer.as_deref() == Some(self.archive.node.as_str()) {
-            let chunk = Chunk {
-                epoch: h.lease.epoch,
-                writer: self.archive.node.clone(),
-                live: false,
-                records: Vec::new(),
-            };
-            let key = keys::chunk(self.name(), self.ax.next_chunk);
-            if self
-                .archive
-                .bucket
-                .put_create(&key, chunk.to_bytes())
-                .await?
-                == Put::Created
-            {
-                self.ax.apply(chunk);
-            }
+            self.write_chunk(Vec::new(), false).await?;
             return Ok(Next::Now);
         }
         let released = Lease {

@@ -55,6 +55,18 @@ impl Timeline {
         gone
     }
 
+    /// Replaces the whole index (an archive reader that fell behind the archive's garbage
+    /// collection reloads it from a snapshot). The live flag is kept.
+    pub fn replace(&self, mut index: StreamIndex) {
+        {
+            let mut ix = self.write();
+            index.live = ix.live;
+            index.max_duration_ms = index.max_duration_ms.max(ix.max_duration_ms);
+            *ix = index;
+        }
+        self.bump();
+    }
+
     /// Sets the live flag (relays mirror their upstream's; recordings set it while writing).
     pub fn set_live(&self, live: bool) {
         let changed = {
