@@ -199,14 +199,37 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
         return;
     };
     use_credentials(&s3);
-    let mut a = TestNode::process_with(|_| archive_node(&s3, "redundant", "origin-a", ""));
+    // A reaches the store through a slow link, so at the kill it has announced segments it
+    // has not uploaded yet: B must serve and upload those from its own recording.
+    let direct: std::net::SocketAddr = s3.endpoint.trim_start_matches("http://").parse().unwrap();
+    let slow = slow_proxy(direct, Duration::from_millis(150)).await;
+    let mut a = TestNode::process_with(|_| {
+        archive_node(&s3, "redundant", "origin-a", "")
+            .replace(&s3.endpoint, &format!("http://{slow}"))
+    });
     let b = TestNode::process_with(|_| archive_node(&s3, "redundant", "origin-b", ""));
     let b_events = Events::subscribe(&b, "/events").await;
-    // One encoder sending to both origins (as `ffmpeg -f tee` does): the same tags, in real time.
+    let writer_is = |node: &TestNode, who: &'static str| {
+        let url = node.url("/streams/cam");
+        async move {
+            let s = http()
+                .get(&url)
+                .send()
+                .await
+                .ok()?
+                .json::<serde_json::Value>()
+                .await
+                .ok()?;
+            (s["archive"]["writer"] == who).then_some(s)
+        }
+    };
+    // One encoder sending to both origins (as `ffmpeg -f tee` does): the same tags, in real
+    // time. A is connected first and takes the lease; then both get every tag.
     let tags = looped_clip(4);
     let mut to_a = Publisher::connect(a.rtmp.unwrap(), "live", "cam")
         .await
         .unwrap();
+    eventually(Duration::from_secs(15), || writer_is(&a, "origin-a")).await;
     let mut to_b = Publisher::connect(b.rtmp.unwrap(), "live", "cam")
         .await
         .unwrap();
@@ -226,14 +249,6 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
     });
     let edge = relay(&[a.base(), b.base()], "");
     wait_segments(&edge, "cam", 2).await;
-    let writer_is = |node: &TestNode, who: &'static str| {
-        let url = node.url("/streams/cam");
-        async move {
-            let s = get_json(&url).await;
-            (s["archive"]["writer"] == who).then_some(s)
-        }
-    };
-    eventually(Duration::from_secs(15), || writer_is(&a, "origin-a")).await;
     eventually(Duration::from_secs(15), || writer_is(&b, "origin-a")).await;
     // Mid-publish: everything A announced, then kill -9.
     tokio::time::sleep(Duration::from_secs(12)).await;

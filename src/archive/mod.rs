@@ -16,6 +16,7 @@
 pub mod bucket;
 pub mod chunk;
 pub mod follow;
+pub mod keeper;
 pub mod keys;
 pub mod lease;
 pub mod plan;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::bucket::{Put, Version};
 use super::chunk::{ArchiveIndex, Chunk, MAX_RECORDS_PER_CHUNK};
+use super::keeper::{Keeper, Standing};
 use super::lease::{Lease, Timing, Watch};
 use super::plan::{self, Mapping, Upload};
 use super::{follow, keys, Archive, Error};
@@ -58,17 +59,6 @@ impl State {
     }
 }
 
-/// The lease as held by this node.
-#[derive(Debug)]
-struct Held {
-    lease: Lease,
-    version: Version,
-    /// When to renew next.
-    renew_at: Instant,
-    /// Past this, this node may write nothing more (see `lease`).
-    valid_until: Instant,
-}
-
 /// How long an object dropped from the archive's index stays in the bucket.
 pub const DELETE_GRACE: Duration = Duration::from_secs(30);
 
@@ -96,6 +86,7 @@ pub async fn run(
         mapping: Mapping::default(),
         watch: Watch::default(),
         held: None,
+        must_read: true,
         first_seen: HashMap::new(),
         deletes: VecDeque::new(),
         sweep_at: None,
@@ -143,7 +134,11 @@ struct Writer {
     ax: ArchiveIndex,
     mapping: Mapping,
     watch: Watch,
-    held: Option<Held>,
+    /// The lease while this node holds it.
+    held: Option<Keeper>,
+    /// The next chunk must be read before writing (after taking the lease, or when a create
+    /// found its number taken).
+    must_read: bool,
     /// When each local segment (by local seq) was first seen here (≈ its announcement).
     first_seen: HashMap<u64, Instant>,
     /// Objects dropped from the archive's index, deleted once their grace has passed (so a
@@ -158,10 +153,11 @@ impl Writer {
         &self.stream.name
     }
 
-    /// While holding, never sleep past the next renewal.
+    /// How long to wait when there is nothing to do: while holding, short enough to notice
+    /// a lost lease promptly.
     fn held_wait(&self) -> Duration {
         match &self.held {
-            Some(h) => h.renew_at.saturating_duration_since(Instant::now()),
+            Some(_) => self.timing.renew_every,
             None => Duration::from_secs(5),
         }
     }
@@ -176,13 +172,32 @@ impl Writer {
             }
             return Err(e);
         }
-        let stream = self.stream.clone();
-        let read = follow::catch_up(&self.archive, &stream.name, &mut self.ax).await;
-        self.archive.note_health("archive read", &read);
-        read?;
-        if let Some(h) = &self.held {
-            if self.ax.epoch > h.lease.epoch {
-                self.lose("another origin wrote under a newer lease");
+        // While holding, this node writes every chunk itself (a create that finds the number
+        // taken sets `must_read`): reading the next chunk is needed only otherwise.
+        if self.held.is_none() || self.must_read {
+            let stream = self.stream.clone();
+            let read = follow::catch_up(&self.archive, &stream.name, &mut self.ax).await;
+            self.archive.note_health("archive read", &read);
+            read?;
+            self.must_read = false;
+        }
+        if let Some(k) = &self.held {
+            match k.standing() {
+                _ if self.ax.epoch > k.epoch() => {
+                    self.lose("another origin wrote under a newer lease")
+                }
+                Standing::Lost(why) => self.lose(&why),
+                Standing::Lapsed => {
+                    // The store is slow or away: write nothing until a renewal answers.
+                    let lapsed = Err::<(), _>(Error::timeout(
+                        "renew",
+                        &keys::lease(&self.stream.name),
+                        self.timing.valid_for,
+                    ));
+                    self.archive.note_health("archive lease", &lapsed);
+                    return Ok(Next::Wait(self.timing.poll_every));
+                }
+                Standing::Valid => {}
             }
         }
         let (live, batch) = {
@@ -210,9 +225,6 @@ impl Writer {
                 return Ok(Next::Wait(Duration::from_secs(5)));
             }
             return self.acquire().await;
-        }
-        if let Some(next) = self.renew_if_due().await? {
-            return Ok(next);
         }
         if let Some(batch) = batch {
             return self.upload(batch, live).await;
@@ -344,12 +356,15 @@ impl Writer {
                 .with("to", me.clone()),
             );
         }
-        self.held = Some(Held {
+        self.held = Some(Keeper::start(
+            self.archive.bucket.clone(),
+            &self.stream.name,
             lease,
             version,
-            renew_at: sent + self.timing.renew_every,
-            valid_until: sent + self.timing.valid_for,
-        });
+            sent,
+            self.timing,
+        ));
+        self.must_read = true;
         self.mapping = Mapping::default();
         self.watch.reset();
         self.sweep_at = Some(Instant::now() + self.archive.delete_grace);
@@ -507,15 +522,14 @@ impl Writer {
         records: Vec<crate::store::Record>,
         live: bool,
     ) -> Result<bool, Error> {
-        let Some(h) = &self.held else {
+        let Some(k) = &self.held else {
             return Ok(false);
         };
-        if Instant::now() >= h.valid_until {
-            self.lose("not renewed in time");
+        if !k.may_write() {
             return Ok(false);
         }
         let chunk = Chunk {
-            epoch: h.lease.epoch,
+            epoch: k.epoch(),
             writer: self.archive.node.clone(),
             live,
             records,
@@ -530,6 +544,7 @@ impl Writer {
             .await?;
         self.count_upload(len, started);
         if put == Put::Existed {
+            self.must_read = true;
             return Ok(false);
         }
         self.ax.apply(chunk);
@@ -542,58 +557,6 @@ impl Writer {
             tracing::warn!(stream = %self.name(), "archive lease lost: {why}; standing by");
         }
         self.state.set(|r| r.holding = false);
-    }
-
-    /// Renews the lease when due. `Some(next)` when the step should end here.
-    async fn renew_if_due(&mut self) -> Result<Option<Next>, Error> {
-        let Some(h) = &self.held else {
-            return Ok(Some(Next::Now));
-        };
-        let now = Instant::now();
-        if now >= h.valid_until {
-            self.lose("not renewed in time (the store did not answer)");
-            return Ok(Some(Next::Now));
-        }
-        if now < h.renew_at {
-            return Ok(None);
-        }
-        let renewed = h.lease.renewed();
-        let key = keys::lease(self.name());
-        let answer = self
-            .archive
-            .bucket
-            .put_update(&key, renewed.to_bytes(), h.version.clone())
-            .await;
-        match answer {
-            Ok(Some(version)) => {
-                self.held = Some(Held {
-                    lease: renewed,
-                    version,
-                    renew_at: now + self.timing.renew_every,
-                    valid_until: now + self.timing.valid_for,
-                });
-                Ok(None)
-            }
-            Ok(None) => {
-                // Our own renewal may have landed with its answer lost: look.
-                match self.archive.bucket.get_versioned(&key, None).await? {
-                    Some((b, version)) if Lease::parse(&b).ok().as_ref() == Some(&renewed) => {
-                        self.held = Some(Held {
-                            lease: renewed,
-                            version,
-                            renew_at: now + self.timing.renew_every,
-                            valid_until: now + self.timing.valid_for,
-                        });
-                        Ok(None)
-                    }
-                    _ => {
-                        self.lose("another origin holds it now");
-                        Ok(Some(Next::Now))
-                    }
-                }
-            }
-            Err(e) => Err(e),
-        }
     }
 
     /// Uploads a batch's objects, then its chunk.
@@ -674,25 +637,17 @@ impl Writer {
     /// The local recording ended and everything is uploaded: mark the archive not live (if
     /// this node said it was), then release the lease so a standby still recording takes over.
     async fn finish(&mut self) -> Result<Next, Error> {
-        let Some(h) = &self.held else {
+        if self.held.is_none() {
             return Ok(Next::Now);
-        };
+        }
         if self.ax.live && self.ax.writer.as_deref() == Some(self.archive.node.as_str()) {
             self.write_chunk(Vec::new(), false).await?;
             return Ok(Next::Now);
         }
-        let released = Lease {
-            writer: None,
-            epoch: h.lease.epoch,
-            beat: h.lease.beat + 1,
-        };
-        let key = keys::lease(self.name());
-        self.archive
-            .bucket
-            .put_update(&key, released.to_bytes(), h.version.clone())
-            .await?;
+        if let Some(k) = self.held.take() {
+            k.release().await?;
+        }
         tracing::info!(stream = %self.name(), "archive up to date; lease released");
-        self.held = None;
         self.state.set(|r| {
             r.holding = false;
             r.writer = None;

@@ -11,6 +11,7 @@ mod mp4;
 mod node;
 mod rtmp;
 pub mod s3;
+mod slow_proxy;
 mod streams;
 mod tools;
 
@@ -24,6 +25,8 @@ pub use node::*;
 pub use rtmp::*;
 #[allow(unused_imports)]
 pub use s3::*;
+#[allow(unused_imports)]
+pub use slow_proxy::*;
 #[allow(unused_imports)]
 pub use streams::*;
 #[allow(unused_imports)]
