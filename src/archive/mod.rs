@@ -116,13 +116,68 @@ crate::counters! {
         /// Sum of object upload times, microseconds.
         upload_us / 1e6 => "counter" "dvrgate_archive_upload_seconds_total", "Time spent in archive object uploads.";
         uploads_timed => "counter" "dvrgate_archive_upload_count_total", "Uploads counted in dvrgate_archive_upload_seconds_total.";
-        /// Sum of announcement-to-archived delays, microseconds.
-        archive_lag_us / 1e6 => "counter" "dvrgate_archive_lag_seconds_total", "Sum of the delays from a segment's local announcement to its index chunk in the archive.";
         segments_archived => "counter" "dvrgate_archive_segments_total", "Segments indexed in the archive by this node.";
         takeovers => "counter" "dvrgate_archive_takeovers_total", "Leases taken over from another writer.";
         leases_lost => "counter" "dvrgate_archive_leases_lost_total", "Leases this node lost (expired or taken over).";
         chunks_read => "counter" "dvrgate_archive_chunks_read_total", "Index chunks read from the archive.";
         store_errors => "counter" "dvrgate_archive_store_errors_total", "Failed archive reads and lease operations.";
+    }
+}
+
+/// Delays from a segment's local announcement to its index chunk in the bucket: the last
+/// [`Lags::KEPT`] for quantiles, and running totals.
+#[derive(Debug, Default)]
+pub struct Lags {
+    inner: Mutex<LagsInner>,
+}
+
+#[derive(Debug, Default)]
+struct LagsInner {
+    recent: std::collections::VecDeque<f64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Lags {
+    pub const KEPT: usize = 4096;
+
+    pub fn record(&self, lag: Duration) {
+        if let Ok(mut l) = self.inner.lock() {
+            if l.recent.len() == Self::KEPT {
+                l.recent.pop_front();
+            }
+            let secs = lag.as_secs_f64();
+            l.recent.push_back(secs);
+            l.sum += secs;
+            l.count += 1;
+        }
+    }
+
+    /// The `q` quantile (0..=1) of the recent delays, in seconds.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        let l = self.inner.lock().ok()?;
+        let mut v: Vec<f64> = l.recent.iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let i = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        v.get(i).copied()
+    }
+
+    fn render(&self, t: &mut crate::metrics::Text) {
+        let (sum, count) = self.inner.lock().map_or((0.0, 0), |l| (l.sum, l.count));
+        let quantiles: Vec<(f64, f64)> = [0.5, 0.95, 0.99]
+            .into_iter()
+            .filter_map(|q| self.quantile(q).map(|v| (q, v)))
+            .collect();
+        t.summary(
+            "dvrgate_archive_lag_seconds",
+            "Delay from a segment's local announcement to its index chunk in the archive (quantiles over the last 4096 segments).",
+            &quantiles,
+            sum,
+            count,
+        );
     }
 }
 
@@ -151,6 +206,8 @@ pub struct Archive {
     healthy: std::sync::atomic::AtomicBool,
     /// The start-up probe passed (until it has, nothing is written).
     probed: std::sync::atomic::AtomicBool,
+    /// Recent announcement-to-archived delays (see [`Lags`]).
+    pub lags: Lags,
     /// Serializes probe attempts.
     probing: tokio::sync::Mutex<()>,
     /// Why the store was refused at a later probe (nothing is ever written then).
@@ -199,6 +256,7 @@ impl Archive {
                 .build(),
             healthy: true.into(),
             probed: false.into(),
+            lags: Lags::default(),
             probing: tokio::sync::Mutex::new(()),
             refused: Mutex::new(None),
         }
@@ -395,6 +453,7 @@ impl Archive {
             "Bytes recorded here and not yet in the archive.",
             &[("", bytes as f64)],
         );
+        self.lags.render(t);
         t.metric(
             "dvrgate_archive_store_up",
             "gauge",

@@ -8,7 +8,7 @@
 //! recording waits for it. The backlog is the difference of the two indexes, so it survives a
 //! restart without being stored anywhere.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -87,7 +87,6 @@ pub async fn run(
         watch: Watch::default(),
         held: None,
         must_read: true,
-        first_seen: HashMap::new(),
         deletes: VecDeque::new(),
         sweep_at: None,
     };
@@ -139,8 +138,6 @@ struct Writer {
     /// The next chunk must be read before writing (after taking the lease, or when a create
     /// found its number taken).
     must_read: bool,
-    /// When each local segment (by local seq) was first seen here (≈ its announcement).
-    first_seen: HashMap<u64, Instant>,
     /// Objects dropped from the archive's index, deleted once their grace has passed (so a
     /// reader that listed them a moment ago still gets them whole).
     deletes: VecDeque<(Instant, String)>,
@@ -247,11 +244,7 @@ impl Writer {
 
     /// Publishes the writer's state (archived seq, backlog, holding); returns the backlog.
     fn report(&mut self) -> (u64, u64) {
-        let now = Instant::now();
         let local = self.stream.read();
-        for s in local.segments.iter().rev().take(MAX_RECORDS_PER_CHUNK) {
-            self.first_seen.entry(s.seq).or_insert(now);
-        }
         let holding = self.held.is_some();
         let backlog = if holding || self.lease_is_ours_to_take() {
             plan::backlog(&local, &self.ax.index, &self.mapping)
@@ -598,23 +591,23 @@ impl Writer {
         }
         self.archive
             .note_health("archive write", &Ok::<(), Error>(()));
-        let done = Instant::now();
-        let mut lag = Duration::ZERO;
+        // A segment is announced once its end has passed and it is durable (see ingest), so
+        // the delay to the bucket is measured from its wall-clock end.
+        let now_ms = crate::time::now_ms();
         let mut archived = 0;
-        for u in &batch.uploads {
-            if let Upload::Segment { local_seq, .. } = u {
-                archived += 1;
-                if let Some(t) = self.first_seen.remove(local_seq) {
-                    lag += done.saturating_duration_since(t);
+        {
+            let local = self.stream.read();
+            for u in &batch.uploads {
+                if let Upload::Segment { local_seq, .. } = u {
+                    archived += 1;
+                    if let Some(s) = local.segment(*local_seq) {
+                        let ms = u64::try_from(now_ms.saturating_sub(s.end_ms())).unwrap_or(0);
+                        self.archive.lags.record(Duration::from_millis(ms));
+                    }
                 }
             }
         }
-        let stats = &self.archive.stats;
-        crate::metrics::add(&stats.segments_archived, archived);
-        crate::metrics::add(&stats.archive_lag_us, lag.as_micros() as u64);
-        if let Some(oldest) = self.stream.read().segments.front().map(|s| s.seq) {
-            self.first_seen.retain(|seq, _| *seq >= oldest);
-        }
+        crate::metrics::add(&self.archive.stats.segments_archived, archived);
         Ok(Next::Now)
     }
 
