@@ -65,7 +65,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // object_store logs every retry at info: only its warnings by default.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,object_store=warn".into()),
         )
         .init();
     let command = cli.command.unwrap_or(Command::Serve { config: None });
@@ -76,7 +78,7 @@ fn main() -> ExitCode {
                 match check_storage(&c) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
-                        eprintln!("dvrgate: {}: {e}", file.display());
+                        eprintln!("dvrgate: {}: {e:#}", file.display());
                         ExitCode::FAILURE
                     }
                 }

@@ -372,3 +372,71 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
         archive.len()
     );
 }
+
+/// Runs `dvrgate check-config FILE` with these AWS keys; returns (exit code, stderr).
+async fn check_config(config: &str, keys: (&str, &str)) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    std::fs::write(&file, config).unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_dvrgate"))
+        .arg("check-config")
+        .arg(&file)
+        .env("AWS_ACCESS_KEY_ID", keys.0)
+        .env("AWS_SECRET_ACCESS_KEY", keys.1)
+        .env("HOME", dir.path())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("check-config took over 60 s")
+        .expect("run dvrgate");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_and_start_up_say_plainly_what_is_wrong_with_the_store() {
+    let Some(s3) = S3Server::start().await else {
+        return;
+    };
+    use_credentials(&s3);
+    let good = s3.storage_toml("checks");
+    let keys = (s3.access_key.as_str(), s3.secret_key.as_str());
+    let (code, err) = check_config(&good, keys).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("conditional writes honoured"), "{err}");
+
+    let (code, err) = check_config(&good, (keys.0, "wrong-secret")).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("access denied"), "{err}");
+    assert!(!err.contains("wrong-secret"), "a secret in the message: {err}");
+
+    let no_bucket = good.replace("s3://dvr/", "s3://no-such-bucket/");
+    let (code, err) = check_config(&no_bucket, LIMITED_KEYS).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("bucket does not exist"), "{err}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let unreachable = good.replace(&s3.endpoint, &dead);
+    let (code, err) = check_config(&unreachable, keys).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("cannot reach the store's endpoint"), "{err}");
+
+    let (code, err) = check_config("[storage]\nurl = \"http://dvr/x\"\n", keys).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("storage.url"), "{err}");
+
+    // A node whose store does not answer starts, records locally and says so.
+    let origin = TestNode::start_with(|_| format!("{unreachable}lease = \"3s\"\n"));
+    publish_tags_and_end(&origin, "cam", &read_flv(CLIP)).await;
+    let st = eventually(Duration::from_secs(10), || async {
+        let st = status(&origin, "cam").await;
+        (st["archive"]["backlog"] == st["dvr"]["segments"]).then_some(st)
+    })
+    .await;
+    assert_eq!(st["source"]["kind"], "ingest", "{st}");
+    assert!(st["archive"]["store"].as_str().unwrap().starts_with("unreachable"), "{st}");
+    assert!(!segments(&origin, "cam").await.is_empty());
+    assert!(origin.log().contains("recording locally"), "{}", origin.log());
+}

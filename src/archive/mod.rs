@@ -48,7 +48,7 @@ pub enum Error {
     /// The store does not honour conditional writes.
     #[error("{0}")]
     Unsafe(String),
-    #[error("[storage]: {0}")]
+    #[error("{0}")]
     Config(String),
 }
 
@@ -60,7 +60,10 @@ impl Error {
                 true,
             ),
             object_store::Error::PermissionDenied { .. } => (
-                "access denied (the credentials lack permission on this bucket)".to_owned(),
+                "access denied: the store refused these credentials, or they lack permission on \
+                 this bucket, or the bucket does not exist (check AWS_ACCESS_KEY_ID / \
+                 AWS_SECRET_ACCESS_KEY, storage.url and the bucket policy)"
+                    .to_owned(),
                 true,
             ),
             // A write answered 404: the bucket itself does not exist.
@@ -68,7 +71,17 @@ impl Error {
                 "the bucket does not exist (check storage.url)".to_owned(),
                 true,
             ),
-            _ => (first_line(&e.to_string()), false),
+            _ => {
+                let text = first_line(&e.to_string());
+                if text.contains("error sending request") || text.contains("kind Connect") {
+                    (
+                        format!("cannot reach the store's endpoint (connection failed): {text}"),
+                        false,
+                    )
+                } else {
+                    (text, false)
+                }
+            }
         };
         Error::Store {
             op,

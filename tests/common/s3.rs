@@ -24,6 +24,9 @@ const WEED: &str = "weed";
 const BUCKET: &str = "dvr";
 const ACCESS_KEY: &str = "dvrgate-test";
 const SECRET_KEY: &str = "dvrgate-test-secret";
+/// A second identity without the admin right (it cannot create buckets: writing to a bucket
+/// that does not exist is refused, as on AWS).
+pub const LIMITED_KEYS: (&str, &str) = ("dvrgate-limited", "dvrgate-limited-secret");
 const REGION: &str = "us-east-1";
 /// Start-up takes ~1-1.5 s on an idle machine; generous for a loaded CI box.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -115,7 +118,9 @@ impl S3Server {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::create_dir(dir.path().join("data")).expect("data dir");
         let identities = format!(
-            r#"{{"identities":[{{"name":"dvrgate","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}}]}}"#
+            r#"{{"identities":[{{"name":"dvrgate","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}},{{"name":"limited","credentials":[{{"accessKey":"{}","secretKey":"{}"}}],"actions":["Read","Write","List","Tagging"]}}]}}"#,
+            LIMITED_KEYS.0,
+            LIMITED_KEYS.1
         );
         std::fs::write(dir.path().join("s3.json"), identities).expect("write s3.json");
         let ports = Ports::pick();
