@@ -127,7 +127,14 @@ impl Text {
     }
 
     /// Writes a summary: `name{quantile=".."}` samples, `name_sum` and `name_count`.
-    pub fn summary(&mut self, name: &str, help: &str, quantiles: &[(f64, f64)], sum: f64, count: u64) {
+    pub fn summary(
+        &mut self,
+        name: &str,
+        help: &str,
+        quantiles: &[(f64, f64)],
+        sum: f64,
+        count: u64,
+    ) {
         let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} summary");
         for (q, v) in quantiles {
             let _ = writeln!(self.out, "{name}{{quantile=\"{q}\"}} {v}");

@@ -275,6 +275,16 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
         "takeover took {takeover:?}, over storage.lease"
     );
 
+    // A comes back (same recordings folder) while B writes: it serves the archive, B's new
+    // segments included, and stands by.
+    a.restart();
+    let back = eventually(Duration::from_secs(15), || async {
+        let st = status(&a, "cam").await;
+        (st["source"]["kind"] == "archive" && st["live"] == true).then_some(st)
+    })
+    .await;
+    assert_eq!(back["archive"]["writer"], "origin-b", "{back}");
+
     encoder.await.unwrap().unwrap();
     wait_ended(&b, "cam").await;
     wait_archived(&b, "cam", Duration::from_secs(30)).await;
@@ -325,6 +335,21 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
             "at {t}"
         );
     }
+    // The restarted A serves the whole archive, B's segments included, and never wrote again.
+    let at_a = eventually(Duration::from_secs(10), || async {
+        let v = segments(&a, "cam").await;
+        (v.len() == archive.len()).then_some(v)
+    })
+    .await;
+    let last = at_a.last().unwrap().clone();
+    assert_eq!(
+        segment_bytes(&a, "cam", &[last.clone()]).await,
+        segment_bytes(&reader, "cam", &[last]).await
+    );
+    assert_eq!(
+        status(&a, "cam").await["archive"]["writer"],
+        serde_json::Value::Null
+    );
     // The archive's timeline and the edge's: seq by one, no overlap, no gap over one segment.
     let seqs: Vec<u64> = archive.iter().map(|s| s["seq"].as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
@@ -390,7 +415,10 @@ async fn check_config(config: &str, keys: (&str, &str)) -> (Option<i32>, String)
         .await
         .expect("check-config took over 60 s")
         .expect("run dvrgate");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,7 +436,10 @@ async fn check_config_and_start_up_say_plainly_what_is_wrong_with_the_store() {
     let (code, err) = check_config(&good, (keys.0, "wrong-secret")).await;
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("access denied"), "{err}");
-    assert!(!err.contains("wrong-secret"), "a secret in the message: {err}");
+    assert!(
+        !err.contains("wrong-secret"),
+        "a secret in the message: {err}"
+    );
 
     let no_bucket = good.replace("s3://dvr/", "s3://no-such-bucket/");
     let (code, err) = check_config(&no_bucket, LIMITED_KEYS).await;
@@ -436,7 +467,45 @@ async fn check_config_and_start_up_say_plainly_what_is_wrong_with_the_store() {
     })
     .await;
     assert_eq!(st["source"]["kind"], "ingest", "{st}");
-    assert!(st["archive"]["store"].as_str().unwrap().starts_with("unreachable"), "{st}");
+    assert!(
+        st["archive"]["store"]
+            .as_str()
+            .unwrap()
+            .starts_with("unreachable"),
+        "{st}"
+    );
     assert!(!segments(&origin, "cam").await.is_empty());
-    assert!(origin.log().contains("recording locally"), "{}", origin.log());
+    assert!(
+        origin.log().contains("recording locally"),
+        "{}",
+        origin.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_survives_a_restart() {
+    let Some(mut s3) = S3Server::start().await else {
+        return;
+    };
+    use_credentials(&s3);
+    let mut origin = TestNode::process_with(|_| archive_node(&s3, "restart", "origin-a", ""));
+    s3.stop();
+    publish_tags_and_end(&origin, "cam", &looped_clip(2)).await;
+    let want = segments(&origin, "cam").await;
+    let want_bytes = segment_bytes(&origin, "cam", &want).await;
+    eventually(Duration::from_secs(10), || async {
+        let st = status(&origin, "cam").await;
+        (st["archive"]["backlog"].as_u64() == Some(want.len() as u64)).then_some(())
+    })
+    .await;
+    assert_eq!(origin.terminate(), Some(0));
+    s3.restart().await;
+    origin.restart();
+    wait_archived(&origin, "cam", Duration::from_secs(30)).await;
+    let reader = TestNode::start_with(|_| {
+        archive_node(&s3, "restart", "archive-1", "[rtmp]\nlisten = \"off\"\n")
+    });
+    let got = segments(&reader, "cam").await;
+    assert_eq!(got.len(), want.len());
+    assert_eq!(segment_bytes(&reader, "cam", &got).await, want_bytes);
 }

@@ -391,24 +391,24 @@ impl Archive {
         Some((ax.index.next_seq, end))
     }
 
-    /// The `archive` status of stream `name` as this node sees it.
-    pub fn status(&self, name: &str) -> crate::wire::ArchiveStatus {
+    /// The `archive` status of stream `name` as this node sees it: from the archive's view
+    /// when that is what it serves (`followed`), else from its writer task.
+    pub fn status(&self, name: &str, followed: Option<&Followed>) -> crate::wire::ArchiveStatus {
         let store = self.store_state();
-        if let Some(w) = self.writer(name) {
-            let r = w.report();
-            return crate::wire::ArchiveStatus {
-                writer: r.writer,
-                archived_seq: r.archived_seq,
-                backlog: r.backlog.0,
+        let report = self.writer(name).map(|w| w.report()).unwrap_or_default();
+        match followed {
+            Some(f) => crate::wire::ArchiveStatus {
+                writer: f.writer(),
+                archived_seq: f.timeline.read().segments.back().map(|s| s.seq),
+                backlog: report.backlog.0,
                 store,
-            };
-        }
-        let followed = self.followed.read().ok().and_then(|m| m.get(name).cloned());
-        crate::wire::ArchiveStatus {
-            writer: followed.as_ref().and_then(|f| f.writer()),
-            archived_seq: followed.and_then(|f| f.timeline.read().segments.back().map(|s| s.seq)),
-            backlog: 0,
-            store,
+            },
+            None => crate::wire::ArchiveStatus {
+                writer: report.writer,
+                archived_seq: report.archived_seq,
+                backlog: report.backlog.0,
+                store,
+            },
         }
     }
 

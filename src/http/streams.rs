@@ -49,10 +49,12 @@ pub fn select_window(
 pub fn status(st: &AppState, feed: &Feed) -> Status {
     let stream = feed.stream();
     let mut status = Status::of(&stream.name, &st.node_name, feed.source(), &stream.read());
-    if let (Some(archive), crate::http::Feed::Recorded(_) | crate::http::Feed::Archived(..)) =
-        (&st.archive, feed)
-    {
-        status.archive = Some(archive.status(&stream.name));
+    if let Some(archive) = &st.archive {
+        status.archive = match feed {
+            crate::http::Feed::Recorded(_) => Some(archive.status(&stream.name, None)),
+            crate::http::Feed::Archived(f, _) => Some(archive.status(&stream.name, Some(f))),
+            crate::http::Feed::Relayed(_) => None,
+        };
     }
     status
 }

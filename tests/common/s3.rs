@@ -119,8 +119,7 @@ impl S3Server {
         std::fs::create_dir(dir.path().join("data")).expect("data dir");
         let identities = format!(
             r#"{{"identities":[{{"name":"dvrgate","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","Write","List","Tagging"]}},{{"name":"limited","credentials":[{{"accessKey":"{}","secretKey":"{}"}}],"actions":["Read","Write","List","Tagging"]}}]}}"#,
-            LIMITED_KEYS.0,
-            LIMITED_KEYS.1
+            LIMITED_KEYS.0, LIMITED_KEYS.1
         );
         std::fs::write(dir.path().join("s3.json"), identities).expect("write s3.json");
         let ports = Ports::pick();
