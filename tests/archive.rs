@@ -343,7 +343,7 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
     .await;
     let last = at_a.last().unwrap().clone();
     assert_eq!(
-        segment_bytes(&a, "cam", &[last.clone()]).await,
+        segment_bytes(&a, "cam", std::slice::from_ref(&last)).await,
         segment_bytes(&reader, "cam", &[last]).await
     );
     assert_eq!(
