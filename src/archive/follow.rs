@@ -189,8 +189,9 @@ async fn pull(
 }
 
 impl Archive {
-    /// The archive stream `name`, followed from now on; `None` when the archive lacks it.
-    /// The first call for a name reads its index (bounded by the store's timeouts).
+    /// The archive stream `name`, followed from now on; `None` when the archive lacks it
+    /// (a stream new to the archive is found within the listing's reuse time, 5 s). The first
+    /// call for a name reads its index (bounded by the store's timeouts).
     pub async fn follow(
         self: &Arc<Self>,
         name: &str,
@@ -198,6 +199,12 @@ impl Archive {
     ) -> Option<Arc<Followed>> {
         if let Some(f) = self.followed.read().ok()?.get(name).cloned() {
             return Some(f);
+        }
+        // Names the archive lacks cost no request each: they are checked against its listing
+        // (one LIST every few seconds for the whole node), so a flood of made-up names is
+        // not a flood of store requests.
+        if !self.stream_names().await.iter().any(|n| n == name) {
+            return None;
         }
         let me = self.clone();
         let shutdown = shutdown.clone();
