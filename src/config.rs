@@ -668,6 +668,10 @@ mod tests {
             ("origin", include_str!("../config/origin.toml")),
             ("intermediate", include_str!("../config/intermediate.toml")),
             ("edge", include_str!("../config/edge.toml")),
+            (
+                "origin-archive",
+                include_str!("../config/origin-archive.toml"),
+            ),
         ] {
             let c = Config::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
             c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -749,5 +753,49 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(e.to_string().starts_with("proxy[0].local"), "{e}");
+    }
+
+    #[test]
+    fn storage_is_checked_key_by_key() {
+        let ok = Config::parse(
+            "[storage]\nurl = \"s3://dvr/site-a/x\"\nendpoint = \"http://127.0.0.1:8333\"\n",
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        let storage = ok.storage.as_ref().unwrap();
+        assert_eq!(
+            storage.bucket_and_prefix().unwrap(),
+            ("dvr".to_owned(), "site-a/x".to_owned())
+        );
+        assert_eq!(storage.lease, Dur::secs(6));
+        assert_eq!(storage.region, "us-east-1");
+        assert_eq!(Config::parse(&ok.to_toml()).unwrap(), ok);
+        let bare = Config::parse("[storage]\nurl = \"s3://dvr\"\n").unwrap();
+        assert_eq!(
+            bare.storage.unwrap().bucket_and_prefix().unwrap(),
+            ("dvr".to_owned(), String::new())
+        );
+        for (text, key) in [
+            ("[storage]\n", "storage.url"),
+            ("[storage]\nurl = \"http://dvr/x\"\n", "storage.url"),
+            ("[storage]\nurl = \"s3://UPPER/x\"\n", "storage.url"),
+            ("[storage]\nurl = \"s3://dvr/../x\"\n", "storage.url"),
+            (
+                "[storage]\nurl = \"s3://dvr/x\"\nendpoint = \"ftp://h\"\n",
+                "storage.endpoint",
+            ),
+            (
+                "[storage]\nurl = \"s3://dvr/x\"\nlease = \"1s\"\n",
+                "storage.lease",
+            ),
+            (
+                "[storage]\nurl = \"s3://dvr/x\"\nregion = \"\"\n",
+                "storage.region",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap().validate().unwrap_err();
+            assert!(e.to_string().starts_with(key), "{text}: {e}");
+        }
+        assert!(Config::parse("[storage]\nurl = \"s3://dvr\"\nsecret = \"x\"\n").is_err());
     }
 }
