@@ -6,7 +6,9 @@
 //!
 //! ```text
 //!  RTMP ──▶ rtmp/ ──▶ ingest ──▶ media/ (FLV ▶ CMAF) ──▶ store/ (durable recording + index)
-//!                                                           │
+//!                                                           │  └──▶ archive/ (S3 bucket:
+//!                                                           │       writer under a lease,
+//!                                                           │       followers on any node)
 //!  upstream node ──HTTP──▶ relay/ (index follower, Range pulls, failover) ──┐
 //!                                                           ▼               ▼
 //!                                         cache/ (moka memory ▶ disk spill, single flight)
@@ -20,6 +22,8 @@
 //!   assembly. No I/O.
 //! - [`store`]: the recording. A segment is announced only after it is durably on disk; the
 //!   in-memory [`store::StreamIndex`] is what every read endpoint renders.
+//! - [`archive`]: the shared archive (`[storage]`): recordings copied to an S3-compatible
+//!   bucket behind the local disk, one writer per stream under a lease, any node a reader.
 //! - [`ingest`]: publish policy (names, key, already-live) and one recorder task per publish.
 //! - [`relay`]: `proxyFrom(local, remote)`; relayed streams keep their own index in the same
 //!   [`store::Timeline`] type, so HTTP handlers do not care where bytes come from ([`http::Feed`]).
