@@ -59,7 +59,48 @@ run() {
 
 run local-only ""
 kill "$NODE_PID"; wait "$NODE_PID" 2>/dev/null || true
-run with-storage "$(printf '[storage]\nurl = "s3://dvr/bench"\nendpoint = "http://127.0.0.1:%s"\nregion = "us-east-1"\n' "$S3")"
+STORAGE=$(printf '[storage]\nurl = "s3://dvr/bench"\nendpoint = "http://127.0.0.1:%s"\nregion = "us-east-1"\n' "$S3")
+# An archive-only node (no RTMP) follows stream s1 while it is recorded: when does it list each
+# segment, after the segment's end (its announcement at the origin)?
+AHTTP=$(free_port)
+printf '[node]\nname = "archive-1"\n[http]\nlisten = "127.0.0.1:%s"\n[rtmp]\nlisten = "off"\n[record]\ndir = "%s/rec-archive"\n%s\n' \
+  "$AHTTP" "$WORK" "$STORAGE" > "$WORK/archive-1.toml"
+start_node archive-1 "$WORK/archive-1.toml"
+python3 - "$AHTTP" "$SECS" > "$WORK/propagation.txt" <<'PY' &
+import json, sys, time, urllib.request
+port, secs = sys.argv[1], float(sys.argv[2])
+base = f"http://127.0.0.1:{port}/streams/s1/index.json"
+deadline = time.time() + secs + 30
+after, delays = None, []
+def rfc3339_ms(t):
+    import datetime
+    return datetime.datetime.strptime(t, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+while time.time() < deadline:
+    url = base + (f"?after={after}&wait=10s" if after is not None else "")
+    try:
+        doc = json.load(urllib.request.urlopen(url, timeout=15))
+    except Exception:
+        time.sleep(0.2); continue
+    now = time.time()
+    segs = doc.get("segments", [])
+    if after is None:
+        after = segs[-1]["seq"] if segs else -1
+        continue
+    for s in segs:
+        delays.append(now - (rfc3339_ms(s["time"]) + s["duration_ms"] / 1000))
+        after = s["seq"]
+    if not doc.get("live", True) and not segs:
+        break
+delays.sort()
+if delays:
+    q = lambda p: delays[min(len(delays) - 1, round((len(delays) - 1) * p))] * 1000
+    print(f"  announcement -> listed at an archive-only node: median {q(0.5):.0f} ms, p95 {q(0.95):.0f} ms over {len(delays)} segments")
+else:
+    print("  archive-only node: no segments seen")
+PY
+WATCH=$!
+run with-storage "$STORAGE"
+wait "$WATCH" || true
 sleep 3  # let the last segments reach the bucket
 M=$(curl -s "http://127.0.0.1:$HTTP/metrics")
 echo "$M" | awk '
@@ -78,3 +119,4 @@ echo "$M" | awk '
     printf "  %d segments written, %d objects uploaded (%.1f MiB), mean PUT %.1f ms, %d failures\n", segs, objs, bytes / 1048576, uc ? us / uc * 1000 : 0, fails
   }'
 echo "$M" | grep -E '^dvrgate_archive_backlog_segments' | sed 's/^/  /'
+cat "$WORK/propagation.txt"

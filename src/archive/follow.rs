@@ -23,8 +23,10 @@ use super::{keys, Archive, Error};
 use crate::cache::{Cache, Expect, Fetched, Key, PullError};
 use crate::store::Timeline;
 
-/// How often a live archive stream looks for its next chunk.
-pub const LIVE_POLL: Duration = Duration::from_millis(250);
+/// How often a live archive stream looks for its next chunk once it is due.
+pub const LIVE_POLL: Duration = Duration::from_millis(100);
+/// The longest wait between two looks at a live stream's next chunk.
+pub const LIVE_POLL_MAX: Duration = Duration::from_millis(1000);
 /// How often an ended archive stream looks for a new chunk (a republish elsewhere).
 pub const ENDED_POLL: Duration = Duration::from_secs(3);
 /// Chunks read at once while catching up.
@@ -32,6 +34,21 @@ const READ_AHEAD: u64 = 16;
 /// A reader whose writer renews its lease but whose next chunk has not come for this long
 /// fell behind the archive's garbage collection: it reloads from the newest snapshot.
 const STUCK_AFTER: Duration = Duration::from_secs(60);
+
+/// How long a follower of a live stream waits before looking for the next chunk: until the
+/// next segment can have ended (the newest one's end plus its duration), then every
+/// [`LIVE_POLL`]. So a new segment is seen within about a poll of reaching the bucket, at a
+/// few GETs per segment rather than one every poll.
+pub fn live_poll(ax: &ArchiveIndex, now_ms: i64) -> Duration {
+    let Some(last) = ax.index.segments.back() else {
+        return LIVE_POLL;
+    };
+    let due = last
+        .end_ms()
+        .saturating_add(i64::try_from(last.duration_ms).unwrap_or(0));
+    let wait = u64::try_from(due.saturating_sub(now_ms)).unwrap_or(0);
+    Duration::from_millis(wait).clamp(LIVE_POLL, LIVE_POLL_MAX)
+}
 
 /// Reads the chunks after `ax.next_chunk` and applies them; returns what each did.
 pub async fn catch_up(
@@ -77,6 +94,27 @@ pub async fn catch_up(
             return Ok(applied);
         }
         window = READ_AHEAD;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::index::tests::seg;
+    use crate::store::Record;
+
+    #[test]
+    fn a_live_follower_looks_when_the_next_segment_is_due() {
+        let mut ax = ArchiveIndex::default();
+        assert_eq!(live_poll(&ax, 0), LIVE_POLL, "nothing yet: poll");
+        let mut s = seg(0, 0, 10_000, 2_000);
+        s.length = 1;
+        ax.index.apply(Record::Segment(s));
+        // The newest segment ended at 12 s; the next can end at 14 s.
+        assert_eq!(live_poll(&ax, 12_050), LIVE_POLL_MAX);
+        assert_eq!(live_poll(&ax, 13_500), Duration::from_millis(500));
+        assert_eq!(live_poll(&ax, 13_990), LIVE_POLL);
+        assert_eq!(live_poll(&ax, 20_000), LIVE_POLL, "overdue: poll");
     }
 }
 
@@ -260,7 +298,7 @@ async fn follow_task(
     let mut progress = Instant::now();
     loop {
         let poll = if ax.live && writer_alive {
-            LIVE_POLL
+            live_poll(&ax, crate::time::now_ms())
         } else {
             ENDED_POLL
         };
