@@ -509,3 +509,54 @@ async fn the_backlog_survives_a_restart() {
     assert_eq!(got.len(), want.len());
     assert_eq!(segment_bytes(&reader, "cam", &got).await, want_bytes);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_answering_503_stops_nothing() {
+    let Some(s3) = S3Server::start().await else {
+        return;
+    };
+    use_credentials(&s3);
+    let direct: std::net::SocketAddr = s3.endpoint.trim_start_matches("http://").parse().unwrap();
+    let proxy = FaultyProxy::start(direct).await;
+    let origin = TestNode::start_with(|_| {
+        archive_node(&s3, "throttled", "origin-a", "")
+            .replace(&s3.endpoint, &format!("http://{}", proxy.addr))
+    });
+    let tags = looped_clip(2); // 20 s in real time
+    let publisher = {
+        let mut p = Publisher::connect(origin.rtmp.unwrap(), "live", "cam")
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            p.send_all(&tags, 0, true).await?;
+            p.close().await;
+            Ok::<(), String>(())
+        })
+    };
+    wait_segments(&origin, "cam", 2).await;
+    wait_archived(&origin, "cam", Duration::from_secs(10)).await;
+    proxy.set_failing(true);
+    let failing = Instant::now();
+    eventually(Duration::from_secs(15), || async {
+        let s = status(&origin, "cam").await;
+        (s["archive"]["backlog"].as_u64().unwrap_or(0) >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(8).saturating_sub(failing.elapsed())).await;
+    assert!(metric(&origin, "dvrgate_archive_store_errors_total").await > 0.0);
+    assert_ne!(status(&origin, "cam").await["archive"]["store"], "ok");
+    proxy.set_failing(false);
+    publisher.await.unwrap().unwrap();
+    wait_ended(&origin, "cam").await;
+    wait_archived(&origin, "cam", Duration::from_secs(30)).await;
+    let want = segments(&origin, "cam").await;
+    let reader = TestNode::start_with(|_| {
+        archive_node(&s3, "throttled", "archive-1", "[rtmp]\nlisten = \"off\"\n")
+    });
+    let got = segments(&reader, "cam").await;
+    assert_eq!(got.len(), want.len());
+    assert_eq!(
+        segment_bytes(&reader, "cam", &got).await,
+        segment_bytes(&origin, "cam", &want).await
+    );
+}

@@ -49,3 +49,77 @@ async fn pump(
     }
     let _ = to.shutdown().await;
 }
+
+/// A proxy to an S3 server that passes requests through, or answers every request with
+/// `503 Slow Down` (as S3 does when throttling) while failing is switched on.
+pub struct FaultyProxy {
+    pub addr: SocketAddr,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FaultyProxy {
+    pub async fn start(target: SocketAddr) -> FaultyProxy {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = failing.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    if flag.load(Ordering::Relaxed) {
+                        answer_503(client).await;
+                        return;
+                    }
+                    let Ok(Ok(server)) =
+                        tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(target))
+                            .await
+                    else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    // A pooled connection is cut when failing starts: the client retries on a
+                    // new one and gets the 503.
+                    let cut = async {
+                        while !flag.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = async { tokio::join!(pump(cr, sw, Duration::ZERO), pump(sr, cw, Duration::ZERO)) } => {}
+                        _ = cut => {}
+                    }
+                });
+            }
+        });
+        FaultyProxy { addr, failing }
+    }
+
+    pub fn set_failing(&self, on: bool) {
+        self.failing.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Reads one request head (bounded) and answers 503, closing the connection.
+async fn answer_503(mut client: TcpStream) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_head = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 << 10 {
+            match client.read(&mut buf).await {
+                Ok(n) if n > 0 => head.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), read_head).await;
+    let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+    let answer = format!(
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.write_all(answer.as_bytes()).await;
+    let _ = client.shutdown().await;
+}
