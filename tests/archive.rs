@@ -560,3 +560,93 @@ async fn a_store_answering_503_stops_nothing() {
         segment_bytes(&origin, "cam", &want).await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_loses_the_store_is_replaced_and_stands_by() {
+    let Some(s3) = S3Server::start().await else {
+        return;
+    };
+    use_credentials(&s3);
+    let direct: std::net::SocketAddr = s3.endpoint.trim_start_matches("http://").parse().unwrap();
+    let a_link = FaultyProxy::start(direct).await;
+    let a = TestNode::start_with(|_| {
+        archive_node(&s3, "partition", "origin-a", "")
+            .replace(&s3.endpoint, &format!("http://{}", a_link.addr))
+    });
+    let b = TestNode::start_with(|_| archive_node(&s3, "partition", "origin-b", ""));
+    let writer_is = |node: &TestNode, who: &'static str| {
+        let url = node.url("/streams/cam");
+        async move {
+            let s = http()
+                .get(&url)
+                .send()
+                .await
+                .ok()?
+                .json::<serde_json::Value>()
+                .await
+                .ok()?;
+            (s["archive"]["writer"] == who).then_some(s)
+        }
+    };
+    let tags = looped_clip(3);
+    let mut to_a = Publisher::connect(a.rtmp.unwrap(), "live", "cam")
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(15), || writer_is(&a, "origin-a")).await;
+    let mut to_b = Publisher::connect(b.rtmp.unwrap(), "live", "cam")
+        .await
+        .unwrap();
+    let encoder = tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for t in &tags {
+            tokio::time::sleep_until(start + Duration::from_millis(u64::from(t.timestamp_ms)))
+                .await;
+            to_a.send(t).await?;
+            to_b.send(t).await?;
+        }
+        to_a.close().await;
+        to_b.close().await;
+        Ok::<(), String>(())
+    });
+    wait_segments(&b, "cam", 3).await;
+    eventually(Duration::from_secs(15), || writer_is(&b, "origin-a")).await;
+    // A loses the store (B still reaches it): B takes over within the lease.
+    a_link.set_failing(true);
+    let cut = Instant::now();
+    eventually(Duration::from_secs(10), || writer_is(&b, "origin-b")).await;
+    let takeover = cut.elapsed();
+    assert!(takeover < Duration::from_secs(3), "{takeover:?}");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // A reaches the store again: it finds B's lease and stands by, writing nothing.
+    a_link.set_failing(false);
+    let lost = eventually(Duration::from_secs(10), || async {
+        (metric(&a, "dvrgate_archive_leases_lost_total").await >= 1.0).then_some(())
+    });
+    lost.await;
+    encoder.await.unwrap().unwrap();
+    wait_ended(&b, "cam").await;
+    wait_archived(&b, "cam", Duration::from_secs(30)).await;
+    let reader = TestNode::start_with(|_| {
+        archive_node(&s3, "partition", "archive-1", "[rtmp]\nlisten = \"off\"\n")
+    });
+    let archive = eventually(Duration::from_secs(10), || async {
+        let st = status(&reader, "cam").await;
+        (st["live"] == false).then_some(segments(&reader, "cam").await)
+    })
+    .await;
+    let seqs: Vec<u64> = archive.iter().map(|s| s["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let sp = spans(&archive);
+    assert!(
+        sp.windows(2)
+            .all(|w| (-250..=2_100).contains(&(w[1].0 - w[0].1))),
+        "{sp:?}"
+    );
+    assert!(metric(&b, "dvrgate_archive_takeovers_total").await >= 1.0);
+    assert_eq!(metric(&a, "dvrgate_archive_takeovers_total").await, 0.0);
+    eprintln!(
+        "FIGURE writer cut off from the store: replaced after {:.2} s (storage.lease 3 s); {} segments in the archive",
+        takeover.as_secs_f64(),
+        archive.len()
+    );
+}
