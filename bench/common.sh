@@ -79,3 +79,21 @@ wait_ended() {
   for _ in $(seq 300); do curl -s "$1" | grep -q '"live":false' && return 0; sleep 0.1; done
   echo "stream did not end: $1"; exit 1
 }
+
+# encode_source SECS: a 3 Mbit/s 720p30 H.264/AAC FLV of SECS+2 seconds at $WORK/src.flv.
+encode_source() {
+  echo "encoding a ${1}s 3 Mbit/s source..."
+  ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+    -t $(($1 + 2)) -c:v libx264 -preset ultrafast -pix_fmt yuv420p -b:v 3M -maxrate 3M -bufsize 6M -g 60 \
+    -c:a aac -b:a 128k -f flv "$WORK/src.flv"
+}
+
+# publish_all N SECS URL_PREFIX: N real-time publishers of $WORK/src.flv at once, as
+# URL_PREFIX1..N (-re -c copy, SECS seconds each); waits for all.
+publish_all() {
+  local pids=()
+  for i in $(seq "$1"); do
+    ffmpeg -v error -re -i "$WORK/src.flv" -t "$2" -c copy -f flv "$3$i" </dev/null & pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || echo "a publisher failed"; done
+}

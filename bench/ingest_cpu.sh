@@ -8,25 +8,14 @@ N=${1:-8}; SECS=${2:-30}
 command -v ffmpeg >/dev/null || { echo "needs ffmpeg"; exit 1; }
 build
 HZ=$(getconf CLK_TCK)
-echo "encoding a ${SECS}s 3 Mbit/s source..."
-ffmpeg -v error -f lavfi -i "testsrc2=size=1280x720:rate=30" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
-  -t $((SECS + 2)) -c:v libx264 -preset ultrafast -pix_fmt yuv420p -b:v 3M -maxrate 3M -bufsize 6M -g 60 \
-  -c:a aac -b:a 128k -f flv "$WORK/src.flv"
+encode_source "$SECS"
 
-# publish_all URL_PREFIX: N publishers at once, real time; waits for all.
-publish_all() {
-  local pids=()
-  for i in $(seq "$N"); do
-    ffmpeg -v error -re -i "$WORK/src.flv" -t "$SECS" -c copy -f flv "$1$i" </dev/null & pids+=($!)
-  done
-  for p in "${pids[@]}"; do wait "$p" || echo "a publisher failed"; done
-}
 
 # measure NAME PID URL_PREFIX: prints CPU% per stream and peak RSS.
 measure() {
   local t0 t1 start end
   t0=$(cpu_ticks "$2"); start=$(date +%s.%N)
-  publish_all "$3"
+  publish_all "$N" "$SECS" "$3"
   end=$(date +%s.%N); t1=$(cpu_ticks "$2")
   awk -v n="$1" -v t="$((t1 - t0))" -v hz="$HZ" -v s="$start" -v e="$end" -v k="$N" -v rss="$(rss_kib "$2")" \
     'BEGIN { cpu = t / hz / (e - s) * 100; printf "%-22s %3d streams  total CPU %6.1f%%  per stream %5.2f%%  RSS %6.1f MiB\n", n, k, cpu, cpu / k, rss / 1024 }'

@@ -193,6 +193,60 @@ fn parse_time(s: &str) -> i64 {
     dvrgate::time::parse_rfc3339(s).expect("rfc3339 time")
 }
 
+/// `Some(status)` when `node` says `who` holds the lease of `cam`.
+async fn writer_is(node: &TestNode, who: &str) -> Option<serde_json::Value> {
+    let r = http().get(node.url("/streams/cam")).send().await.ok()?;
+    let s: serde_json::Value = r.json().await.ok()?;
+    (s["archive"]["writer"] == who).then_some(s)
+}
+
+/// How a [`tee`] encoder treats origin A.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TeeEnd {
+    /// A is killed mid-publish: sending to A may fail, B must get every tag.
+    AMayDie,
+    /// Both get every tag and are unpublished at the end.
+    Both,
+}
+
+/// One encoder sending to both origins (as `ffmpeg -f tee` does): the same tags, in real
+/// time. A is connected first and takes the lease, then B connects and both get every tag.
+async fn tee(
+    a: &TestNode,
+    b: &TestNode,
+    tags: Vec<FlvTag>,
+    end: TeeEnd,
+) -> tokio::task::JoinHandle<Result<(), String>> {
+    let mut to_a = Publisher::connect(a.rtmp.unwrap(), "live", "cam")
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(15), || writer_is(a, "origin-a")).await;
+    let mut to_b = Publisher::connect(b.rtmp.unwrap(), "live", "cam")
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut a_alive = true;
+        for t in &tags {
+            tokio::time::sleep_until(start + Duration::from_millis(u64::from(t.timestamp_ms)))
+                .await;
+            if a_alive {
+                match to_a.send(t).await {
+                    Ok(()) => {}
+                    Err(_) if end == TeeEnd::AMayDie => a_alive = false,
+                    Err(e) => return Err(e),
+                }
+            }
+            to_b.send(t).await?;
+        }
+        if end == TeeEnd::Both {
+            to_a.close().await;
+        }
+        to_b.close().await;
+        Ok(())
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_origin_takes_over_from_a_killed_writer() {
     let Some(s3) = S3Server::start().await else {
@@ -209,44 +263,7 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
     });
     let b = TestNode::process_with(|_| archive_node(&s3, "redundant", "origin-b", ""));
     let b_events = Events::subscribe(&b, "/events").await;
-    let writer_is = |node: &TestNode, who: &'static str| {
-        let url = node.url("/streams/cam");
-        async move {
-            let s = http()
-                .get(&url)
-                .send()
-                .await
-                .ok()?
-                .json::<serde_json::Value>()
-                .await
-                .ok()?;
-            (s["archive"]["writer"] == who).then_some(s)
-        }
-    };
-    // One encoder sending to both origins (as `ffmpeg -f tee` does): the same tags, in real
-    // time. A is connected first and takes the lease; then both get every tag.
-    let tags = looped_clip(4);
-    let mut to_a = Publisher::connect(a.rtmp.unwrap(), "live", "cam")
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(15), || writer_is(&a, "origin-a")).await;
-    let mut to_b = Publisher::connect(b.rtmp.unwrap(), "live", "cam")
-        .await
-        .unwrap();
-    let encoder = tokio::spawn(async move {
-        let start = tokio::time::Instant::now();
-        let mut a_alive = true;
-        for t in &tags {
-            tokio::time::sleep_until(start + Duration::from_millis(u64::from(t.timestamp_ms)))
-                .await;
-            if a_alive && to_a.send(t).await.is_err() {
-                a_alive = false;
-            }
-            to_b.send(t).await?;
-        }
-        to_b.close().await;
-        Ok::<(), String>(())
-    });
+    let encoder = tee(&a, &b, looped_clip(4), TeeEnd::AMayDie).await;
     let edge = relay(&[a.base(), b.base()], "");
     wait_segments(&edge, "cam", 2).await;
     eventually(Duration::from_secs(15), || writer_is(&b, "origin-a")).await;
@@ -574,40 +591,7 @@ async fn a_writer_that_loses_the_store_is_replaced_and_stands_by() {
             .replace(&s3.endpoint, &format!("http://{}", a_link.addr))
     });
     let b = TestNode::start_with(|_| archive_node(&s3, "partition", "origin-b", ""));
-    let writer_is = |node: &TestNode, who: &'static str| {
-        let url = node.url("/streams/cam");
-        async move {
-            let s = http()
-                .get(&url)
-                .send()
-                .await
-                .ok()?
-                .json::<serde_json::Value>()
-                .await
-                .ok()?;
-            (s["archive"]["writer"] == who).then_some(s)
-        }
-    };
-    let tags = looped_clip(3);
-    let mut to_a = Publisher::connect(a.rtmp.unwrap(), "live", "cam")
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(15), || writer_is(&a, "origin-a")).await;
-    let mut to_b = Publisher::connect(b.rtmp.unwrap(), "live", "cam")
-        .await
-        .unwrap();
-    let encoder = tokio::spawn(async move {
-        let start = tokio::time::Instant::now();
-        for t in &tags {
-            tokio::time::sleep_until(start + Duration::from_millis(u64::from(t.timestamp_ms)))
-                .await;
-            to_a.send(t).await?;
-            to_b.send(t).await?;
-        }
-        to_a.close().await;
-        to_b.close().await;
-        Ok::<(), String>(())
-    });
+    let encoder = tee(&a, &b, looped_clip(3), TeeEnd::Both).await;
     wait_segments(&b, "cam", 3).await;
     eventually(Duration::from_secs(15), || writer_is(&b, "origin-a")).await;
     // A loses the store (B still reaches it): B takes over within the lease.

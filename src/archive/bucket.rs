@@ -76,18 +76,26 @@ impl Bucket {
             .map_err(|_| Error::timeout(op, key, self.timeout))
     }
 
+    /// One bounded PUT in `mode`; the store's own answer for the caller to judge.
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        mode: PutMode,
+    ) -> Result<object_store::Result<object_store::PutResult>, Error> {
+        let path = self.path(key);
+        let opts = PutOptions::from(mode);
+        self.bounded(
+            "put",
+            key,
+            self.store.put_opts(&path, PutPayload::from(bytes), opts),
+        )
+        .await
+    }
+
     /// Stores `bytes` at `key` unless the key exists.
     pub async fn put_create(&self, key: &str, bytes: Bytes) -> Result<Put, Error> {
-        let opts = PutOptions::from(PutMode::Create);
-        let path = self.path(key);
-        match self
-            .bounded(
-                "put",
-                key,
-                self.store.put_opts(&path, PutPayload::from(bytes), opts),
-            )
-            .await?
-        {
+        match self.put(key, bytes, PutMode::Create).await? {
             Ok(_) => Ok(Put::Created),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Put::Existed),
             // Some stores answer a create-only race with 412.
@@ -104,16 +112,7 @@ impl Bucket {
         bytes: Bytes,
         version: Version,
     ) -> Result<Option<Version>, Error> {
-        let opts = PutOptions::from(PutMode::Update(version));
-        let path = self.path(key);
-        match self
-            .bounded(
-                "put",
-                key,
-                self.store.put_opts(&path, PutPayload::from(bytes), opts),
-            )
-            .await?
-        {
+        match self.put(key, bytes, PutMode::Update(version)).await? {
             Ok(r) => Ok(Some(r.into())),
             Err(
                 object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },

@@ -45,15 +45,30 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn to_bytes(&self) -> bytes::Bytes {
-        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+        to_doc(self)
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Snapshot, String> {
-        if bytes.len() > MAX_SNAPSHOT_BYTES {
-            return Err(format!("snapshot of {} bytes is too large", bytes.len()));
-        }
-        serde_json::from_slice(bytes).map_err(|e| format!("not an index snapshot: {e}"))
+        parse_doc(bytes, MAX_SNAPSHOT_BYTES, "index snapshot")
     }
+}
+
+/// An archive object's JSON.
+pub(crate) fn to_doc<T: Serialize>(doc: &T) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(doc).unwrap_or_default())
+}
+
+/// Parses an archive object's JSON (`what` names it in errors), refusing one over `max` bytes
+/// before parsing: the bucket is input like any other.
+pub(crate) fn parse_doc<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+    what: &str,
+) -> Result<T, String> {
+    if bytes.len() > max {
+        return Err(format!("{what} of {} bytes is too large", bytes.len()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("not an {what}: {e}"))
 }
 
 /// One index chunk object.
@@ -70,14 +85,11 @@ pub struct Chunk {
 
 impl Chunk {
     pub fn to_bytes(&self) -> bytes::Bytes {
-        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+        to_doc(self)
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Chunk, String> {
-        if bytes.len() > MAX_CHUNK_BYTES {
-            return Err(format!("chunk of {} bytes is too large", bytes.len()));
-        }
-        serde_json::from_slice(bytes).map_err(|e| format!("not an index chunk: {e}"))
+        parse_doc(bytes, MAX_CHUNK_BYTES, "index chunk")
     }
 }
 

@@ -36,14 +36,11 @@ pub struct Lease {
 
 impl Lease {
     pub fn to_bytes(&self) -> bytes::Bytes {
-        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+        super::chunk::to_doc(self)
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Lease, String> {
-        if bytes.len() > 4096 {
-            return Err("lease object too large".into());
-        }
-        serde_json::from_slice(bytes).map_err(|e| format!("not a lease: {e}"))
+        super::chunk::parse_doc(bytes, 4096, "archive lease")
     }
 
     /// The lease a node takes over from this one.

@@ -90,6 +90,17 @@ async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// The writer state of `name` at `archive`, once its task is there.
+async fn writer_of(archive: &Arc<Archive>, name: &str) -> Arc<writer::State> {
+    let mut s = None;
+    until("a writer task", Duration::from_secs(5), || {
+        s = archive.writer(name);
+        s.is_some()
+    })
+    .await;
+    s.unwrap()
+}
+
 async fn followed(reader: &Arc<Archive>, name: &str) -> Arc<Followed> {
     let stop = CancellationToken::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -117,16 +128,7 @@ async fn an_origin_uploads_and_any_node_serves_the_archive() {
     .await
     .unwrap();
     record(&mut rec, 0..5).await;
-    let state = {
-        let a = a.archive.clone();
-        let mut s = None;
-        until("a writer task", Duration::from_secs(5), || {
-            s = a.writer("cam");
-            s.is_some()
-        })
-        .await;
-        s.unwrap()
-    };
+    let state = writer_of(&a.archive, "cam").await;
     until("5 segments archived", Duration::from_secs(10), || {
         state.report().archived_seq == Some(4) && state.report().backlog == (0, 0)
     })
@@ -193,15 +195,7 @@ async fn a_standby_takes_over_from_a_dead_writer_and_continues_the_seq() {
         .await
         .unwrap();
     record(&mut rec_a, 0..3).await;
-    let wa = {
-        let mut s = None;
-        until("a's writer", Duration::from_secs(5), || {
-            s = a.archive.writer("cam");
-            s.is_some()
-        })
-        .await;
-        s.unwrap()
-    };
+    let wa = writer_of(&a.archive, "cam").await;
     until("a writes", Duration::from_secs(10), || {
         wa.report().archived_seq == Some(2)
     })
@@ -213,15 +207,7 @@ async fn a_standby_takes_over_from_a_dead_writer_and_continues_the_seq() {
         .await
         .unwrap();
     record(&mut rec_b, 0..3).await;
-    let wb = {
-        let mut s = None;
-        until("b's writer", Duration::from_secs(5), || {
-            s = b.archive.writer("cam");
-            s.is_some()
-        })
-        .await;
-        s.unwrap()
-    };
+    let wb = writer_of(&b.archive, "cam").await;
     tokio::time::sleep(LEASE).await;
     assert!(!wb.report().holding, "b stands by while a renews");
     assert_eq!(wb.report().writer.as_deref(), Some("origin-a"));
@@ -316,15 +302,7 @@ async fn the_writer_trims_the_archive_and_readers_start_from_a_snapshot() {
         record(&mut rec, i..i + 1).await;
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    let state = {
-        let mut s = None;
-        until("the writer", Duration::from_secs(5), || {
-            s = archive.writer("cam");
-            s.is_some()
-        })
-        .await;
-        s.unwrap()
-    };
+    let state = writer_of(&archive, "cam").await;
     until("everything archived", Duration::from_secs(10), || {
         state.report().archived_seq == Some(19)
     })
