@@ -24,6 +24,11 @@ fn archive_node(s3: &S3Server, prefix: &str, name: &str, extra: &str) -> String 
     )
 }
 
+/// A node that only reads the archive under `prefix` (no RTMP, nothing recorded).
+fn archive_reader(s3: &S3Server, prefix: &str) -> TestNode {
+    TestNode::start_with(|_| archive_node(s3, prefix, "archive-1", "[rtmp]\nlisten = \"off\"\n"))
+}
+
 async fn status(node: &TestNode, name: &str) -> serde_json::Value {
     get_json(&node.url(&format!("/streams/{name}"))).await
 }
@@ -58,9 +63,7 @@ async fn an_archive_node_serves_an_ended_stream_whose_origin_is_gone() {
     origin.stop();
     drop(origin); // its recordings folder is gone too
 
-    let reader = TestNode::start_with(|_| {
-        archive_node(&s3, "site", "archive-1", "[rtmp]\nlisten = \"off\"\n")
-    });
+    let reader = archive_reader(&s3, "site");
     let st = status(&reader, "cam").await;
     assert_eq!(st["source"]["kind"], "archive", "{st}");
     assert_eq!(st["live"], false);
@@ -118,17 +121,8 @@ async fn a_store_outage_stops_nothing_and_the_backlog_drains() {
     };
     use_credentials(&s3);
     let origin = TestNode::start_with(|_| archive_node(&s3, "outage", "origin-a", ""));
-    let tags = looped_clip(4); // 40 s in real time
-    let publisher = {
-        let mut p = Publisher::connect(origin.rtmp.unwrap(), "live", "cam")
-            .await
-            .unwrap();
-        tokio::spawn(async move {
-            p.send_all(&tags, 0, true).await?;
-            p.close().await;
-            Ok::<(), String>(())
-        })
-    };
+    // 40 s in real time
+    let publisher = publish_live_tags(&origin, "cam", looped_clip(4)).await;
     wait_segments(&origin, "cam", 3).await;
     wait_archived(&origin, "cam", Duration::from_secs(10)).await;
     let before = segments(&origin, "cam").await.len();
@@ -164,9 +158,7 @@ async fn a_store_outage_stops_nothing_and_the_backlog_drains() {
     let final_status = wait_archived(&origin, "cam", Duration::from_secs(20)).await;
     // Nothing lost: an archive-only node has every segment, byte for byte.
     let want = segments(&origin, "cam").await;
-    let reader = TestNode::start_with(|_| {
-        archive_node(&s3, "outage", "archive-1", "[rtmp]\nlisten = \"off\"\n")
-    });
+    let reader = archive_reader(&s3, "outage");
     let got = eventually(Duration::from_secs(10), || async {
         let v = segments(&reader, "cam").await;
         (v.len() == want.len()).then_some(v)
@@ -310,9 +302,7 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
     let at_b = segment_bytes(&b, "cam", &announced).await;
     assert_eq!(at_b, announced_bytes, "B serves what A announced");
     // ...by a node that only reads the archive...
-    let reader = TestNode::start_with(|_| {
-        archive_node(&s3, "redundant", "archive-1", "[rtmp]\nlisten = \"off\"\n")
-    });
+    let reader = archive_reader(&s3, "redundant");
     let archive = eventually(Duration::from_secs(10), || async {
         let st = status(&reader, "cam").await;
         (st["live"] == false).then_some(segments(&reader, "cam").await)
@@ -519,9 +509,7 @@ async fn the_backlog_survives_a_restart() {
     s3.restart().await;
     origin.restart();
     wait_archived(&origin, "cam", Duration::from_secs(30)).await;
-    let reader = TestNode::start_with(|_| {
-        archive_node(&s3, "restart", "archive-1", "[rtmp]\nlisten = \"off\"\n")
-    });
+    let reader = archive_reader(&s3, "restart");
     let got = segments(&reader, "cam").await;
     assert_eq!(got.len(), want.len());
     assert_eq!(segment_bytes(&reader, "cam", &got).await, want_bytes);
@@ -539,17 +527,8 @@ async fn a_store_answering_503_stops_nothing() {
         archive_node(&s3, "throttled", "origin-a", "")
             .replace(&s3.endpoint, &format!("http://{}", proxy.addr))
     });
-    let tags = looped_clip(2); // 20 s in real time
-    let publisher = {
-        let mut p = Publisher::connect(origin.rtmp.unwrap(), "live", "cam")
-            .await
-            .unwrap();
-        tokio::spawn(async move {
-            p.send_all(&tags, 0, true).await?;
-            p.close().await;
-            Ok::<(), String>(())
-        })
-    };
+    // 20 s in real time
+    let publisher = publish_live_tags(&origin, "cam", looped_clip(2)).await;
     wait_segments(&origin, "cam", 2).await;
     wait_archived(&origin, "cam", Duration::from_secs(10)).await;
     proxy.set_failing(true);
@@ -567,9 +546,7 @@ async fn a_store_answering_503_stops_nothing() {
     wait_ended(&origin, "cam").await;
     wait_archived(&origin, "cam", Duration::from_secs(30)).await;
     let want = segments(&origin, "cam").await;
-    let reader = TestNode::start_with(|_| {
-        archive_node(&s3, "throttled", "archive-1", "[rtmp]\nlisten = \"off\"\n")
-    });
+    let reader = archive_reader(&s3, "throttled");
     let got = segments(&reader, "cam").await;
     assert_eq!(got.len(), want.len());
     assert_eq!(
@@ -610,9 +587,7 @@ async fn a_writer_that_loses_the_store_is_replaced_and_stands_by() {
     encoder.await.unwrap().unwrap();
     wait_ended(&b, "cam").await;
     wait_archived(&b, "cam", Duration::from_secs(30)).await;
-    let reader = TestNode::start_with(|_| {
-        archive_node(&s3, "partition", "archive-1", "[rtmp]\nlisten = \"off\"\n")
-    });
+    let reader = archive_reader(&s3, "partition");
     let archive = eventually(Duration::from_secs(10), || async {
         let st = status(&reader, "cam").await;
         (st["live"] == false).then_some(segments(&reader, "cam").await)

@@ -90,6 +90,16 @@ async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A node that only reads the archive (prefix "site").
+fn reader(memory: &Arc<InMemory>) -> Arc<Archive> {
+    Arc::new(Archive::new(
+        Bucket::new(memory.clone(), "site"),
+        "edge",
+        LEASE,
+        Bus::default(),
+    ))
+}
+
 /// The writer state of `name` at `archive`, once its task is there.
 async fn writer_of(archive: &Arc<Archive>, name: &str) -> Arc<writer::State> {
     let mut s = None;
@@ -135,12 +145,7 @@ async fn an_origin_uploads_and_any_node_serves_the_archive() {
     .await;
     assert_eq!(state.report().writer.as_deref(), Some("origin-a"));
 
-    let reader = Arc::new(Archive::new(
-        Bucket::new(memory.clone(), "site"),
-        "edge",
-        LEASE,
-        Bus::default(),
-    ));
+    let reader = reader(&memory);
     let f = followed(&reader, "cam").await;
     assert!(f.timeline.read().live);
     assert_eq!(f.timeline.read().segments.len(), 5);
@@ -231,12 +236,7 @@ async fn a_standby_takes_over_from_a_dead_writer_and_continues_the_seq() {
     })
     .await;
 
-    let reader = Arc::new(Archive::new(
-        Bucket::new(memory.clone(), "site"),
-        "edge",
-        LEASE,
-        Bus::default(),
-    ));
+    let reader = reader(&memory);
     let f = followed(&reader, "cam").await;
     let seqs: Vec<u64> = f.timeline.read().segments.iter().map(|s| s.seq).collect();
     assert_eq!(seqs, [0, 1, 2, 3, 4, 5], "seq continued, nothing twice");
@@ -327,12 +327,7 @@ async fn the_writer_trims_the_archive_and_readers_start_from_a_snapshot() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A new reader starts from the newest snapshot, not from chunk 0 (deleted by now).
-    let reader = Arc::new(Archive::new(
-        Bucket::new(memory.clone(), "site"),
-        "edge",
-        LEASE,
-        Bus::default(),
-    ));
+    let reader = reader(&memory);
     let f = followed(&reader, "cam").await;
     let seqs: Vec<u64> = f.timeline.read().segments.iter().map(|s| s.seq).collect();
     assert_eq!(seqs, [16, 17, 18, 19]);

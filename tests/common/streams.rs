@@ -69,10 +69,18 @@ pub async fn publish_live(
     node: &TestNode,
     name: &str,
 ) -> tokio::task::JoinHandle<Result<(), String>> {
+    publish_live_tags(node, name, read_flv(CLIP)).await
+}
+
+/// Publishes `tags` in real time as `name` in the background, like [`publish_live`].
+pub async fn publish_live_tags(
+    node: &TestNode,
+    name: &str,
+    tags: Vec<FlvTag>,
+) -> tokio::task::JoinHandle<Result<(), String>> {
     let mut p = Publisher::connect(node.rtmp.expect("rtmp enabled"), "live", name)
         .await
         .expect("publish accepted");
-    let tags = read_flv(CLIP);
     tokio::spawn(async move {
         p.send_all(&tags, 0, true).await?;
         p.close().await;
