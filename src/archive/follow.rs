@@ -29,6 +29,9 @@ pub const LIVE_POLL: Duration = Duration::from_millis(100);
 pub const LIVE_POLL_MAX: Duration = Duration::from_millis(1000);
 /// How often an ended archive stream looks for a new chunk (a republish elsewhere).
 pub const ENDED_POLL: Duration = Duration::from_secs(3);
+/// An archive stream nobody asked for this long stops being followed (the next request
+/// follows it again), so a node does not poll the bucket for every stream it ever served.
+pub const FOLLOW_IDLE: Duration = Duration::from_secs(600);
 /// Chunks read at once while catching up.
 const READ_AHEAD: u64 = 16;
 /// A reader whose writer renews its lease but whose next chunk has not come for this long
@@ -149,9 +152,23 @@ pub struct Followed {
     /// The lease holder while live (status JSON).
     writer: Mutex<Option<String>>,
     cache_name: Arc<str>,
+    /// Unix ms of the last request for it (idle ones are let go, see [`FOLLOW_IDLE`]).
+    touched: std::sync::atomic::AtomicI64,
+    /// Stops its follower task (when let go, or at shutdown).
+    stop: CancellationToken,
 }
 
 impl Followed {
+    fn touch(&self) {
+        self.touched
+            .store(crate::time::now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether its follower still keeps the timeline current.
+    pub fn following(&self) -> bool {
+        !self.stop.is_cancelled()
+    }
+
     /// `archive` status of this stream: (writer, newest seq).
     pub fn writer(&self) -> Option<String> {
         self.writer.lock().ok().and_then(|w| w.clone())
@@ -236,6 +253,7 @@ impl Archive {
         shutdown: &CancellationToken,
     ) -> Option<Arc<Followed>> {
         if let Some(f) = self.followed.read().ok()?.get(name).cloned() {
+            f.touch();
             return Some(f);
         }
         // Names the archive lacks cost no request each: they are checked against its listing
@@ -271,6 +289,8 @@ impl Archive {
             timeline,
             writer: Mutex::new(ax.live.then(|| ax.writer.clone()).flatten()),
             cache_name: format!("{name}@archive").into(),
+            touched: crate::time::now_ms().into(),
+            stop: shutdown.child_token(),
         });
         if let Ok(mut m) = self.followed.write() {
             if let Some(f) = m.get(name) {
@@ -279,18 +299,32 @@ impl Archive {
             m.insert(name.to_owned(), followed.clone());
         }
         tracing::info!(stream = %name, segments = ax.index.segments.len(), "serving an archive stream");
-        tokio::spawn(follow_task(self, followed.clone(), ax, shutdown));
+        tokio::spawn(follow_task(self, followed.clone(), ax));
         Some(followed)
+    }
+
+    /// Stops following the archive streams nobody asked for within [`FOLLOW_IDLE`] of
+    /// `now_ms`; returns how many.
+    pub fn let_go_of_idle(&self, now_ms: i64) -> usize {
+        let idle = i64::try_from(FOLLOW_IDLE.as_millis()).unwrap_or(i64::MAX);
+        let Ok(mut m) = self.followed.write() else {
+            return 0;
+        };
+        let before = m.len();
+        m.retain(|_, f| {
+            let keep =
+                now_ms.saturating_sub(f.touched.load(std::sync::atomic::Ordering::Relaxed)) < idle;
+            if !keep {
+                f.stop.cancel();
+            }
+            keep
+        });
+        before - m.len()
     }
 }
 
-/// Keeps `f`'s timeline current until `shutdown`.
-async fn follow_task(
-    archive: Arc<Archive>,
-    f: Arc<Followed>,
-    mut ax: ArchiveIndex,
-    shutdown: CancellationToken,
-) {
+/// Keeps `f`'s timeline current until it is let go of (or the node shuts down).
+async fn follow_task(archive: Arc<Archive>, f: Arc<Followed>, mut ax: ArchiveIndex) {
     let name = f.timeline.name.clone();
     let mut watch = Watch::default();
     let mut lease_checked = Instant::now();
@@ -304,7 +338,7 @@ async fn follow_task(
         };
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
-            _ = shutdown.cancelled() => return,
+            _ = f.stop.cancelled() => return,
         }
         match catch_up(&archive, &name, &mut ax).await {
             Ok(applied) => {

@@ -338,7 +338,7 @@ impl Archive {
     }
 
     /// Starts a writer task for every stream recorded here, now and as new ones appear,
-    /// until `shutdown`.
+    /// until `shutdown`; every minute, lets go of archive streams nobody reads.
     pub fn spawn_writers(
         self: &Arc<Self>,
         store: Arc<crate::store::Store>,
@@ -348,10 +348,18 @@ impl Archive {
         tokio::spawn(async move {
             let tasks = tokio_util::task::TaskTracker::new();
             let mut tick = tokio::time::interval(WRITER_SCAN);
+            let mut ticks = 0u64;
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = shutdown.cancelled() => break,
+                }
+                ticks += 1;
+                if ticks.is_multiple_of(120) {
+                    let n = me.let_go_of_idle(crate::time::now_ms());
+                    if n > 0 {
+                        tracing::debug!(streams = n, "stopped following idle archive streams");
+                    }
                 }
                 for stream in store.list() {
                     let state = {

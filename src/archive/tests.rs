@@ -339,3 +339,33 @@ async fn the_writer_trims_the_archive_and_readers_start_from_a_snapshot() {
     stop.cancel();
     let _ = task.await;
 }
+
+#[tokio::test]
+async fn archive_streams_nobody_reads_are_let_go() {
+    let memory = Arc::new(InMemory::new());
+    let a = Origin::start("origin-a", &memory);
+    let mut rec = a.store.begin_recording("cam").unwrap();
+    rec.add_period(Bytes::from_static(b"init"), period(0, 0, 1_800_000_000_000))
+        .await
+        .unwrap();
+    record(&mut rec, 0..2).await;
+    let state = writer_of(&a.archive, "cam").await;
+    until("archived", Duration::from_secs(10), || {
+        state.report().archived_seq == Some(1)
+    })
+    .await;
+    let reader = reader(&memory);
+    let first = followed(&reader, "cam").await;
+    let now = crate::time::now_ms();
+    assert_eq!(reader.let_go_of_idle(now), 0, "just asked for");
+    let later = now + i64::try_from(follow::FOLLOW_IDLE.as_millis()).unwrap() + 1;
+    assert_eq!(reader.let_go_of_idle(later), 1);
+    assert!(!first.following(), "its follower stops");
+    // Asked for again (after the probe cache's few seconds), it is followed again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let again = followed(&reader, "cam").await;
+    assert!(!Arc::ptr_eq(&first, &again));
+    assert_eq!(again.timeline.read().segments.len(), 2);
+    rec.finish();
+    a.kill().await;
+}
