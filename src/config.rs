@@ -51,6 +51,9 @@ pub struct Config {
     /// The shared archive; `None` = recordings stay local.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageConfig>,
+    /// Who may watch and publish, and the hooks; `None` = public read API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessConfig>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub proxy: Vec<ProxyConfig>,
 }
@@ -206,6 +209,23 @@ impl Default for RelayConfig {
             idle_reap: Dur::secs(60),
         }
     }
+}
+
+/// `[access]`. Of its keys, this build implements `event_hook`; the others are refused by
+/// [`Config::validate`] rather than accepted and ignored (a `play_secret` that protected
+/// nothing would be worse than none).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub play_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_hook: Option<String>,
+    /// Every status event is POSTed here as JSON, in order, retried with backoff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_hook: Option<String>,
 }
 
 /// `[storage]`: the shared archive on an S3-compatible object store. Credentials never appear
@@ -436,6 +456,31 @@ impl Config {
                 || storage.lease.0 > Duration::from_secs(300)
             {
                 return Err(invalid("storage.lease", "must be between 2s and 5m"));
+            }
+        }
+        if let Some(access) = &self.access {
+            for (key, set) in [
+                ("access.play_secret", access.play_secret.is_some()),
+                ("access.public", access.public.is_some()),
+                ("access.publish_hook", access.publish_hook.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(key, "is not supported by this build yet"));
+                }
+            }
+            if let Some(url) = &access.event_hook {
+                if url.starts_with("https://") {
+                    return Err(invalid(
+                        "access.event_hook",
+                        "https is not supported by this build (no TLS client yet); use http://",
+                    ));
+                }
+                let ok = url.starts_with("http://")
+                    && reqwest::Url::parse(url).is_ok_and(|u| u.host().is_some())
+                    && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+                if !ok {
+                    return Err(invalid("access.event_hook", "must be an http:// URL"));
+                }
             }
         }
         let mut locals = std::collections::HashSet::new();
@@ -797,5 +842,31 @@ mod tests {
             assert!(e.to_string().starts_with(key), "{text}: {e}");
         }
         assert!(Config::parse("[storage]\nurl = \"s3://dvr\"\nsecret = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn access_takes_an_event_hook_and_refuses_what_is_not_built_yet() {
+        let c = Config::parse("[access]\nevent_hook = \"http://127.0.0.1:9/events\"\n").unwrap();
+        c.validate().unwrap();
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        for (text, key) in [
+            (
+                "[access]\nevent_hook = \"ftp://x/y\"\n",
+                "access.event_hook",
+            ),
+            (
+                "[access]\nevent_hook = \"https://x/y\"\n",
+                "access.event_hook",
+            ),
+            ("[access]\nplay_secret = \"s\"\n", "access.play_secret"),
+            ("[access]\npublic = [\"lobby\"]\n", "access.public"),
+            (
+                "[access]\npublish_hook = \"http://x/p\"\n",
+                "access.publish_hook",
+            ),
+        ] {
+            let e = Config::parse(text).unwrap().validate().unwrap_err();
+            assert!(e.to_string().starts_with(key), "{text}: {e}");
+        }
     }
 }

@@ -32,12 +32,14 @@
 //! - [`cache`]: immutable `Bytes` by (stream, seq); zero-copy hits; one fetch per key at a time.
 //! - [`http`]: axum router; errors map to HTTP in one place ([`http::ApiError`]).
 //! - [`node`]: wiring, listeners and graceful shutdown; [`demo`]: the built-in three-node chain.
+//! - [`hooks`]: the event hook (every status event POSTed to an operator's URL, in order).
 //! - [`config`], [`names`], [`time`], [`events`] (the onStatus codes), [`metrics`]: shared leaves.
 pub mod archive;
 pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod hooks;
 pub mod http;
 pub mod ingest;
 pub mod media;

@@ -165,6 +165,14 @@ pub async fn start(
     state.allow_upstreams = config.http.allow_upstreams.clone();
     state.max_clip_ms = u64::try_from(config.http.max_clip.0.as_millis()).unwrap_or(u64::MAX);
     state.archive = archive.clone();
+    if let Some(url) = config.access.as_ref().and_then(|a| a.event_hook.as_deref()) {
+        let hook = Arc::new(
+            crate::hooks::EventHook::new(url, crate::hooks::QUEUE_CAPACITY)
+                .map_err(anyhow::Error::msg)?,
+        );
+        hook.spawn(&bus, shutdown.clone());
+        state.event_hook = Some(hook);
+    }
     let writers_task = archive
         .as_ref()
         .map(|a| a.spawn_writers(store.clone(), shutdown.clone()));

@@ -14,6 +14,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     if let Some(a) = &st.archive {
         a.render(&mut t);
     }
+    if let Some(h) = &st.event_hook {
+        h.render(&mut t);
+    }
     let c = &st.cache;
     c.stats.render(&mut t);
     c.run_pending_tasks().await;

@@ -73,6 +73,8 @@ pub struct AppState {
     pub live_playlists: Arc<std::sync::Mutex<hls::RenderCache>>,
     /// The shared archive (`[storage]`), if any.
     pub archive: Option<Arc<crate::archive::Archive>>,
+    /// `access.event_hook`, if set (its metrics).
+    pub event_hook: Option<Arc<crate::hooks::EventHook>>,
     via: HeaderValue,
 }
 
@@ -107,6 +109,7 @@ impl AppState {
             shutdown,
             live_playlists: Arc::default(),
             archive: None,
+            event_hook: None,
             via,
         }
     }
