@@ -211,7 +211,7 @@ impl Default for RelayConfig {
     }
 }
 
-/// `[access]`. Of its keys, this build implements `event_hook`; the others are refused by
+/// `[access]`. Of its keys, this build implements the hooks; the others are refused by
 /// [`Config::validate`] rather than accepted and ignored (a `play_secret` that protected
 /// nothing would be worse than none).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -221,6 +221,7 @@ pub struct AccessConfig {
     pub play_secret: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public: Option<Vec<String>>,
+    /// POSTed before a publish is accepted; a 2xx within 3 s allows it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_hook: Option<String>,
     /// Every status event is POSTed here as JSON, in order, retried with backoff.
@@ -462,16 +463,19 @@ impl Config {
             for (key, set) in [
                 ("access.play_secret", access.play_secret.is_some()),
                 ("access.public", access.public.is_some()),
-                ("access.publish_hook", access.publish_hook.is_some()),
             ] {
                 if set {
                     return Err(invalid(key, "is not supported by this build yet"));
                 }
             }
-            if let Some(url) = &access.event_hook {
+            for (key, url) in [
+                ("access.publish_hook", &access.publish_hook),
+                ("access.event_hook", &access.event_hook),
+            ] {
+                let Some(url) = url else { continue };
                 if url.starts_with("https://") {
                     return Err(invalid(
-                        "access.event_hook",
+                        key,
                         "https is not supported by this build (no TLS client yet); use http://",
                     ));
                 }
@@ -479,7 +483,7 @@ impl Config {
                     && reqwest::Url::parse(url).is_ok_and(|u| u.host().is_some())
                     && !url.chars().any(|c| c.is_whitespace() || c.is_control());
                 if !ok {
-                    return Err(invalid("access.event_hook", "must be an http:// URL"));
+                    return Err(invalid(key, "must be an http:// URL"));
                 }
             }
         }
@@ -845,7 +849,7 @@ mod tests {
     }
 
     #[test]
-    fn access_takes_an_event_hook_and_refuses_what_is_not_built_yet() {
+    fn access_takes_the_hooks_and_refuses_what_is_not_built_yet() {
         let c = Config::parse("[access]\nevent_hook = \"http://127.0.0.1:9/events\"\n").unwrap();
         c.validate().unwrap();
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
@@ -860,10 +864,7 @@ mod tests {
             ),
             ("[access]\nplay_secret = \"s\"\n", "access.play_secret"),
             ("[access]\npublic = [\"lobby\"]\n", "access.public"),
-            (
-                "[access]\npublish_hook = \"http://x/p\"\n",
-                "access.publish_hook",
-            ),
+            ("[access]\npublish_hook = \"x/p\"\n", "access.publish_hook"),
         ] {
             let e = Config::parse(text).unwrap().validate().unwrap_err();
             assert!(e.to_string().starts_with(key), "{text}: {e}");

@@ -1,3 +1,6 @@
+//! The hooks of `[access]`. The publish hook ([`PublishHook`]): asked before a publish is
+//! accepted; a 2xx within [`PUBLISH_HOOK_TIMEOUT`] allows it, anything else refuses it.
+//!
 //! The event hook (`access.event_hook`): every status event POSTed as JSON to an operator's
 //! URL, in order, retried with backoff. A bounded queue sits between the node's event bus and
 //! the hook: when the hook is down for long, the oldest events are dropped (and counted), so a
@@ -227,6 +230,63 @@ impl EventHook {
             "Status events waiting for access.event_hook.",
             &[("", self.queued() as f64)],
         );
+    }
+}
+
+/// How long the publish hook may take to answer (SPEC: 3 s); the publisher waits, no one else.
+pub const PUBLISH_HOOK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The body POSTed to the publish hook.
+#[derive(Debug, serde::Serialize)]
+pub struct PublishAsk<'a> {
+    pub action: &'static str,
+    pub app: &'a str,
+    pub name: &'a str,
+    /// The `key` the publisher gave (`NAME?key=...`), empty when none.
+    pub key: &'a str,
+    pub addr: String,
+    pub node: &'a str,
+}
+
+/// `access.publish_hook`.
+#[derive(Debug, Clone)]
+pub struct PublishHook {
+    url: reqwest::Url,
+    client: reqwest::Client,
+}
+
+impl PublishHook {
+    pub fn new(url: &str) -> Result<PublishHook, String> {
+        let url = reqwest::Url::parse(url).map_err(|e| format!("access.publish_hook: {e}"))?;
+        let client = reqwest::Client::builder()
+            .timeout(PUBLISH_HOOK_TIMEOUT)
+            .connect_timeout(PUBLISH_HOOK_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("publish hook client: {e}"))?;
+        Ok(PublishHook { url, client })
+    }
+
+    /// Asks the hook; `Err` is the refusal's description (never the key).
+    pub async fn ask(&self, ask: &PublishAsk<'_>) -> Result<(), String> {
+        let sent = self.client.post(self.url.clone()).json(ask).send();
+        // The whole exchange is bounded, whatever the hook does with its answer's body: only
+        // the status line is waited for, and the body is never read.
+        match tokio::time::timeout(PUBLISH_HOOK_TIMEOUT, sent).await {
+            Err(_) => Err(format!(
+                "publish hook did not answer within {PUBLISH_HOOK_TIMEOUT:?}"
+            )),
+            Ok(Err(e)) if e.is_timeout() => Err(format!(
+                "publish hook did not answer within {PUBLISH_HOOK_TIMEOUT:?}"
+            )),
+            Ok(Err(e)) if e.is_connect() => Err("publish hook unreachable".into()),
+            Ok(Err(_)) => Err("publish hook answered something that is not HTTP".into()),
+            Ok(Ok(r)) if r.status().is_success() => Ok(()),
+            Ok(Ok(r)) => Err(format!(
+                "publish hook refused (HTTP {})",
+                r.status().as_u16()
+            )),
+        }
     }
 }
 

@@ -129,6 +129,10 @@ pub struct Ingest {
     pub tasks: TaskTracker,
     /// The shared archive: a new recording continues its numbering and media timeline.
     pub archive: Option<Arc<crate::archive::Archive>>,
+    /// `access.publish_hook`: asked before a publish is accepted.
+    pub publish_hook: Option<crate::hooks::PublishHook>,
+    /// `node.name` (told to the publish hook).
+    pub node: String,
 }
 
 impl Ingest {
@@ -156,13 +160,10 @@ fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     })
 }
 
-impl PublishHandler for Ingest {
-    fn publish(
-        &self,
-        app: &str,
-        stream: &str,
-        peer: SocketAddr,
-    ) -> Result<mpsc::Sender<Tag>, Refusal> {
+impl Ingest {
+    /// The checks that need no I/O (application, name, publish key): the stream name and the
+    /// key given, or the refusal.
+    fn check<'a>(&self, app: &str, stream: &'a str) -> Result<(&'a str, &'a str), Refusal> {
         let (name, query) = stream.split_once('?').unwrap_or((stream, ""));
         if app != self.app {
             return Err(self.refuse(
@@ -190,6 +191,41 @@ impl PublishHandler for Ingest {
                 }
             }
         }
+        Ok((name, query_value(query, "key").unwrap_or_default()))
+    }
+}
+
+impl PublishHandler for Ingest {
+    fn authorize<'a>(
+        &'a self,
+        app: &'a str,
+        stream: &'a str,
+        peer: SocketAddr,
+    ) -> crate::rtmp::Authorization<'a> {
+        Box::pin(async move {
+            let (name, key) = self.check(app, stream)?;
+            let Some(hook) = &self.publish_hook else {
+                return Ok(());
+            };
+            let ask = crate::hooks::PublishAsk {
+                action: "publish",
+                app,
+                name,
+                key,
+                addr: peer.to_string(),
+                node: &self.node,
+            };
+            hook.ask(&ask).await.map_err(|why| self.refuse(name, why))
+        })
+    }
+
+    fn publish(
+        &self,
+        app: &str,
+        stream: &str,
+        peer: SocketAddr,
+    ) -> Result<mpsc::Sender<Tag>, Refusal> {
+        let (name, _) = self.check(app, stream)?;
         let recording = match self.store.begin_recording(name) {
             Ok(r) => r,
             Err(crate::store::Error::AlreadyLive(_)) => {

@@ -139,8 +139,18 @@ pub async fn start(
         None => None,
     };
     let segment_target_ms = config.record.segment_target.0.as_millis() as u64;
+    let publish_hook = match config
+        .access
+        .as_ref()
+        .and_then(|a| a.publish_hook.as_deref())
+    {
+        Some(url) => Some(crate::hooks::PublishHook::new(url).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let ingest = Arc::new(Ingest {
         archive: archive.clone(),
+        publish_hook,
+        node: config.node.name.clone(),
         store: store.clone(),
         bus: bus.clone(),
         cache: cache.clone(),

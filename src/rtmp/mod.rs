@@ -23,8 +23,24 @@ pub struct Refusal {
     pub description: String,
 }
 
+/// A boxed future of [`PublishHandler::authorize`] (no async-trait crate).
+pub type Authorization<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Refusal>> + Send + 'a>>;
+
 /// The application side of ingest.
 pub trait PublishHandler: Send + Sync + 'static {
+    /// Asked before [`PublishHandler::publish`], and awaited by this connection's task only
+    /// (a slow answer stalls no other publisher): decisions that need I/O, such as a publish
+    /// hook. The default allows.
+    fn authorize<'a>(
+        &'a self,
+        _app: &'a str,
+        _stream: &'a str,
+        _peer: SocketAddr,
+    ) -> Authorization<'a> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// A client asks to publish `stream` (as sent, possibly with `?key=...`) in `app`.
     /// On success the session forwards every audio, video and script tag to the returned
     /// bounded sender (awaiting when it is full, which backpressures only this publisher)

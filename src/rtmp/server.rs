@@ -203,7 +203,11 @@ async fn connection<H: PublishHandler>(
                         // Never log the ?key=... part.
                         let name = stream.split('?').next().unwrap_or_default();
                         Span::current().record("stream", name);
-                        match handler.publish(&app, &stream, peer) {
+                        let decided = match handler.authorize(&app, &stream, peer).await {
+                            Ok(()) => handler.publish(&app, &stream, peer),
+                            Err(refusal) => Err(refusal),
+                        };
+                        match decided {
                             Ok(tx) => {
                                 info!(%app, "publish started");
                                 sender = Some(tx);
