@@ -112,12 +112,7 @@ impl EventHook {
     /// A hook posting to `url` (already validated by the config).
     pub fn new(url: &str, capacity: usize) -> Result<EventHook, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("access.event_hook: {e}"))?;
-        let client = reqwest::Client::builder()
-            .timeout(ATTEMPT_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("event hook client: {e}"))?;
+        let client = hook_client(ATTEMPT_TIMEOUT, Duration::from_secs(2))?;
         Ok(EventHook {
             url,
             client,
@@ -258,12 +253,7 @@ pub struct PublishHook {
 impl PublishHook {
     pub fn new(url: &str) -> Result<PublishHook, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("access.publish_hook: {e}"))?;
-        let client = reqwest::Client::builder()
-            .timeout(PUBLISH_HOOK_TIMEOUT)
-            .connect_timeout(PUBLISH_HOOK_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("publish hook client: {e}"))?;
+        let client = hook_client(PUBLISH_HOOK_TIMEOUT, PUBLISH_HOOK_TIMEOUT)?;
         Ok(PublishHook { url, client })
     }
 
@@ -288,6 +278,17 @@ impl PublishHook {
             )),
         }
     }
+}
+
+/// The HTTP client of a hook: bounded, and never following redirects (a hook that redirects
+/// is misconfigured; its answer is its status).
+fn hook_client(timeout: Duration, connect: Duration) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(connect)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("hook client: {e}"))
 }
 
 /// What an HTTP status from the hook means for the event.

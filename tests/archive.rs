@@ -24,6 +24,27 @@ fn archive_node(s3: &S3Server, prefix: &str, name: &str, extra: &str) -> String 
     )
 }
 
+/// The config of origin `name` reaching the store through `via` (a proxy of the S3 server).
+fn archive_node_via(s3: &S3Server, prefix: &str, name: &str, via: std::net::SocketAddr) -> String {
+    archive_node(s3, prefix, name, "").replace(&s3.endpoint, &format!("http://{via}"))
+}
+
+/// The S3 server's own address (for proxies in front of it).
+fn s3_addr(s3: &S3Server) -> std::net::SocketAddr {
+    s3.endpoint.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Asserts that `reader` serves the same segments of `cam` as `origin`, byte for byte.
+async fn assert_same_segments(reader: &TestNode, origin: &TestNode) {
+    let want = segments(origin, "cam").await;
+    let got = segments(reader, "cam").await;
+    assert_eq!(got.len(), want.len());
+    assert_eq!(
+        segment_bytes(reader, "cam", &got).await,
+        segment_bytes(origin, "cam", &want).await
+    );
+}
+
 /// A node that only reads the archive under `prefix` (no RTMP, nothing recorded).
 fn archive_reader(s3: &S3Server, prefix: &str) -> TestNode {
     TestNode::start_with(|_| archive_node(s3, prefix, "archive-1", "[rtmp]\nlisten = \"off\"\n"))
@@ -247,12 +268,9 @@ async fn a_standby_origin_takes_over_from_a_killed_writer() {
     use_credentials(&s3);
     // A reaches the store through a slow link, so at the kill it has announced segments it
     // has not uploaded yet: B must serve and upload those from its own recording.
-    let direct: std::net::SocketAddr = s3.endpoint.trim_start_matches("http://").parse().unwrap();
+    let direct = s3_addr(&s3);
     let slow = slow_proxy(direct, Duration::from_millis(150)).await;
-    let mut a = TestNode::process_with(|_| {
-        archive_node(&s3, "redundant", "origin-a", "")
-            .replace(&s3.endpoint, &format!("http://{slow}"))
-    });
+    let mut a = TestNode::process_with(|_| archive_node_via(&s3, "redundant", "origin-a", slow));
     let b = TestNode::process_with(|_| archive_node(&s3, "redundant", "origin-b", ""));
     let b_events = Events::subscribe(&b, "/events").await;
     let encoder = tee(&a, &b, looped_clip(4), TeeEnd::AMayDie).await;
@@ -521,12 +539,10 @@ async fn a_store_answering_503_stops_nothing() {
         return;
     };
     use_credentials(&s3);
-    let direct: std::net::SocketAddr = s3.endpoint.trim_start_matches("http://").parse().unwrap();
+    let direct = s3_addr(&s3);
     let proxy = FaultyProxy::start(direct).await;
-    let origin = TestNode::start_with(|_| {
-        archive_node(&s3, "throttled", "origin-a", "")
-            .replace(&s3.endpoint, &format!("http://{}", proxy.addr))
-    });
+    let origin =
+        TestNode::start_with(|_| archive_node_via(&s3, "throttled", "origin-a", proxy.addr));
     // 20 s in real time
     let publisher = publish_live_tags(&origin, "cam", looped_clip(2)).await;
     wait_segments(&origin, "cam", 2).await;
@@ -545,14 +561,7 @@ async fn a_store_answering_503_stops_nothing() {
     publisher.await.unwrap().unwrap();
     wait_ended(&origin, "cam").await;
     wait_archived(&origin, "cam", Duration::from_secs(30)).await;
-    let want = segments(&origin, "cam").await;
-    let reader = archive_reader(&s3, "throttled");
-    let got = segments(&reader, "cam").await;
-    assert_eq!(got.len(), want.len());
-    assert_eq!(
-        segment_bytes(&reader, "cam", &got).await,
-        segment_bytes(&origin, "cam", &want).await
-    );
+    assert_same_segments(&archive_reader(&s3, "throttled"), &origin).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,12 +570,9 @@ async fn a_writer_that_loses_the_store_is_replaced_and_stands_by() {
         return;
     };
     use_credentials(&s3);
-    let direct: std::net::SocketAddr = s3.endpoint.trim_start_matches("http://").parse().unwrap();
+    let direct = s3_addr(&s3);
     let a_link = FaultyProxy::start(direct).await;
-    let a = TestNode::start_with(|_| {
-        archive_node(&s3, "partition", "origin-a", "")
-            .replace(&s3.endpoint, &format!("http://{}", a_link.addr))
-    });
+    let a = TestNode::start_with(|_| archive_node_via(&s3, "partition", "origin-a", a_link.addr));
     let b = TestNode::start_with(|_| archive_node(&s3, "partition", "origin-b", ""));
     let encoder = tee(&a, &b, looped_clip(3), TeeEnd::Both).await;
     wait_segments(&b, "cam", 3).await;

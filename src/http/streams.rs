@@ -62,23 +62,30 @@ pub fn status(st: &AppState, feed: &Feed) -> Status {
 /// `GET /streams`
 /// On a node with `[relay] upstreams`, also the upstreams' streams not relayed here yet.
 pub async fn list(State(st): State<AppState>) -> Response {
-    let mut all: Vec<_> = st.feeds().iter().map(|f| status(&st, f)).collect();
-    if let Some(archive) = &st.archive {
-        // Each stream as `GET /streams/{name}` would show it (the archive's view where it is
-        // the one served), plus the archive's streams this node has never recorded.
-        let mut names: std::collections::BTreeSet<String> =
-            st.store.list().iter().map(|s| s.name.clone()).collect();
-        names.extend(archive.stream_names().await.iter().cloned());
-        let mut listed = Vec::with_capacity(names.len());
-        for name in &names {
-            if let Ok(feed) = st.feed(name).await {
-                listed.push(status(&st, &feed));
+    let mut all: Vec<_> = match &st.archive {
+        None => st.feeds().iter().map(|f| status(&st, f)).collect(),
+        Some(archive) => {
+            // Each stream as `GET /streams/{name}` would show it (the archive's view where it
+            // is the one served), the archive's streams this node never recorded, then the
+            // relayed ones.
+            let mut names: std::collections::BTreeSet<String> =
+                st.store.list().iter().map(|s| s.name.clone()).collect();
+            names.extend(archive.stream_names().await.iter().cloned());
+            let mut listed = Vec::with_capacity(names.len());
+            for name in &names {
+                if let Ok(feed) = st.feed(name).await {
+                    listed.push(status(&st, &feed));
+                }
             }
+            for p in st.relays.list() {
+                if !names.contains(&p.local) {
+                    listed.push(status(&st, &crate::http::Feed::Relayed(p)));
+                }
+            }
+            listed.sort_by(|a, b| a.name.cmp(&b.name));
+            listed
         }
-        all.retain(|s| !names.contains(&s.name));
-        all.extend(listed);
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-    }
+    };
     let offered = st.relays.available().await;
     if !offered.is_empty() {
         let have: std::collections::HashSet<String> = all.iter().map(|s| s.name.clone()).collect();
