@@ -87,6 +87,20 @@ pub struct HttpConfig {
     pub allow_upstreams: Option<Vec<String>>,
     /// Longest section `clip.mp4` exports.
     pub max_clip: Dur,
+    /// PEM certificate chain; with `tls_key`, the listener speaks HTTPS (HTTP/1.1 and HTTP/2)
+    /// and RTMPS uses it too. Both files are read again on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl HttpConfig {
+    /// The certificate and key files when both are set (HTTPS and RTMPS on).
+    pub fn tls_files(&self) -> Option<(&std::path::Path, &std::path::Path)> {
+        Some((self.tls_cert.as_deref()?, self.tls_key.as_deref()?))
+    }
 }
 
 impl Default for HttpConfig {
@@ -96,6 +110,8 @@ impl Default for HttpConfig {
             admin_token: None,
             allow_upstreams: None,
             max_clip: Dur::secs(3600),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -110,6 +126,8 @@ pub struct RtmpConfig {
     /// When set, publishers must use the stream name `NAME?key=<publish_key>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish_key: Option<String>,
+    /// RTMPS ingest with `http.tls_cert`/`tls_key`: a socket address, or `"off"`.
+    pub tls_listen: String,
 }
 
 impl Default for RtmpConfig {
@@ -118,6 +136,7 @@ impl Default for RtmpConfig {
             listen: "0.0.0.0:1935".into(),
             app: "live".into(),
             publish_key: None,
+            tls_listen: "off".into(),
         }
     }
 }
@@ -129,6 +148,15 @@ impl RtmpConfig {
             None
         } else {
             self.listen.parse().ok()
+        }
+    }
+
+    /// The RTMPS address, or `None` when it is off.
+    pub fn tls_listen_addr(&self) -> Option<SocketAddr> {
+        if self.tls_listen == "off" {
+            None
+        } else {
+            self.tls_listen.parse().ok()
         }
     }
 }
@@ -198,6 +226,13 @@ pub struct RelayConfig {
     pub prefetch: u32,
     /// An on-demand relay nobody asked for this long stops following and frees its state.
     pub idle_reap: Dur,
+    /// Sent upstream as `Authorization: Bearer <token>` (a play token of the upstream, or its
+    /// `admin_token`). Never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Extra CA certificates (PEM) trusted for https upstreams, besides the system roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for RelayConfig {
@@ -207,18 +242,21 @@ impl Default for RelayConfig {
             idle_timeout: Dur::secs(6),
             prefetch: 2,
             idle_reap: Dur::secs(60),
+            token: None,
+            ca_file: None,
         }
     }
 }
 
-/// `[access]`. Of its keys, this build implements the hooks; the others are refused by
-/// [`Config::validate`] rather than accepted and ignored (a `play_secret` that protected
-/// nothing would be worse than none).
+/// `[access]`: play tokens and the hooks.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// When set, reading a stream needs a JWT play token signed HS256 with this secret.
+    /// `check-config` prints it as `"<redacted>"`.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "redacted")]
     pub play_secret: Option<String>,
+    /// Streams (names, or `prefix*`) readable without a token even with `play_secret`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub public: Option<Vec<String>>,
     /// POSTed before a publish is accepted; a 2xx within 3 s allows it.
@@ -227,6 +265,17 @@ pub struct AccessConfig {
     /// Every status event is POSTed here as JSON, in order, retried with backoff.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_hook: Option<String>,
+}
+
+/// Shortest `access.play_secret`: an HS256 key shorter than this can be brute-forced from a
+/// single token.
+pub const MIN_PLAY_SECRET: usize = 16;
+
+fn redacted<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str("<redacted>"),
+        None => s.serialize_none(),
+    }
 }
 
 /// `[storage]`: the shared archive on an S3-compatible object store. Credentials never appear
@@ -365,6 +414,32 @@ impl Config {
                 ),
             ));
         }
+        if self.rtmp.tls_listen != "off" {
+            if self.rtmp.tls_listen.parse::<SocketAddr>().is_err() {
+                return Err(invalid(
+                    "rtmp.tls_listen",
+                    format!(
+                        "must be an address like 0.0.0.0:1936 or \"off\", got {:?}",
+                        self.rtmp.tls_listen
+                    ),
+                ));
+            }
+            if self.http.tls_files().is_none() {
+                return Err(invalid(
+                    "rtmp.tls_listen",
+                    "needs http.tls_cert and http.tls_key (RTMPS uses that certificate)",
+                ));
+            }
+        }
+        match (&self.http.tls_cert, &self.http.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid("http.tls_key", "must be set with http.tls_cert"))
+            }
+            (None, Some(_)) => {
+                return Err(invalid("http.tls_cert", "must be set with http.tls_key"))
+            }
+            _ => {}
+        }
         if !names::is_valid(&self.rtmp.app) {
             return Err(invalid("rtmp.app", "must match [A-Za-z0-9_-]{1,64}"));
         }
@@ -430,6 +505,11 @@ impl Config {
         if self.relay.prefetch > 16 {
             return Err(invalid("relay.prefetch", "must be at most 16"));
         }
+        if let Some(token) = &self.relay.token {
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid("relay.token", "must be non-empty printable ASCII"));
+            }
+        }
         if let Some(storage) = &self.storage {
             storage.bucket_and_prefix()?;
             if let Some(endpoint) = &storage.endpoint {
@@ -460,12 +540,29 @@ impl Config {
             }
         }
         if let Some(access) = &self.access {
-            for (key, set) in [
-                ("access.play_secret", access.play_secret.is_some()),
-                ("access.public", access.public.is_some()),
-            ] {
-                if set {
-                    return Err(invalid(key, "is not supported by this build yet"));
+            if let Some(secret) = &access.play_secret {
+                if secret.len() < MIN_PLAY_SECRET {
+                    return Err(invalid(
+                        "access.play_secret",
+                        format!("must be at least {MIN_PLAY_SECRET} bytes (a short HS256 key can be guessed from one token)"),
+                    ));
+                }
+            }
+            if let Some(public) = &access.public {
+                if access.play_secret.is_none() {
+                    return Err(invalid(
+                        "access.public",
+                        "has no effect without access.play_secret (every stream is public then)",
+                    ));
+                }
+                for (i, p) in public.iter().enumerate() {
+                    let name = p.strip_suffix('*').unwrap_or(p);
+                    if !(names::is_valid(name) || (name.is_empty() && p == "*")) {
+                        return Err(invalid(
+                            format!("access.public[{i}]"),
+                            format!("must be a stream name or a prefix followed by '*', got {p:?}"),
+                        ));
+                    }
                 }
             }
             for (key, url) in [
@@ -473,17 +570,11 @@ impl Config {
                 ("access.event_hook", &access.event_hook),
             ] {
                 let Some(url) = url else { continue };
-                if url.starts_with("https://") {
-                    return Err(invalid(
-                        key,
-                        "https is not supported by this build (no TLS client yet); use http://",
-                    ));
-                }
-                let ok = url.starts_with("http://")
+                let ok = (url.starts_with("http://") || url.starts_with("https://"))
                     && reqwest::Url::parse(url).is_ok_and(|u| u.host().is_some())
                     && !url.chars().any(|c| c.is_whitespace() || c.is_control());
                 if !ok {
-                    return Err(invalid(key, "must be an http:// URL"));
+                    return Err(invalid(key, "must be an http:// or https:// URL"));
                 }
             }
         }
@@ -849,22 +940,54 @@ mod tests {
     }
 
     #[test]
-    fn access_takes_the_hooks_and_refuses_what_is_not_built_yet() {
-        let c = Config::parse("[access]\nevent_hook = \"http://127.0.0.1:9/events\"\n").unwrap();
+    fn access_is_checked_key_by_key() {
+        let c = Config::parse("[access]\nevent_hook = \"https://127.0.0.1:9/events\"\n").unwrap();
         c.validate().unwrap();
         assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        let c = Config::parse(
+            "[access]\nplay_secret = \"0123456789abcdef\"\npublic = [\"lobby\", \"demo-*\"]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let shown = c.to_toml();
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
         for (text, key) in [
             (
                 "[access]\nevent_hook = \"ftp://x/y\"\n",
                 "access.event_hook",
             ),
-            (
-                "[access]\nevent_hook = \"https://x/y\"\n",
-                "access.event_hook",
-            ),
-            ("[access]\nplay_secret = \"s\"\n", "access.play_secret"),
+            ("[access]\nplay_secret = \"short\"\n", "access.play_secret"),
             ("[access]\npublic = [\"lobby\"]\n", "access.public"),
+            (
+                "[access]\nplay_secret = \"0123456789abcdef\"\npublic = [\"a/b*\"]\n",
+                "access.public[0]",
+            ),
             ("[access]\npublish_hook = \"x/p\"\n", "access.publish_hook"),
+        ] {
+            let e = Config::parse(text).unwrap().validate().unwrap_err();
+            assert!(e.to_string().starts_with(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn tls_keys_come_in_pairs() {
+        let both = "[http]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+        let c = Config::parse(&format!("{both}[rtmp]\ntls_listen = \"127.0.0.1:1936\"\n")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+        for (text, key) in [
+            ("[http]\ntls_cert = \"c.pem\"\n", "http.tls_key"),
+            ("[http]\ntls_key = \"k.pem\"\n", "http.tls_cert"),
+            (
+                "[rtmp]\ntls_listen = \"127.0.0.1:1936\"\n",
+                "rtmp.tls_listen",
+            ),
+            (
+                &format!("{both}[rtmp]\ntls_listen = \"x\"\n"),
+                "rtmp.tls_listen",
+            ),
+            ("[relay]\ntoken = \"a b\"\n", "relay.token"),
         ] {
             let e = Config::parse(text).unwrap().validate().unwrap_err();
             assert!(e.to_string().starts_with(key), "{text}: {e}");

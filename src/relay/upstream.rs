@@ -32,17 +32,11 @@ pub fn pull_time_limit(length: u64) -> Duration {
 /// Resumes of one broken pull (each from the same upstream, for the missing bytes).
 pub const MAX_RESUMES: u32 = 3;
 /// Checks an upstream base URL (config and `/api/proxies`); the error says what is wrong.
-/// Only `http://`: this build has no TLS client (terminate TLS in front of the upstream, or
-/// relay over a private network).
 pub fn check_upstream_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "{url:?}: https upstreams are not supported by this build; use http://"
-        ));
-    }
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("must start with http://, got {url:?}"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("must start with http:// or https://, got {url:?}"))?;
     if rest.is_empty()
         || rest.starts_with('/')
         || url.len() > 2048
