@@ -32,6 +32,7 @@
 //! - [`cache`]: immutable `Bytes` by (stream, seq); zero-copy hits; one fetch per key at a time.
 //! - [`http`]: axum router; errors map to HTTP in one place ([`http::ApiError`]).
 //! - [`node`]: wiring, listeners and graceful shutdown; [`demo`]: the built-in three-node chain.
+//! - [`tls`]: the certificate of HTTPS and RTMPS, reloaded on SIGHUP.
 //! - [`hooks`]: the event hook (every status event POSTed to an operator's URL, in order).
 //! - [`config`], [`names`], [`time`], [`events`] (the onStatus codes), [`metrics`]: shared leaves.
 pub mod archive;
@@ -50,4 +51,5 @@ pub mod relay;
 pub mod rtmp;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod wire;

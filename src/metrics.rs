@@ -56,6 +56,8 @@ counters! {
         segments_deleted => "counter" "dvrgate_segments_deleted_total", "Segments deleted by retention or to keep record.min_free.";
         record_errors => "counter" "dvrgate_record_errors_total", "Recording write failures.";
         sse_clients => "gauge" "dvrgate_sse_clients", "Connected SSE clients.";
+        tls_handshakes => "counter" "dvrgate_tls_handshakes_total", "TLS handshakes completed (HTTPS and RTMPS).";
+        tls_handshake_failures => "counter" "dvrgate_tls_handshake_failures_total", "TLS handshakes that failed or did not finish in time.";
     }
     with {
         /// Responses by status class.

@@ -23,7 +23,9 @@ use crate::http::{self, AppState};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::relay::{self, Relays};
+use crate::rtmp::server::Transport;
 use crate::store::{Policy, Store};
+use crate::tls::Certs;
 
 /// How often ended streams are checked against the retention policy (live streams are checked
 /// after every segment).
@@ -38,6 +40,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// `None` when ingest is off.
     pub rtmp: Option<TcpListener>,
+    /// RTMPS ingest (`rtmp.tls_listen`); `None` when off.
+    pub rtmps: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -54,7 +58,15 @@ impl Listeners {
             ),
             None => None,
         };
-        Ok(Listeners { http, rtmp })
+        let rtmps = match config.rtmp.tls_listen_addr() {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on rtmp.tls_listen {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { http, rtmp, rtmps })
     }
 }
 
@@ -63,6 +75,9 @@ impl Listeners {
 pub struct NodeHandle {
     pub http_addr: SocketAddr,
     pub rtmp_addr: Option<SocketAddr>,
+    pub rtmps_addr: Option<SocketAddr>,
+    /// The certificate of HTTPS and RTMPS, when TLS is on (reloaded on SIGHUP).
+    pub tls: Option<Arc<Certs>>,
     /// The ingest side (the demo's test source publishes through it).
     pub ingest: Arc<Ingest>,
     task: JoinHandle<anyhow::Result<()>>,
@@ -110,9 +125,21 @@ pub async fn start(
         max_bytes: config.cache.disk.0,
     });
     let cache = Cache::with_disk(config.cache.memory.0, disk).await;
+    let client = relay_client(&config).await?;
+    let tls = match config.http.tls_files() {
+        Some((cert, key)) => {
+            let (cert, key) = (cert.to_owned(), key.to_owned());
+            let certs = tokio::task::spawn_blocking(move || Certs::load(&cert, &key))
+                .await
+                .context("certificate load task")??;
+            certs.reload_on_sighup(shutdown.clone());
+            Some(certs)
+        }
+        None => None,
+    };
     let relays = Arc::new(Relays::new(
         relay::Context {
-            client: relay::upstream::Client::new(),
+            client,
             cache: cache.clone(),
             bus: bus.clone(),
             idle_timeout: config.relay.idle_timeout.0,
@@ -193,31 +220,62 @@ pub async fn start(
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
+    let rtmps_addr = listeners
+        .rtmps
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let rtmp_text = rtmp_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let rtmps_text = rtmps_addr.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests read the ports from this line: keep "node started", "http=" and "rtmp=".
-    tracing::info!(node = %config.node.name, http = %http_addr, rtmp = %rtmp_text, "node started");
+    tracing::info!(node = %config.node.name, http = %http_addr, rtmp = %rtmp_text, rtmps = %rtmps_text, scheme, "node started");
 
     let app = http::router(state);
     let http_shutdown = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(
+    let stopped = async move { http_shutdown.cancelled().await };
+    let http_task = match &tls {
+        None => tokio::spawn(serve_http(
             http::conn::Listener::new(listeners.http, http::conn::WRITE_STALL),
-            app.into_make_service_with_connect_info::<http::conn::Peer>(),
-        )
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await
-    });
+            app,
+            stopped,
+        )),
+        Some(certs) => {
+            let listener = http::conn::TlsListener::new(
+                listeners.http,
+                certs.server_config(&crate::tls::HTTP_ALPN)?,
+                http::conn::WRITE_STALL,
+                metrics.clone(),
+            )?;
+            tokio::spawn(serve_http(listener, app, stopped))
+        }
+    };
 
-    let rtmp_task = listeners.rtmp.map(|listener| {
+    let mut ingest_servers = Vec::new();
+    let transports = [
+        (listeners.rtmp, Transport::Plain),
+        (
+            listeners.rtmps,
+            match &tls {
+                Some(certs) => {
+                    Transport::Tls(tokio_rustls::TlsAcceptor::from(certs.server_config(&[])?))
+                }
+                None => Transport::Plain,
+            },
+        ),
+    ];
+    for (listener, transport) in transports {
+        let Some(listener) = listener else { continue };
         let handler = ingest.clone();
         let token = shutdown.clone();
-        tokio::spawn(crate::rtmp::server::serve(
+        ingest_servers.push(tokio::spawn(crate::rtmp::server::serve_on(
             listener,
+            transport,
             handler,
             crate::rtmp::server::Limits::default(),
             async move { token.cancelled().await },
-        ))
-    });
+        )));
+    }
 
     let retention_store = store.clone();
     let retention_metrics = metrics.clone();
@@ -258,7 +316,7 @@ pub async fn start(
         shutdown.cancelled().await;
         tracing::info!("shutting down: closing publishers");
         relays.stop_all();
-        if let Some(t) = rtmp_task {
+        for t in ingest_servers {
             let _ = t.await;
         }
         tasks.close();
@@ -283,7 +341,46 @@ pub async fn start(
     Ok(NodeHandle {
         http_addr,
         rtmp_addr,
+        rtmps_addr,
+        tls,
         ingest,
         task,
     })
+}
+
+/// Serves the read/control API on `listener` (plain or TLS) until `stopped` completes.
+async fn serve_http<L>(
+    listener: L,
+    app: axum::Router,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    for<'a> http::conn::Peer:
+        axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<http::conn::Peer>(),
+    )
+    .with_graceful_shutdown(stopped)
+    .await
+}
+
+/// The relays' HTTP client: `relay.token` upstream, `relay.ca_file` trusted besides the
+/// system roots.
+async fn relay_client(config: &Config) -> anyhow::Result<relay::upstream::Client> {
+    let ca_pem = match &config.relay.ca_file {
+        Some(path) => Some(
+            tokio::fs::read(path)
+                .await
+                .with_context(|| format!("cannot read relay.ca_file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let options = relay::upstream::ClientOptions {
+        token: config.relay.token.clone(),
+        ca_pem,
+    };
+    relay::upstream::Client::with_options(&options).map_err(anyhow::Error::msg)
 }

@@ -6,11 +6,14 @@
 //! A slow reader is not a stalled one: every write that moves bytes restarts the clock. Idle
 //! connections (keep-alive, an SSE stream or long-poll with nothing to say) are not writing,
 //! so they are not timed here.
+//!
+//! [`TlsListener`] is the HTTPS variant: the same guarded streams, over TLS.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,7 +21,12 @@ use axum::extract::connect_info::Connected;
 use axum::serve::IncomingStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Sleep;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::metrics::Metrics;
 
 /// Longest a response write may wait for the client to take bytes.
 pub const WRITE_STALL: Duration = Duration::from_secs(30);
@@ -41,29 +49,136 @@ impl axum::serve::Listener for Listener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    let _ = stream.set_nodelay(true);
-                    return (Guarded::new(stream, self.stall), addr);
-                }
-                // The peer gave up before we accepted: nothing to do.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-                    ) => {}
-                // Out of file descriptors or similar: back off instead of spinning.
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot accept HTTP connections; retrying in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        let (stream, addr) = accept_tcp(&self.inner).await;
+        (Guarded::new(stream, self.stall), addr)
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.inner.local_addr()
+    }
+}
+
+/// Accepts the next TCP connection, riding out errors that concern one client or the moment.
+async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, addr);
+            }
+            // The peer gave up before we accepted: nothing to do.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                ) => {}
+            // Out of file descriptors or similar: back off instead of spinning.
+            Err(e) => {
+                tracing::error!(error = %e, "cannot accept HTTP connections; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Most TLS handshakes in progress at once; further clients wait in the listen backlog.
+pub const MAX_HANDSHAKES: usize = 512;
+
+/// The node's HTTPS listener. Handshakes run in tasks of their own (each bounded by
+/// [`crate::tls::HANDSHAKE_TIMEOUT`]), so a client that stalls mid-handshake or sends garbage
+/// delays nobody; `accept` hands axum only finished handshakes. The certificate comes from
+/// [`crate::tls::Certs`] at each handshake, so a reload applies to the next connection.
+#[derive(Debug)]
+pub struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+    stall: Duration,
+    /// Accepts and handshakes; aborted when the listener is dropped (server shutdown).
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    pub fn new(
+        inner: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        stall: Duration,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<TlsListener> {
+        let local = inner.local_addr()?;
+        let (tx, ready) = mpsc::channel(64);
+        let acceptor = tokio::spawn(handshakes(inner, TlsAcceptor::from(config), tx, metrics));
+        Ok(TlsListener {
+            ready,
+            local,
+            stall,
+            acceptor,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+/// Accepts connections and runs their handshakes until the listener is gone.
+async fn handshakes(
+    inner: TcpListener,
+    acceptor: TlsAcceptor,
+    ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    metrics: Arc<Metrics>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, peer) = accept_tcp(&inner).await;
+        if ready.is_closed() {
+            return;
+        }
+        let (acceptor, ready, metrics) = (acceptor.clone(), ready.clone(), metrics.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    crate::metrics::add(&metrics.tls_handshakes, 1);
+                    let _ = ready.send((tls, peer)).await;
+                }
+                Ok(Err(e)) => {
+                    crate::metrics::add(&metrics.tls_handshake_failures, 1);
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    crate::metrics::add(&metrics.tls_handshake_failures, 1);
+                    tracing::debug!(%peer, "TLS handshake did not finish in time");
+                }
+            }
+        });
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = Guarded<TlsStream<TcpStream>>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some((tls, peer)) => (Guarded::new(tls, self.stall), peer),
+            // The acceptor task only ends when aborted (drop); nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
+        Peer(*stream.remote_addr())
     }
 }
 

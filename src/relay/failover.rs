@@ -23,6 +23,8 @@ pub enum Trouble {
     Idle,
     /// The answer could not be used (garbage JSON, wrong lengths, missing stream).
     BadAnswer(String),
+    /// The TLS handshake failed (untrusted or expired certificate, wrong host name, ...).
+    Tls(String),
 }
 
 impl std::fmt::Display for Trouble {
@@ -33,6 +35,7 @@ impl std::fmt::Display for Trouble {
             Trouble::Status(s) => write!(f, "answered HTTP {s}"),
             Trouble::Idle => write!(f, "no new segment within the idle timeout"),
             Trouble::BadAnswer(why) => write!(f, "unusable answer: {why}"),
+            Trouble::Tls(why) => write!(f, "TLS handshake failed: {why}"),
         }
     }
 }

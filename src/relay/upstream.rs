@@ -47,7 +47,11 @@ pub fn check_upstream_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The HTTP client of a relay (pooled connections).
+/// The HTTP client of a relay (pooled connections; http:// and https:// upstreams).
+///
+/// Every request it makes is its own: it carries `relay.token` (when set) and nothing of the
+/// viewer whose request caused it, so a viewer's play token never travels upstream and what
+/// it pulls is shareable between viewers.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -59,8 +63,19 @@ impl Default for Client {
     }
 }
 
+/// How a relay authenticates and whom it trusts upstream (`relay.token`, `relay.ca_file`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Sent as `Authorization: Bearer ...` on every upstream request.
+    pub token: Option<String>,
+    /// PEM bundle of extra CA certificates for https upstreams (system roots are trusted too).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
 fn classify(e: &reqwest::Error) -> Trouble {
-    if e.is_timeout() {
+    if let Some(why) = tls_failure(e) {
+        Trouble::Tls(why)
+    } else if e.is_timeout() {
         Trouble::Timeout
     } else if e.is_connect() {
         Trouble::Connect
@@ -71,16 +86,60 @@ fn classify(e: &reqwest::Error) -> Trouble {
     }
 }
 
+/// The TLS reason of a failed request (bad certificate, wrong name, protocol mismatch), found
+/// in its chain of causes. `io::Error` hides what it wraps from `source()`, so the walk goes
+/// through `get_ref()` for those.
+fn tls_failure(e: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    // Bounded: error chains are short; a cycle cannot keep this going.
+    for _ in 0..16 {
+        let c = cause?;
+        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        cause = match c.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|i| i as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    None
+}
+
 impl Client {
+    /// A client with no token and the system roots only.
     pub fn new() -> Client {
-        let http = reqwest::Client::builder()
+        Client::with_options(&ClientOptions::default()).unwrap_or_else(|_| Client {
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// A client for `options`; an error says what is wrong with the token or CA bundle.
+    pub fn with_options(options: &ClientOptions) -> Result<Client, String> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
-            .user_agent(concat!("dvrgate/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("dvrgate/", env!("CARGO_PKG_VERSION")));
+        if let Some(token) = &options.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "relay.token is not a valid header value".to_owned())?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(pem) = &options.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("relay.ca_file: {e}"))?;
+            if certs.is_empty() {
+                return Err("relay.ca_file: no PEM certificate found".into());
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
             .build()
-            .unwrap_or_default();
-        Client { http }
+            .map_err(|e| format!("cannot build the relay's HTTP client: {e}"))?;
+        Ok(Client { http })
     }
 
     /// GET `{base}/streams/{remote}/index.json{query}` within `timeout`.

@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{sleep, sleep_until, timeout, Instant};
@@ -62,6 +62,25 @@ impl Default for Limits {
     }
 }
 
+/// How accepted sockets become RTMP byte streams.
+#[derive(Clone, Default)]
+pub enum Transport {
+    /// RTMP over plain TCP.
+    #[default]
+    Plain,
+    /// RTMPS: a TLS handshake first, within the same `handshake_timeout` as the RTMP one.
+    Tls(tokio_rustls::TlsAcceptor),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Plain => "rtmp",
+            Transport::Tls(_) => "rtmps",
+        })
+    }
+}
+
 /// What a shutdown found (also logged): connections still open when it began, and how many
 /// of them had to be aborted after `shutdown_grace`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +94,17 @@ pub struct Stopped {
 /// `limits.shutdown_grace` with the stragglers aborted.
 pub async fn serve<H: PublishHandler>(
     listener: TcpListener,
+    handler: Arc<H>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Stopped {
+    serve_on(listener, Transport::Plain, handler, limits, shutdown).await
+}
+
+/// [`serve`] over a chosen [`Transport`] (RTMPS with [`Transport::Tls`]).
+pub async fn serve_on<H: PublishHandler>(
+    listener: TcpListener,
+    transport: Transport,
     handler: Arc<H>,
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -95,7 +125,10 @@ pub async fn serve<H: PublishHandler>(
         let (socket, peer) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    (socket, peer)
+                }
                 Err(err) => {
                     warn!(%err, "rtmp accept failed");
                     sleep(ACCEPT_BACKOFF).await;
@@ -105,11 +138,23 @@ pub async fn serve<H: PublishHandler>(
         };
         let handler = handler.clone();
         let stop = stop_rx.clone();
-        let span = info_span!("rtmp", %peer, stream = field::Empty);
+        let span = info_span!("rtmp", %peer, stream = field::Empty, transport = ?transport);
+        let transport = transport.clone();
         tasks.spawn(
             async move {
                 let _permit = permit;
-                match connection(socket, peer, &*handler, limits, stop).await {
+                let result = match transport {
+                    Transport::Plain => connection(socket, peer, &*handler, limits, stop).await,
+                    Transport::Tls(acceptor) => {
+                        let deadline = Instant::now() + limits.handshake_timeout;
+                        match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
+                            Ok(Ok(tls)) => connection(tls, peer, &*handler, limits, stop).await,
+                            Ok(Err(e)) => Err(Error::Io(e)),
+                            Err(_) => Err(Error::Timeout("TLS handshake")),
+                        }
+                    }
+                };
+                match result {
                     Ok(()) => debug!("connection closed"),
                     Err(err) if is_disconnect(&err) => info!(%err, "connection closed by peer"),
                     Err(err) => warn!(%err, "connection ended"),
@@ -161,15 +206,14 @@ fn is_disconnect(err: &Error) -> bool {
 }
 
 /// One connection, from handshake to close. `Ok` for an orderly end (EOF, refusal, shutdown).
-async fn connection<H: PublishHandler>(
-    mut socket: TcpStream,
+async fn connection<H: PublishHandler, S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
     peer: SocketAddr,
     handler: &H,
     limits: Limits,
     mut stop: watch::Receiver<()>,
 ) -> Result<(), Error> {
     debug!("connection accepted");
-    socket.set_nodelay(true)?;
     let mut session = ServerSession::new();
     let mut sender: Option<mpsc::Sender<Tag>> = None;
     let mut buf = vec![0u8; READ_BUFFER];
@@ -243,7 +287,11 @@ async fn connection<H: PublishHandler>(
     }
 }
 
-async fn write(socket: &mut TcpStream, bytes: &[u8], limits: Limits) -> Result<(), Error> {
+async fn write<S: AsyncWrite + Unpin>(
+    socket: &mut S,
+    bytes: &[u8],
+    limits: Limits,
+) -> Result<(), Error> {
     timeout(limits.write_timeout, socket.write_all(bytes))
         .await
         .map_err(|_| Error::Timeout("write"))??;
@@ -251,8 +299,8 @@ async fn write(socket: &mut TcpStream, bytes: &[u8], limits: Limits) -> Result<(
 }
 
 /// Writes the `Send` outputs of an accept or reject (they produce nothing else).
-async fn send_all(
-    socket: &mut TcpStream,
+async fn send_all<S: AsyncWrite + Unpin>(
+    socket: &mut S,
     outputs: Vec<Output>,
     limits: Limits,
 ) -> Result<(), Error> {
@@ -265,7 +313,7 @@ async fn send_all(
 }
 
 /// Half-closes, then drains the client's bytes until it closes or [`REFUSAL_LINGER`] passes.
-async fn linger_close(mut socket: TcpStream) {
+async fn linger_close<S: AsyncRead + AsyncWrite + Unpin>(mut socket: S) {
     let _ = socket.shutdown().await;
     let mut sink = [0u8; 4096];
     let _ = timeout(REFUSAL_LINGER, async {

@@ -9,12 +9,20 @@ use tokio::net::TcpStream;
 
 use super::TestNode;
 
-/// A shared HTTP client with a bounded timeout.
+/// A shared HTTP client with a bounded timeout; it trusts the test CA ([`super::pki`]), so
+/// every helper works against https nodes too.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let ca = reqwest::Certificate::from_pem(super::pki().ca_pem.as_bytes()).expect("CA");
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .tls_certs_merge([ca])
+                .build()
+                .expect("client")
+        })
+        .clone()
 }
 
 /// GET the whole body; panics unless the status is 200.

@@ -13,6 +13,7 @@ mod rtmp;
 pub mod s3;
 mod slow_proxy;
 mod streams;
+mod tls;
 mod tools;
 
 #[allow(unused_imports)]
@@ -29,5 +30,7 @@ pub use s3::*;
 pub use slow_proxy::*;
 #[allow(unused_imports)]
 pub use streams::*;
+#[allow(unused_imports)]
+pub use tls::*;
 #[allow(unused_imports)]
 pub use tools::*;

@@ -70,6 +70,10 @@ pub struct TestNode {
     running: Running,
     pub http: SocketAddr,
     pub rtmp: Option<SocketAddr>,
+    /// RTMPS ingest (`rtmp.tls_listen`), when on.
+    pub rtmps: Option<SocketAddr>,
+    /// `https` when the node serves TLS, else `http`.
+    pub scheme: &'static str,
     /// Data folder (recordings under `rec/`).
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -145,7 +149,12 @@ impl TestNode {
                     };
                     match started.await {
                         Ok(handle) => {
-                            let _ = tx.send(Ok((handle.http_addr, handle.rtmp_addr)));
+                            let _ = tx.send(Ok((
+                                handle.http_addr,
+                                handle.rtmp_addr,
+                                handle.rtmps_addr,
+                                handle.tls.is_some(),
+                            )));
                             handle.join().await.map_err(|e| format!("{e:#}"))
                         }
                         Err(e) => {
@@ -158,7 +167,7 @@ impl TestNode {
                 result
             })
             .expect("node thread");
-        let (http, rtmp) = match rx.recv_timeout(START_TIMEOUT) {
+        let (http, rtmp, rtmps, tls) = match rx.recv_timeout(START_TIMEOUT) {
             Ok(Ok(addrs)) => addrs,
             Ok(Err(e)) => panic!("node did not start: {e}; log:\n{}", log.lock().unwrap()),
             Err(_) => panic!("node did not start; log:\n{}", log.lock().unwrap()),
@@ -170,6 +179,8 @@ impl TestNode {
             }),
             http,
             rtmp,
+            rtmps,
+            scheme: if tls { "https" } else { "http" },
             dir: dir.to_owned(),
             _tmp: None,
             log,
@@ -216,6 +227,12 @@ impl TestNode {
             running: Running::Process(child),
             http: field("http").expect("http address in the start line"),
             rtmp: field("rtmp"),
+            rtmps: field("rtmps"),
+            scheme: if line.contains("scheme=\"https\"") || line.contains("scheme=https") {
+                "https"
+            } else {
+                "http"
+            },
             dir: dir.to_owned(),
             _tmp: None,
             log,
@@ -284,13 +301,21 @@ impl TestNode {
         panic!("dvrgate did not exit within 20 s of SIGTERM");
     }
 
+    /// The process id of a process node.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.running {
+            Running::Process(c) => Some(c.id()),
+            _ => None,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        format!("{}://{}{path}", self.scheme, self.http)
     }
 
     /// The node's base URL, as an upstream of a relay.
     pub fn base(&self) -> String {
-        format!("http://{}", self.http)
+        format!("{}://{}", self.scheme, self.http)
     }
 
     pub fn rtmp_url(&self, stream: &str) -> String {
@@ -400,6 +425,8 @@ fn rebind(config: &str) -> String {
         .map(|l| {
             if l.starts_with("listen = \"127.0.0.1:") {
                 "listen = \"127.0.0.1:0\"".to_owned()
+            } else if l.starts_with("tls_listen = \"127.0.0.1:") {
+                "tls_listen = \"127.0.0.1:0\"".to_owned()
             } else {
                 l.to_owned()
             }

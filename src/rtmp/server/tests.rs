@@ -13,6 +13,7 @@ use crate::rtmp::chunk::{kind, Encoder, Message};
 use crate::rtmp::handshake::PACKET_SIZE;
 use crate::rtmp::test_util::fixture_tags;
 use crate::rtmp::Refusal;
+use tokio::net::TcpStream;
 
 const STEP: Duration = Duration::from_secs(10);
 
