@@ -98,7 +98,9 @@ fn tls_failure(e: &reqwest::Error) -> Option<String> {
             return Some(tls.to_string());
         }
         cause = match c.downcast_ref::<std::io::Error>() {
-            Some(io) => io.get_ref().map(|i| i as &(dyn std::error::Error + 'static)),
+            Some(io) => io
+                .get_ref()
+                .map(|i| i as &(dyn std::error::Error + 'static)),
             None => c.source(),
         };
     }

@@ -31,6 +31,12 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver and a headless Chromium session with a `width`x`height` window.
     pub async fn start(width: u32, height: u32) -> Browser {
+        Browser::start_with(width, height, &[]).await
+    }
+
+    /// [`Browser::start`] with extra Chromium flags (e.g. `--ignore-certificate-errors` for
+    /// pages served with the test CA's certificates).
+    pub async fn start_with(width: u32, height: u32, extra: &[&str]) -> Browser {
         let mut driver = Command::new("chromedriver")
             .args(["--port=0", "--allowed-ips=127.0.0.1"])
             .stdout(Stdio::piped())
@@ -71,6 +77,7 @@ impl Browser {
             format!("--user-data-dir={}", profile.path().display()),
         ];
         args.push("--hide-scrollbars".into());
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         let mut opts = json!({ "args": args });
         if let Some(bin) = which("chromium") {
             opts["binary"] = json!(bin);

@@ -325,3 +325,80 @@ async fn shutdown_closes_connections() {
         .unwrap()
         .is_err());
 }
+
+/// An RTMPS server (self-signed certificate) with the test limits; its address and stopper.
+async fn start_rtmps() -> (SocketAddr, oneshot::Sender<()>, tokio_rustls::TlsConnector) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let der = cert.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der).unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = Limits {
+        handshake_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve_on(
+        listener,
+        Transport::Tls(tokio_rustls::TlsAcceptor::from(Arc::new(server))),
+        Arc::new(Recorder::default()),
+        limits,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (
+        addr,
+        stop,
+        tokio_rustls::TlsConnector::from(Arc::new(client)),
+    )
+}
+
+#[tokio::test]
+async fn rtmps_handshakes_over_tls_and_a_stalled_tls_handshake_is_dropped() {
+    let (addr, _stop, connector) = start_rtmps().await;
+    // Connects and never sends a ClientHello: closed at the handshake timeout.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    expect_closed(&mut stalled).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    // Garbage instead of TLS: closed.
+    let mut garbage = TcpStream::connect(addr).await.unwrap();
+    garbage.write_all(&[3u8; 1537]).await.unwrap();
+    expect_closed(&mut garbage).await;
+    // A real TLS client gets the RTMP handshake answered inside TLS.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = timeout(STEP, connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut c0c1 = vec![3u8];
+    c0c1.resize(1 + PACKET_SIZE, 7);
+    tls.write_all(&c0c1).await.unwrap();
+    let mut s0s1s2 = vec![0u8; 1 + 2 * PACKET_SIZE];
+    timeout(STEP, tls.read_exact(&mut s0s1s2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s0s1s2[0], 3);
+    assert_eq!(&s0s1s2[1 + PACKET_SIZE..], &c0c1[1..]);
+}
