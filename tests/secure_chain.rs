@@ -9,6 +9,7 @@
 #[path = "common/mod.rs"]
 mod common;
 #[path = "browser/driver.rs"]
+#[allow(dead_code)]
 mod driver;
 
 use std::time::Duration;
