@@ -32,8 +32,10 @@
 //! - [`cache`]: immutable `Bytes` by (stream, seq); zero-copy hits; one fetch per key at a time.
 //! - [`http`]: axum router; errors map to HTTP in one place ([`http::ApiError`]).
 //! - [`node`]: wiring, listeners and graceful shutdown; [`demo`]: the built-in three-node chain.
+//! - [`access`]: play tokens: which caller may read which stream (pure; `http::gate` asks it).
 //! - [`hooks`]: the event hook (every status event POSTed to an operator's URL, in order).
 //! - [`config`], [`names`], [`time`], [`events`] (the onStatus codes), [`metrics`]: shared leaves.
+pub mod access;
 pub mod archive;
 pub mod cache;
 pub mod config;
