@@ -564,4 +564,26 @@ mod tests {
             .authorize("cam", Credential::Bearer("admin-secret-tokeX"), NOW)
             .is_err());
     }
+
+    #[test]
+    fn a_token_minted_by_the_readme_openssl_recipe_is_accepted() {
+        // README "Play tokens": secret "0123456789abcdef-secret", streams ["cam", "demo-*"].
+        let t = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+                 eyJleHAiOjE3OTYzMTE2OTQsInN0cmVhbXMiOlsiY2FtIiwiZGVtby0qIl19.\
+                 xcd9cyLvJWdDtNV5IhTFzALwyOyKhtHzEiLJ-Yu46Kc";
+        let a = Access::new(
+            Some(&AccessConfig {
+                play_secret: Some("0123456789abcdef-secret".into()),
+                ..AccessConfig::default()
+            }),
+            None,
+        );
+        let before_exp = 1_796_311_694 - 1;
+        let v = a.authorize("demo-3", Credential::Query(t), before_exp).unwrap();
+        assert!(v.may_read("cam") && !v.may_read("other"));
+        assert_eq!(
+            a.authorize("cam", Credential::Query(t), before_exp + 1).unwrap_err(),
+            Refusal::Expired
+        );
+    }
 }
