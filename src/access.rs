@@ -400,7 +400,10 @@ mod tests {
     #[test]
     fn patterns() {
         assert_eq!(Pattern::parse("cam"), Some(Pattern::Name("cam".into())));
-        assert_eq!(Pattern::parse("cam-*"), Some(Pattern::Prefix("cam-".into())));
+        assert_eq!(
+            Pattern::parse("cam-*"),
+            Some(Pattern::Prefix("cam-".into()))
+        );
         assert_eq!(Pattern::parse("*"), Some(Pattern::Prefix(String::new())));
         for bad in ["", "a/b", "a*b", "**", "a b*", "../*"] {
             assert_eq!(Pattern::parse(bad), None, "{bad}");
@@ -579,10 +582,13 @@ mod tests {
             None,
         );
         let before_exp = 1_796_311_694 - 1;
-        let v = a.authorize("demo-3", Credential::Query(t), before_exp).unwrap();
+        let v = a
+            .authorize("demo-3", Credential::Query(t), before_exp)
+            .unwrap();
         assert!(v.may_read("cam") && !v.may_read("other"));
         assert_eq!(
-            a.authorize("cam", Credential::Query(t), before_exp + 1).unwrap_err(),
+            a.authorize("cam", Credential::Query(t), before_exp + 1)
+                .unwrap_err(),
             Refusal::Expired
         );
     }

@@ -298,11 +298,7 @@ async fn hostile_tokens_are_refused_and_neighbours_keep_playing() {
             good[..good.len() - 5].to_owned(),
             StatusCode::UNAUTHORIZED,
         ),
-        (
-            "garbage",
-            "Zm9v.YmFy.YmF6".into(),
-            StatusCode::UNAUTHORIZED,
-        ),
+        ("garbage", "Zm9v.YmFy.YmF6".into(), StatusCode::UNAUTHORIZED),
         ("alg none", alg_none, StatusCode::UNAUTHORIZED),
         (
             "HS512 with the right secret",
@@ -437,7 +433,10 @@ async fn odd_token_places_and_scopes() {
     // Prefix scope.
     let demo = token_for(&["demo-*"]);
     let demo_playlist = node.url("/streams/demo-1/index.m3u8");
-    assert_eq!(get(&with_token(&demo_playlist, &demo), None).await.status, 200);
+    assert_eq!(
+        get(&with_token(&demo_playlist, &demo), None).await.status,
+        200
+    );
     assert_refused(
         &get(&with_token(&playlist, &demo), None).await,
         StatusCode::FORBIDDEN,
@@ -447,7 +446,11 @@ async fn odd_token_places_and_scopes() {
     // Public: no token needed; a token sent is not looked at, nor carried into the URLs.
     let lobby = get(&node.url("/streams/lobby/index.m3u8"), None).await;
     assert_eq!(lobby.status, 200);
-    let with = get(&with_token(&node.url("/streams/lobby/index.m3u8"), &token), None).await;
+    let with = get(
+        &with_token(&node.url("/streams/lobby/index.m3u8"), &token),
+        None,
+    )
+    .await;
     assert_eq!(with.status, 200);
     assert_eq!(with.body, lobby.body, "public playlists carry no token");
     assert!(lobby.cache_control().starts_with("public"));
@@ -464,9 +467,15 @@ async fn odd_token_places_and_scopes() {
     };
     let list = node.url("/streams");
     assert_eq!(names(get(&list, None).await), ["lobby"]);
-    assert_eq!(names(get(&with_token(&list, &token), None).await), ["cam", "lobby"]);
+    assert_eq!(
+        names(get(&with_token(&list, &token), None).await),
+        ["cam", "lobby"]
+    );
     assert_eq!(names(get(&list, Some(&demo)).await), ["demo-1", "lobby"]);
-    assert_eq!(names(get(&list, Some(ADMIN)).await), ["cam", "demo-1", "lobby"]);
+    assert_eq!(
+        names(get(&list, Some(ADMIN)).await),
+        ["cam", "demo-1", "lobby"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,7 +533,11 @@ async fn playlists_and_indexes_carry_the_token_and_following_them_works() {
     assert!(urls.len() > 2);
     for url in &urls {
         assert!(url.ends_with(&format!("?{suffix}")), "{url}");
-        assert_eq!(get(&format!("{base}{url}"), None).await.status, 200, "{url}");
+        assert_eq!(
+            get(&format!("{base}{url}"), None).await.status,
+            200,
+            "{url}"
+        );
     }
     let plain = get(&format!("{base}index.json"), Some(&token)).await;
     assert!(!plain.text().contains("token"), "{}", plain.text());
@@ -536,7 +549,11 @@ async fn playlists_and_indexes_carry_the_token_and_following_them_works() {
     for key in ["segment", "init", "playlist"] {
         let url = seek[key].as_str().unwrap();
         assert!(url.ends_with(&suffix), "{key}: {url}");
-        assert_eq!(get(&format!("{base}{url}"), None).await.status, 200, "{url}");
+        assert_eq!(
+            get(&format!("{base}{url}"), None).await.status,
+            200,
+            "{url}"
+        );
     }
 }
 
@@ -614,7 +631,11 @@ async fn an_open_node_ignores_tokens() {
     let node = TestNode::origin();
     publish_and_end(&node, "cam").await;
     let plain = get(&node.url("/streams/cam/index.m3u8"), None).await;
-    let with = get(&node.url("/streams/cam/index.m3u8?token=garbage"), Some("x")).await;
+    let with = get(
+        &node.url("/streams/cam/index.m3u8?token=garbage"),
+        Some("x"),
+    )
+    .await;
     assert_eq!(with.status, 200);
     assert_eq!(with.body, plain.body, "no token carried into URLs");
     assert_eq!(with.cache_control(), plain.cache_control());
@@ -698,7 +719,10 @@ async fn a_relay_chain_pulls_with_relay_token() {
     })
     .await;
     let at_origin = cam_index(&origin, &viewer).await;
-    assert_eq!(ix["segments"].as_array().unwrap().len(), at_origin["segments"].as_array().unwrap().len());
+    assert_eq!(
+        ix["segments"].as_array().unwrap().len(),
+        at_origin["segments"].as_array().unwrap().len()
+    );
     for s in ix["segments"].as_array().unwrap() {
         let path = format!("/streams/cam/{}", s["url"].as_str().unwrap());
         let at_edge = get(&with_token(&edge.url(&path), &viewer), None).await;
@@ -712,7 +736,11 @@ async fn a_relay_chain_pulls_with_relay_token() {
         "edge without a token",
     );
     assert_refused(
-        &get(&edge.url("/streams/cam/index.m3u8"), Some(&token_for(&["x"]))).await,
+        &get(
+            &edge.url("/streams/cam/index.m3u8"),
+            Some(&token_for(&["x"])),
+        )
+        .await,
         StatusCode::FORBIDDEN,
         "edge, token of another stream",
     );

@@ -195,7 +195,9 @@ mod tests {
         assert_eq!(query_token(&uri("/s/x/index.m3u8")).unwrap(), None);
         assert_eq!(query_token(&uri("/s?start=1&tokens=2")).unwrap(), None);
         assert_eq!(
-            query_token(&uri("/s?start=1&token=abc")).unwrap().as_deref(),
+            query_token(&uri("/s?start=1&token=abc"))
+                .unwrap()
+                .as_deref(),
             Some("abc")
         );
         assert!(query_token(&uri("/s?token=a&token=b")).is_err());
@@ -203,7 +205,10 @@ mod tests {
 
         let mut h = HeaderMap::new();
         assert_eq!(credential(None, &h).unwrap(), Credential::None);
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic eA=="));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eA=="),
+        );
         assert_eq!(credential(None, &h).unwrap(), Credential::None);
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t1"));
         assert_eq!(credential(None, &h).unwrap(), Credential::Bearer("t1"));

@@ -11,9 +11,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+use super::gate::UrlToken;
 use super::playlist::{self, Options};
 use super::streams::select_window;
-use super::gate::UrlToken;
 use super::{cache_control, ApiError, AppState, QueryParams, StreamName, LIVE, PAST};
 use crate::store::{Lookup, StreamIndex, Timeline};
 
