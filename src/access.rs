@@ -47,7 +47,8 @@ pub struct Access {
 struct TokenPolicy {
     key: DecodingKey,
     validation: Validation,
-    public: Vec<Pattern>,
+    /// Shared with every [`Viewer`] (an `Arc` clone per request, no copy).
+    public: Arc<[Pattern]>,
     admin_token: Option<String>,
 }
 
@@ -155,6 +156,11 @@ impl Viewer {
     /// The token to carry into listed URLs: the caller's own, when it came as `?token=`.
     pub fn query_token(&self) -> Option<&str> {
         self.query_token.as_deref()
+    }
+
+    /// [`Viewer::query_token`], shared.
+    pub fn query_token_shared(&self) -> Option<Arc<str>> {
+        self.query_token.clone()
     }
 
     /// True when the grant came from an `Authorization` header: the answer depends on a
@@ -280,7 +286,7 @@ impl TokenPolicy {
     fn anonymous(&self) -> Viewer {
         Viewer {
             grant: Grant::Public,
-            public: self.public.clone().into(),
+            public: self.public.clone(),
             query_token: None,
             expires_at_s: None,
             bearer: false,
@@ -304,7 +310,7 @@ impl TokenPolicy {
         let (streams, expires_at_s) = self.verify(token, now_s)?;
         Ok(Viewer {
             grant: Grant::Streams(streams),
-            public: self.public.clone().into(),
+            public: self.public.clone(),
             query_token: (!bearer).then(|| Arc::from(token)),
             expires_at_s: Some(expires_at_s),
             bearer,

@@ -66,7 +66,7 @@ impl FromRequestParts<AppState> for Viewer {
 
 /// The token to carry into the URLs a playlist or index lists: the caller's own, when the
 /// stream gate allowed the request by `?token=`.
-pub struct UrlToken(pub Option<String>);
+pub struct UrlToken(pub Option<std::sync::Arc<str>>);
 
 impl<S: Send + Sync> FromRequestParts<S> for UrlToken {
     type Rejection = std::convert::Infallible;
@@ -75,8 +75,7 @@ impl<S: Send + Sync> FromRequestParts<S> for UrlToken {
             parts
                 .extensions
                 .get::<Viewer>()
-                .and_then(|v| v.query_token())
-                .map(str::to_owned),
+                .and_then(Viewer::query_token_shared),
         ))
     }
 }
