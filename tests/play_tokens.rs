@@ -471,7 +471,13 @@ async fn odd_token_places_and_scopes() {
         names(get(&with_token(&list, &token), None).await),
         ["cam", "lobby"]
     );
-    assert_eq!(names(get(&list, Some(&demo)).await), ["demo-1", "lobby"]);
+    let by_header = get(&list, Some(&demo)).await;
+    assert!(
+        by_header.cache_control().starts_with("private"),
+        "a list filtered by a header is not shared: {}",
+        by_header.cache_control()
+    );
+    assert_eq!(names(by_header), ["demo-1", "lobby"]);
     assert_eq!(
         names(get(&list, Some(ADMIN)).await),
         ["cam", "demo-1", "lobby"]

@@ -5,7 +5,8 @@
 //!   route added there cannot skip the check. A refused read answers the JSON error and nothing
 //!   else; an allowed one carries its [`Viewer`] in the request extensions ([`UrlToken`] reads
 //!   it for the URLs a document lists).
-//! - `/streams` and `/events` extract a [`Viewer`] and filter what they send.
+//! - `/streams` and `/events` extract a [`Viewer`] and filter what they send (`/streams`
+//!   becomes `private` when filtered by a header).
 //! - Without `access.play_secret` nothing here parses anything.
 //!
 //! Where a token may be: `?token=` or `Authorization: Bearer`, exactly one of them, once. Two
@@ -133,8 +134,9 @@ fn credential<'a>(
     }
 }
 
-/// `public` in `Cache-Control` becomes `private` (other directives kept).
-fn make_private(headers: &mut HeaderMap) {
+/// `public` in `Cache-Control` becomes `private` (other directives kept): for answers that
+/// depend on an `Authorization` header.
+pub fn make_private(headers: &mut HeaderMap) {
     let private = headers
         .get(header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())

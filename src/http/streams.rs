@@ -105,6 +105,9 @@ pub async fn list(State(st): State<AppState>, viewer: Viewer) -> Response {
     all.retain(|s| viewer.may_read(&s.name));
     let mut r = axum::Json(all).into_response();
     cache_control(&mut r, LIVE);
+    if viewer.by_header() {
+        super::gate::make_private(r.headers_mut());
+    }
     r
 }
 
