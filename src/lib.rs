@@ -30,11 +30,13 @@
 //! - [`wire`]: the JSON documents nodes exchange (`index.json`, status), one type each for
 //!   writing and reading.
 //! - [`cache`]: immutable `Bytes` by (stream, seq); zero-copy hits; one fetch per key at a time.
+//! - [`access`]: play tokens: which caller may read which stream (pure; `http::gate` asks it).
 //! - [`http`]: axum router; errors map to HTTP in one place ([`http::ApiError`]).
 //! - [`node`]: wiring, listeners and graceful shutdown; [`demo`]: the built-in three-node chain.
 //! - [`tls`]: the certificate of HTTPS and RTMPS, reloaded on SIGHUP.
 //! - [`hooks`]: the event hook (every status event POSTed to an operator's URL, in order).
 //! - [`config`], [`names`], [`time`], [`events`] (the onStatus codes), [`metrics`]: shared leaves.
+pub mod access;
 pub mod archive;
 pub mod cache;
 pub mod config;

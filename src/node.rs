@@ -202,6 +202,8 @@ pub async fn start(
     state.allow_upstreams = config.http.allow_upstreams.clone();
     state.max_clip_ms = u64::try_from(config.http.max_clip.0.as_millis()).unwrap_or(u64::MAX);
     state.archive = archive.clone();
+    state.access =
+        crate::access::Access::new(config.access.as_ref(), config.http.admin_token.as_deref());
     if let Some(url) = config.access.as_ref().and_then(|a| a.event_hook.as_deref()) {
         let hook = Arc::new(
             crate::hooks::EventHook::new(url, crate::hooks::QUEUE_CAPACITY)

@@ -17,6 +17,15 @@
   const $ = (id) => document.getElementById(id);
   const enc = encodeURIComponent;
 
+  // A play token in the page URL (`?token=`) goes on every request the player makes: the
+  // EventSource cannot send headers, so it is always a query parameter. URLs a tokenized
+  // index.json lists already carry it. Share links leave it out.
+  const TOKEN = new URLSearchParams(location.search).get('token');
+  function withToken(url) {
+    if (!TOKEN || /[?&]token=/.test(url)) return url;
+    return `${url}${url.includes('?') ? '&' : '?'}token=${enc(TOKEN)}`;
+  }
+
   // ---------------------------------------------------------------- utilities
 
   const pad = (n, w = 2) => String(n).padStart(w, '0');
@@ -89,7 +98,7 @@
   }
 
   async function getJSON(url, signal) {
-    const r = await fetch(url, { signal, cache: 'no-cache' });
+    const r = await fetch(withToken(url), { signal, cache: 'no-cache' });
     let body = null;
     try { body = await r.json(); } catch (_) { /* not JSON */ }
     if (!r.ok) throw new HttpError(r.status, body, url);
@@ -581,7 +590,7 @@
 
     openEvents(s) {
       if (!window.EventSource || SNAPSHOT) return;
-      const es = new EventSource(`${s.base}events`);
+      const es = new EventSource(withToken(`${s.base}events`));
       s.es = es;
       es.onopen = () => this.emit('events-state', { state: 'open' });
       es.onerror = () => this.emit('events-state', { state: es.readyState === 2 ? 'closed' : 'connecting' });
@@ -883,6 +892,7 @@
       s.mode = 'hls';
       let url = `${s.base}index.m3u8`;
       if (Number.isFinite(startWall)) url += `?start=${enc(new Date(startWall).toISOString())}`;
+      url = withToken(url);
       this.video.src = url;
       s.hlsStart = startWall;
       // The wall clock of media time 0 when the browser has no getStartDate(): the playlist's
@@ -1054,7 +1064,7 @@
   async function fetchBytes(url, offset, length, signal) {
     const headers = {};
     if (offset > 0 && length > 0) headers.Range = `bytes=${offset}-${offset + length - 1}`;
-    const r = await fetch(url, { signal, headers });
+    const r = await fetch(withToken(url), { signal, headers });
     if (!r.ok) {
       let body = null;
       try { body = await r.json(); } catch (_) { /* not JSON */ }

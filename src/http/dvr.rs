@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use super::gate::UrlToken;
 use super::hls::outside;
 use super::streams::select_window;
 use super::{cache_control, ApiError, AppState, Feed, QueryParams, StreamName, LIVE, PAST};
@@ -33,6 +34,7 @@ pub async fn seek(
     State(st): State<AppState>,
     StreamName(name): StreamName,
     q: QueryParams,
+    token: UrlToken,
 ) -> Result<Response, ApiError> {
     let at = q.time("t")?.ok_or_else(|| {
         ApiError::BadRequest("missing t: a time as RFC 3339, a negative duration from live (-30s), \"live\" or unix ms".into())
@@ -56,9 +58,9 @@ pub async fn seek(
         "period": s.period,
         "segment_time": format_rfc3339(s.time_ms),
         "offset_ms": offset_ms,
-        "segment": Object::Segment(s.seq).key(),
-        "init": Object::Init(s.period).key(),
-        "playlist": format!("index.m3u8?start={time}"),
+        "segment": token.apply(&Object::Segment(s.seq).key()),
+        "init": token.apply(&Object::Init(s.period).key()),
+        "playlist": token.apply(&format!("index.m3u8?start={time}")),
         "live": ix.live,
         "behind_live_ms": edge.saturating_sub(t),
     });

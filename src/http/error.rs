@@ -45,6 +45,9 @@ pub enum ApiError {
     UpstreamNotAllowed(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A read refused by the play-token policy: 401 without a usable token, else 403.
+    #[error("{0}")]
+    Refused(#[from] crate::access::Refusal),
     #[error("internal error")]
     Internal(String),
 }
@@ -72,6 +75,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, Code::PlayMethodNotAllowed)
             }
+            ApiError::Refused(r) if r.needs_credential() => {
+                (StatusCode::UNAUTHORIZED, Code::PlayFailed)
+            }
+            ApiError::Refused(_) => (StatusCode::FORBIDDEN, Code::PlayFailed),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::PlayFailed),
         }
     }
@@ -111,6 +118,10 @@ impl IntoResponse for ApiError {
         let mut resp = (status, axum::Json(body)).into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 for play tokens; also right for `/api/*`, which takes a bearer token.
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let ApiError::RangeNotSatisfiable { len } = self {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
                 h.insert(header::CONTENT_RANGE, v);

@@ -1,5 +1,8 @@
 //! `GET /streams/{name}/index.m3u8`: the live DVR playlist, `?start=T` (rewind) and
 //! `?from=T&to=T` (a window).
+//!
+//! The render cache holds the bytes every viewer shares; a viewer's `?token=` is added to the
+//! URIs at answer time ([`UrlToken`]), never into the cache.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -8,6 +11,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+use super::gate::UrlToken;
 use super::playlist::{self, Options};
 use super::streams::select_window;
 use super::{cache_control, ApiError, AppState, QueryParams, StreamName, LIVE, PAST};
@@ -100,6 +104,7 @@ pub async fn playlist(
     State(st): State<AppState>,
     StreamName(name): StreamName,
     q: QueryParams,
+    token: UrlToken,
 ) -> Result<Response, ApiError> {
     let feed = st.feed(&name).await?;
     let stream = feed.stream();
@@ -113,7 +118,7 @@ pub async fn playlist(
             .ok()
             .and_then(|m| m.get(stream, version));
         if let Some(body) = cached {
-            return Ok(playlist_response(body, false));
+            return Ok(playlist_response(body, false, &token));
         }
     }
     let ix = stream.read();
@@ -155,10 +160,19 @@ pub async fn playlist(
             m.put(stream, version, body.clone());
         }
     }
-    Ok(playlist_response(body, past))
+    Ok(playlist_response(body, past, &token))
 }
 
-fn playlist_response(body: bytes::Bytes, past: bool) -> Response {
+/// The answer: the shared rendering, with the viewer's token in its URIs if it has one.
+fn playlist_response(body: bytes::Bytes, past: bool, token: &UrlToken) -> Response {
+    let body = match token.0 {
+        None => body,
+        // Rendered from `String`s: always UTF-8.
+        Some(_) => match std::str::from_utf8(&body) {
+            Ok(text) => bytes::Bytes::from(playlist::map_uris(text, |uri| token.apply(uri))),
+            Err(_) => body,
+        },
+    };
     let content_type = HeaderValue::from_static("application/vnd.apple.mpegurl");
     let mut r = ([(header::CONTENT_TYPE, content_type)], body).into_response();
     cache_control(&mut r, if past { PAST } else { LIVE });

@@ -4,6 +4,11 @@
 //! the store, and map failures through [`ApiError`]. One middleware adds what every response
 //! carries (`Via`, CORS) and counts responses; OPTIONS preflights are answered there too.
 //! Long-lived responses (SSE, long-polls) end when the node's shutdown token fires.
+//!
+//! Every `/streams/{name}/...` route lives in one sub-router behind [`gate::stream_gate`] (play
+//! tokens): a route added there is checked by construction. `/streams` and `/events` filter by
+//! the caller's [`crate::access::Viewer`]; `/api/*`, `/metrics`, `/healthz` and the player keep
+//! their own rules.
 
 pub mod api;
 pub mod conn;
@@ -12,6 +17,7 @@ pub mod error;
 pub mod etag;
 pub mod events;
 pub mod feed;
+pub mod gate;
 pub mod hls;
 pub mod metrics;
 pub mod playlist;
@@ -75,6 +81,8 @@ pub struct AppState {
     pub archive: Option<Arc<crate::archive::Archive>>,
     /// `access.event_hook`, if set (its metrics).
     pub event_hook: Option<Arc<crate::hooks::EventHook>>,
+    /// Play tokens (`access.play_secret`, `access.public`); open unless configured.
+    pub access: crate::access::Access,
     via: HeaderValue,
 }
 
@@ -110,6 +118,7 @@ impl AppState {
             live_playlists: Arc::default(),
             archive: None,
             event_hook: None,
+            access: crate::access::Access::open(),
             via,
         }
     }
@@ -164,13 +173,8 @@ impl AppState {
 
 /// The router of the read API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(ui::index))
-        .route("/{file}", get(ui::file))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics::metrics))
-        .route("/events", get(events::node_events))
-        .route("/streams", get(streams::list))
+    // Every read of one stream: behind the play-token gate, whatever the route.
+    let stream_reads = Router::new()
         .route("/streams/{name}", get(streams::status_handler))
         .route("/streams/{name}/index.json", get(streams::index_json))
         .route("/streams/{name}/index.m3u8", get(hls::playlist))
@@ -179,6 +183,18 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{name}/seek", get(dvr::seek))
         .route("/streams/{name}/clip.mp4", get(dvr::clip))
         .route("/streams/{name}/events", get(events::stream_events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            gate::stream_gate,
+        ));
+    Router::new()
+        .route("/", get(ui::index))
+        .route("/{file}", get(ui::file))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/events", get(events::node_events))
+        .route("/streams", get(streams::list))
+        .merge(stream_reads)
         .route("/api/proxies", get(api::list).post(api::create))
         .route("/api/proxies/{file}", axum::routing::delete(api::delete))
         .fallback(not_found)

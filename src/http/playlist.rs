@@ -5,6 +5,10 @@
 //! discontinuities before it stays stable as retention trims the front); every period change
 //! gets `EXT-X-DISCONTINUITY` and its own `EXT-X-MAP`; every segment carries its ingest wall
 //! clock as `EXT-X-PROGRAM-DATE-TIME`.
+//!
+//! [`map_uris`] rewrites every URI of a rendered playlist (URI lines and every `URI="..."`
+//! attribute, whatever the tag), so per-viewer query parameters are added to the shared
+//! rendering at answer time, for tags added later too.
 
 use std::fmt::Write;
 use std::ops::Range;
@@ -76,6 +80,43 @@ pub fn render(ix: &StreamIndex, range: Range<usize>, opts: &Options) -> String {
     out
 }
 
+/// `text` with every URI replaced by `f(uri)`: each line that is not a tag or blank, and the
+/// value of each `URI="..."` attribute of a tag line (EXT-X-MAP, EXT-X-PART,
+/// EXT-X-PRELOAD-HINT, ...).
+pub fn map_uris(text: &str, f: impl Fn(&str) -> String) -> String {
+    const ATTR: &str = "URI=\"";
+    let mut out = String::with_capacity(text.len() + text.len() / 2);
+    for line in text.split_inclusive('\n') {
+        let (body, eol) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        if !body.starts_with('#') {
+            if !body.is_empty() {
+                out.push_str(&f(body));
+            }
+        } else {
+            let mut rest = body;
+            while let Some(at) = rest.find(ATTR) {
+                let (head, tail) = rest.split_at(at + ATTR.len());
+                // An attribute name ending in `URI` (e.g. a hypothetical `XURI=`) is not one.
+                let named = head[..at].ends_with([':', ',']);
+                let Some(end) = tail.find('"') else { break };
+                out.push_str(head);
+                if named {
+                    out.push_str(&f(&tail[..end]));
+                } else {
+                    out.push_str(&tail[..end]);
+                }
+                rest = &tail[end..];
+            }
+            out.push_str(rest);
+        }
+        out.push_str(eol);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +181,26 @@ mod tests {
         }
         assert_eq!(targets, [2, 5, 5, 5, 5, 5, 5, 5]);
         assert_eq!(target_duration_s(&StreamIndex::default(), 2000), 2);
+    }
+
+    #[test]
+    fn every_uri_is_mapped() {
+        let text = "#EXTM3U\n#EXT-X-MAP:URI=\"init/0.mp4\"\n#EXTINF:2.000,\nsegments/1.m4s\n\
+                    #EXT-X-PART:DURATION=0.5,URI=\"parts/2.0.m4s\",INDEPENDENT=YES\n\
+                    #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"parts/2.1.m4s\"\n\
+                    #EXT-X-X:XURI=\"no\"\n\n#EXT-X-ENDLIST";
+        let mapped = map_uris(text, |u| format!("{u}?t=1"));
+        assert_eq!(
+            mapped,
+            "#EXTM3U\n#EXT-X-MAP:URI=\"init/0.mp4?t=1\"\n#EXTINF:2.000,\nsegments/1.m4s?t=1\n\
+             #EXT-X-PART:DURATION=0.5,URI=\"parts/2.0.m4s?t=1\",INDEPENDENT=YES\n\
+             #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"parts/2.1.m4s?t=1\"\n\
+             #EXT-X-X:XURI=\"no\"\n\n#EXT-X-ENDLIST"
+        );
+        // Unterminated attributes and odd lines do not panic or lose text.
+        for odd in ["#X:URI=\"abc", "#X:URI=", "URI=\"", "\n\n", ""] {
+            let same = map_uris(odd, |u| u.to_owned());
+            assert_eq!(same, odd);
+        }
     }
 }

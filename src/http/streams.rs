@@ -8,9 +8,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+use super::gate::UrlToken;
 use super::{
     cache_control, ApiError, AppState, Feed, QueryParams, StreamName, LIVE, MAX_WAIT, PAST,
 };
+use crate::access::Viewer;
 use crate::store::{StreamIndex, Timeline};
 use crate::time::{now_ms, At};
 use crate::wire::{Index, Status};
@@ -61,7 +63,8 @@ pub fn status(st: &AppState, feed: &Feed) -> Status {
 
 /// `GET /streams`
 /// On a node with `[relay] upstreams`, also the upstreams' streams not relayed here yet.
-pub async fn list(State(st): State<AppState>) -> Response {
+/// Only the streams the caller may read (play tokens).
+pub async fn list(State(st): State<AppState>, viewer: Viewer) -> Response {
     let mut all: Vec<_> = match &st.archive {
         None => st.feeds().iter().map(|f| status(&st, f)).collect(),
         Some(archive) => {
@@ -71,6 +74,7 @@ pub async fn list(State(st): State<AppState>) -> Response {
             let mut names: std::collections::BTreeSet<String> =
                 st.store.list().iter().map(|s| s.name.clone()).collect();
             names.extend(archive.stream_names().await.iter().cloned());
+            names.retain(|n| viewer.may_read(n));
             let mut listed = Vec::with_capacity(names.len());
             for name in &names {
                 if let Ok(feed) = st.feed(name).await {
@@ -98,8 +102,12 @@ pub async fn list(State(st): State<AppState>) -> Response {
         }
         all.sort_by(|a, b| a.name.cmp(&b.name));
     }
+    all.retain(|s| viewer.may_read(&s.name));
     let mut r = axum::Json(all).into_response();
     cache_control(&mut r, LIVE);
+    if viewer.by_header() {
+        super::gate::make_private(r.headers_mut());
+    }
     r
 }
 
@@ -122,6 +130,7 @@ pub async fn index_json(
     State(st): State<AppState>,
     StreamName(name): StreamName,
     q: QueryParams,
+    token: UrlToken,
 ) -> Result<Response, ApiError> {
     let feed = st.feed(&name).await?;
     let stream = feed.stream().clone();
@@ -167,9 +176,17 @@ pub async fn index_json(
             range.end.saturating_sub(limit).max(range.start)..range.end
         };
     }
-    let body =
-        serde_json::to_vec(&Index::of(&name, &ix, range, st.segment_target_ms)).unwrap_or_default();
+    let mut index = Index::of(&name, &ix, range, st.segment_target_ms);
     drop(ix);
+    if token.0.is_some() {
+        for p in &mut index.periods {
+            p.init = token.apply(&p.init);
+        }
+        for s in &mut index.segments {
+            s.url = token.apply(&s.url);
+        }
+    }
+    let body = serde_json::to_vec(&index).unwrap_or_default();
     let mut r = (
         [(
             header::CONTENT_TYPE,

@@ -94,7 +94,11 @@ pub enum Listing {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub path: String,
+    /// The request target as sent, query included.
+    pub target: String,
     pub range: Option<(u64, Option<u64>)>,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
 }
 
 #[derive(Default)]
@@ -245,14 +249,21 @@ async fn handle(mut sock: TcpStream, source: Arc<Source>, state: Arc<Mutex<FakeS
         .and_then(|l| l.split(' ').nth(1))
         .unwrap_or("")
         .to_owned();
-    let range = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("range"))
-        .and_then(|(_, v)| parse_range(v));
+    let headers: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(':')).collect();
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    };
+    let range = header("range").and_then(parse_range);
+    let authorization = header("authorization").map(str::to_owned);
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
     state.lock().unwrap().log.push(Seen {
         path: path.to_owned(),
+        target: target.clone(),
         range,
+        authorization,
     });
     let parts: Vec<&str> = path.split('/').collect();
     let (stream, rest) = match parts.as_slice() {
