@@ -704,11 +704,7 @@ async fn a_relay_checks_tokens_itself_and_never_forwards_them() {
 
 /// Origin and edge share `play_secret`; the edge pulls with `relay.token`, a token minted for
 /// the stream.
-// Needs the relay client to send `relay.token` as `Authorization: Bearer` (the TLS branch adds
-// it to `src/relay/upstream.rs`); on a branch without it the origin refuses the edge's pulls.
-// Run with `cargo test --test play_tokens -- --ignored` after merging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs relay.token sent by the relay client (TLS branch)"]
 async fn a_relay_chain_pulls_with_relay_token() {
     let origin = TestNode::start_with(|_| secured());
     let relay_token = token_for(&["cam"]);
