@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         return match Config::load(file) {
             Ok(c) => {
                 print!("{}", c.to_toml());
-                match check_storage(&c) {
+                match check_tls(&c).and_then(|()| check_storage(&c)) {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         eprintln!("dvrgate: {}: {e:#}", file.display());
@@ -140,6 +140,28 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::CheckConfig { .. } => Ok(()),
     }
+}
+
+/// Loads the certificate pair and `relay.ca_file` as a start would, so a bad file is found
+/// before a restart rather than by it.
+fn check_tls(config: &Config) -> anyhow::Result<()> {
+    if let Some((cert, key)) = config.http.tls_files() {
+        dvrgate::tls::load_pair(cert, key).context("http.tls_cert / http.tls_key")?;
+        eprintln!(
+            "dvrgate: {}: certificate and key load and match",
+            cert.display()
+        );
+    }
+    if let Some(path) = &config.relay.ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read relay.ca_file {}", path.display()))?;
+        dvrgate::relay::upstream::Client::with_options(&dvrgate::relay::upstream::ClientOptions {
+            token: None,
+            ca_pem: Some(pem),
+        })
+        .map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
 }
 
 /// With `[storage]`, proves the object store reachable and safe (the start-up probe).

@@ -364,3 +364,38 @@ async fn ffmpeg_publishes_over_rtmps() {
         panic!("decode over https: {e}");
     }
 }
+
+#[test]
+fn check_config_loads_the_certificate_and_the_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki();
+    let (other_cert, _) = untrusted_pair(dir.path());
+    let run = |toml: String| {
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, toml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dvrgate"))
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let good = format!(
+        "[http]\n{}[relay]\nca_file = {:?}\n",
+        tls_lines((&p.cert, &p.key)),
+        p.ca
+    );
+    let (code, err) = run(good);
+    assert_eq!(code, Some(0), "{err}");
+    // The key of another certificate.
+    let (code, err) = run(format!("[http]\n{}", tls_lines((&other_cert, &p.key))));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("do not belong together"), "{err}");
+    // A CA file that holds no certificate.
+    let (code, err) = run(format!("[relay]\nca_file = {:?}\n", p.key));
+    assert_eq!(code, Some(1));
+    assert!(err.contains("relay.ca_file"), "{err}");
+}
