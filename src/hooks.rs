@@ -109,10 +109,11 @@ enum Outcome {
 }
 
 impl EventHook {
-    /// A hook posting to `url` (already validated by the config).
-    pub fn new(url: &str, capacity: usize) -> Result<EventHook, String> {
+    /// A hook posting to `url` (already validated by the config); an https hook's certificate
+    /// is checked against the system roots and `extra_ca` (PEM, `relay.ca_file`).
+    pub fn new(url: &str, capacity: usize, extra_ca: Option<&[u8]>) -> Result<EventHook, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("access.event_hook: {e}"))?;
-        let client = hook_client(ATTEMPT_TIMEOUT, Duration::from_secs(2))?;
+        let client = hook_client(ATTEMPT_TIMEOUT, Duration::from_secs(2), extra_ca)?;
         Ok(EventHook {
             url,
             client,
@@ -202,8 +203,11 @@ impl EventHook {
         match sent {
             Ok(r) => classify(r.status().as_u16()),
             Err(e) if e.is_timeout() => Outcome::Retry("no answer in time".into()),
-            Err(e) if e.is_connect() => Outcome::Retry("cannot connect".into()),
-            Err(e) => Outcome::Retry(first_line(&e.to_string())),
+            Err(e) => match crate::tls::failure_of(&e) {
+                Some(why) => Outcome::Retry(format!("TLS handshake failed: {why}")),
+                None if e.is_connect() => Outcome::Retry("cannot connect".into()),
+                None => Outcome::Retry(first_line(&e.to_string())),
+            },
         }
     }
 
@@ -251,9 +255,11 @@ pub struct PublishHook {
 }
 
 impl PublishHook {
-    pub fn new(url: &str) -> Result<PublishHook, String> {
+    /// A hook asked at `url` (already validated by the config); `extra_ca` as for
+    /// [`EventHook::new`].
+    pub fn new(url: &str, extra_ca: Option<&[u8]>) -> Result<PublishHook, String> {
         let url = reqwest::Url::parse(url).map_err(|e| format!("access.publish_hook: {e}"))?;
-        let client = hook_client(PUBLISH_HOOK_TIMEOUT, PUBLISH_HOOK_TIMEOUT)?;
+        let client = hook_client(PUBLISH_HOOK_TIMEOUT, PUBLISH_HOOK_TIMEOUT, extra_ca)?;
         Ok(PublishHook { url, client })
     }
 
@@ -266,11 +272,15 @@ impl PublishHook {
             Err(_) => Err(format!(
                 "publish hook did not answer within {PUBLISH_HOOK_TIMEOUT:?}"
             )),
-            Ok(Err(e)) if e.is_timeout() => Err(format!(
-                "publish hook did not answer within {PUBLISH_HOOK_TIMEOUT:?}"
-            )),
-            Ok(Err(e)) if e.is_connect() => Err("publish hook unreachable".into()),
-            Ok(Err(_)) => Err("publish hook answered something that is not HTTP".into()),
+            Ok(Err(e)) => Err(if e.is_timeout() {
+                format!("publish hook did not answer within {PUBLISH_HOOK_TIMEOUT:?}")
+            } else if let Some(why) = crate::tls::failure_of(&e) {
+                format!("publish hook TLS handshake failed: {why}")
+            } else if e.is_connect() {
+                "publish hook unreachable".into()
+            } else {
+                "publish hook answered something that is not HTTP".into()
+            }),
             Ok(Ok(r)) if r.status().is_success() => Ok(()),
             Ok(Ok(r)) => Err(format!(
                 "publish hook refused (HTTP {})",
@@ -281,14 +291,23 @@ impl PublishHook {
 }
 
 /// The HTTP client of a hook: bounded, and never following redirects (a hook that redirects
-/// is misconfigured; its answer is its status).
-fn hook_client(timeout: Duration, connect: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
+/// is misconfigured; its answer is its status). https hooks are verified against the system
+/// roots and `extra_ca`.
+fn hook_client(
+    timeout: Duration,
+    connect: Duration,
+    extra_ca: Option<&[u8]>,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(connect)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| format!("hook client: {e}"))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(pem) = extra_ca {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("relay.ca_file: {e}"))?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(|e| format!("hook client: {e}"))
 }
 
 /// What an HTTP status from the hook means for the event.
@@ -350,7 +369,7 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", closed.local_addr().unwrap());
         drop(closed);
-        let hook = Arc::new(EventHook::new(&url, 3).unwrap());
+        let hook = Arc::new(EventHook::new(&url, 3, None).unwrap());
         let bus = Bus::default();
         let stop = CancellationToken::new();
         hook.spawn(&bus, stop.clone());
@@ -379,7 +398,12 @@ mod tests {
 
     #[test]
     fn logs_show_the_hook_without_its_secrets() {
-        let hook = EventHook::new("http://user:pw@ops.internal:8080/events?key=s3cret", 1).unwrap();
+        let hook = EventHook::new(
+            "http://user:pw@ops.internal:8080/events?key=s3cret",
+            1,
+            None,
+        )
+        .unwrap();
         assert_eq!(hook.shown_url(), "http://ops.internal:8080/events");
     }
 }

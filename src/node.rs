@@ -125,7 +125,12 @@ pub async fn start(
         max_bytes: config.cache.disk.0,
     });
     let cache = Cache::with_disk(config.cache.memory.0, disk).await;
-    let client = relay_client(&config).await?;
+    let extra_ca = read_ca_file(&config).await?;
+    let client = relay::upstream::Client::with_options(&relay::upstream::ClientOptions {
+        token: config.relay.token.clone(),
+        ca_pem: extra_ca.clone(),
+    })
+    .map_err(anyhow::Error::msg)?;
     let tls = match config.http.tls_files() {
         Some((cert, key)) => {
             let (cert, key) = (cert.to_owned(), key.to_owned());
@@ -171,7 +176,9 @@ pub async fn start(
         .as_ref()
         .and_then(|a| a.publish_hook.as_deref())
     {
-        Some(url) => Some(crate::hooks::PublishHook::new(url).map_err(anyhow::Error::msg)?),
+        Some(url) => Some(
+            crate::hooks::PublishHook::new(url, extra_ca.as_deref()).map_err(anyhow::Error::msg)?,
+        ),
         None => None,
     };
     let ingest = Arc::new(Ingest {
@@ -206,7 +213,7 @@ pub async fn start(
         crate::access::Access::new(config.access.as_ref(), config.http.admin_token.as_deref());
     if let Some(url) = config.access.as_ref().and_then(|a| a.event_hook.as_deref()) {
         let hook = Arc::new(
-            crate::hooks::EventHook::new(url, crate::hooks::QUEUE_CAPACITY)
+            crate::hooks::EventHook::new(url, crate::hooks::QUEUE_CAPACITY, extra_ca.as_deref())
                 .map_err(anyhow::Error::msg)?,
         );
         hook.spawn(&bus, shutdown.clone());
@@ -369,20 +376,12 @@ where
     .await
 }
 
-/// The relays' HTTP client: `relay.token` upstream, `relay.ca_file` trusted besides the
-/// system roots.
-async fn relay_client(config: &Config) -> anyhow::Result<relay::upstream::Client> {
-    let ca_pem = match &config.relay.ca_file {
-        Some(path) => Some(
-            tokio::fs::read(path)
-                .await
-                .with_context(|| format!("cannot read relay.ca_file {}", path.display()))?,
-        ),
-        None => None,
-    };
-    let options = relay::upstream::ClientOptions {
-        token: config.relay.token.clone(),
-        ca_pem,
-    };
-    relay::upstream::Client::with_options(&options).map_err(anyhow::Error::msg)
+/// `relay.ca_file`: extra CA certificates (PEM) trusted for https upstreams and hooks.
+async fn read_ca_file(config: &Config) -> anyhow::Result<Option<Vec<u8>>> {
+    match &config.relay.ca_file {
+        Some(path) => Ok(Some(tokio::fs::read(path).await.with_context(|| {
+            format!("cannot read relay.ca_file {}", path.display())
+        })?)),
+        None => Ok(None),
+    }
 }

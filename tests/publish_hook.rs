@@ -158,3 +158,60 @@ async fn no_hook_at_all_refuses() {
     let r = http().get(node.url("/streams/cam")).send().await.unwrap();
     assert_eq!(r.status(), 404, "nothing recorded");
 }
+
+/// The hook app of [`start_hook`] served over HTTPS with the test CA's certificate.
+async fn start_https_hook() -> (Asked, String) {
+    let asked = Asked::default();
+    let app = axum::Router::new()
+        .route("/publish", axum::routing::post(decide))
+        .with_state(asked.clone());
+    let p = pki();
+    let certs = dvrgate::tls::Certs::load(&p.cert, &p.key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}/publish", listener.local_addr().unwrap());
+    let tls = dvrgate::http::conn::TlsListener::new(
+        listener,
+        certs.server_config(&dvrgate::tls::HTTP_ALPN).unwrap(),
+        Duration::from_secs(30),
+        Arc::default(),
+    )
+    .unwrap();
+    tokio::spawn(async move { axum::serve(tls, app).await });
+    (asked, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_hook_is_trusted_through_relay_ca_file_only() {
+    let (asked, url) = start_https_hook().await;
+    // Trusting the hook's CA: asked and allowed.
+    let ca = pki().ca.clone();
+    let node = TestNode::start_with(|_| format!("{}[relay]\nca_file = {ca:?}\n", with_hook(&url)));
+    let p = Publisher::connect(node.rtmp.unwrap(), "live", "allowed")
+        .await
+        .expect("allowed over https");
+    p.close().await;
+    assert_eq!(asked.lock().unwrap().len(), 1);
+    // Without the CA the certificate is not trusted: refused, saying so, and never asked.
+    let untrusting = TestNode::start_with(|_| with_hook(&url));
+    let events = Events::subscribe(&untrusting, "/events").await;
+    assert!(
+        Publisher::connect(untrusting.rtmp.unwrap(), "live", "allowed")
+            .await
+            .is_err()
+    );
+    let refused = events
+        .wait_for(
+            "NetStream.Publish.BadName",
+            Some("allowed"),
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        refused["description"]
+            .as_str()
+            .unwrap()
+            .contains("TLS handshake failed: invalid peer certificate"),
+        "{refused}"
+    );
+    assert_eq!(asked.lock().unwrap().len(), 1);
+}

@@ -73,7 +73,7 @@ pub struct ClientOptions {
 }
 
 fn classify(e: &reqwest::Error) -> Trouble {
-    if let Some(why) = tls_failure(e) {
+    if let Some(why) = crate::tls::failure_of(e) {
         Trouble::Tls(why)
     } else if e.is_timeout() {
         Trouble::Timeout
@@ -84,27 +84,6 @@ fn classify(e: &reqwest::Error) -> Trouble {
     } else {
         Trouble::BadAnswer(e.to_string())
     }
-}
-
-/// The TLS reason of a failed request (bad certificate, wrong name, protocol mismatch), found
-/// in its chain of causes. `io::Error` hides what it wraps from `source()`, so the walk goes
-/// through `get_ref()` for those.
-fn tls_failure(e: &reqwest::Error) -> Option<String> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    // Bounded: error chains are short; a cycle cannot keep this going.
-    for _ in 0..16 {
-        let c = cause?;
-        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
-            return Some(tls.to_string());
-        }
-        cause = match c.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|i| i as &(dyn std::error::Error + 'static)),
-            None => c.source(),
-        };
-    }
-    None
 }
 
 impl Client {
