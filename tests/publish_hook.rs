@@ -34,11 +34,17 @@ async fn decide(
     }
 }
 
-async fn start_hook() -> (Asked, String) {
+/// The hook's app: answers by [`decide`], remembering every question.
+fn hook_app() -> (Asked, axum::Router) {
     let asked = Asked::default();
     let app = axum::Router::new()
         .route("/publish", axum::routing::post(decide))
         .with_state(asked.clone());
+    (asked, app)
+}
+
+async fn start_hook() -> (Asked, String) {
+    let (asked, app) = hook_app();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/publish", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -161,10 +167,7 @@ async fn no_hook_at_all_refuses() {
 
 /// The hook app of [`start_hook`] served over HTTPS with the test CA's certificate.
 async fn start_https_hook() -> (Asked, String) {
-    let asked = Asked::default();
-    let app = axum::Router::new()
-        .route("/publish", axum::routing::post(decide))
-        .with_state(asked.clone());
+    let (asked, app) = hook_app();
     let p = pki();
     let certs = dvrgate::tls::Certs::load(&p.cert, &p.key).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -60,34 +60,7 @@ async fn rtmps_to_https_chain_with_tokens_plays_in_ffmpeg_and_chromium() {
     let url = format!("rtmps://{}/live/cam", origin.rtmps.unwrap());
     let seconds = PUBLISH_S.to_string();
     let mut ffmpeg = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x240:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=1000:sample_rate=48000",
-            "-t",
-            &seconds,
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-            "-c:a",
-            "aac",
-            "-f",
-            "flv",
-            &url,
-        ])
+        .args(ffmpeg_pattern_args(&seconds, &url))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()

@@ -74,3 +74,40 @@ pub async fn probe_duration(input: &str) -> f64 {
         .parse()
         .unwrap_or_else(|_| panic!("ffprobe duration of {input}: {text:?}"))
 }
+
+/// ffmpeg arguments publishing `seconds` of a live test pattern (320x240 H.264 with B-frames,
+/// 1 s GOPs, AAC tone) in real time to `url` (`rtmp://` or `rtmps://`).
+pub fn ffmpeg_pattern_args<'a>(seconds: &'a str, url: &'a str) -> Vec<&'a str> {
+    vec![
+        "-v",
+        "error",
+        "-re",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=320x240:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=1000:sample_rate=48000",
+        "-t",
+        seconds,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-bf",
+        "2",
+        "-g",
+        "25",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "64k",
+        "-f",
+        "flv",
+        url,
+    ]
+}
