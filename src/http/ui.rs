@@ -16,16 +16,24 @@ pub async fn index() -> Response {
 /// `GET /{file}` for the player's other files.
 pub async fn file(FileParam(file): FileParam) -> Result<Response, ApiError> {
     match file.as_str() {
-        "player.js" => Ok(asset(
-            "text/javascript; charset=utf-8",
-            include_str!("../../static/player.js"),
-        )),
+        // The player's ES modules (`<script type="module">` needs a JavaScript MIME type).
+        "main.js" => Ok(js(include_str!("../../static/main.js"))),
+        "player.js" => Ok(js(include_str!("../../static/player.js"))),
+        "ui.js" => Ok(js(include_str!("../../static/ui.js"))),
+        "net.js" => Ok(js(include_str!("../../static/net.js"))),
+        "time.js" => Ok(js(include_str!("../../static/time.js"))),
+        "timeindex.js" => Ok(js(include_str!("../../static/timeindex.js"))),
+        "timeline.js" => Ok(js(include_str!("../../static/timeline.js"))),
         "player.css" => Ok(asset(
             "text/css; charset=utf-8",
             include_str!("../../static/player.css"),
         )),
         _ => Err(ApiError::NotFound("no such resource".into())),
     }
+}
+
+fn js(body: &'static str) -> Response {
+    asset("text/javascript; charset=utf-8", body)
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {

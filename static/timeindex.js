@@ -1,0 +1,113 @@
+/** The time index of one stream (from `index.json`): media time (s) <-> wall clock (ms).
+ *
+ * Invariants: `segs` is sorted by seq and by media time, seq grows by one per segment (a jump is
+ * a hole, not an error); `merge` only ever appends newer segments; pure (no DOM, no fetch). */
+
+/** Segments of one stream: media time (s) <-> wall clock (ms). */
+export class TimeIndex {
+  constructor() {
+    this.segs = [];
+    this.periods = new Map();
+    this.live = false;
+    this.targetMs = 2000;
+    this.bytes = 0; // media bytes listed
+  }
+
+  merge(doc) {
+    if (!doc) return 0;
+    this.live = !!doc.live;
+    if (doc.target_duration_ms) this.targetMs = doc.target_duration_ms;
+    for (const p of doc.periods || []) this.periods.set(p.id, p);
+    const last = this.last ? this.last.seq : -Infinity;
+    let added = 0;
+    for (const s of doc.segments || []) {
+      if (s.seq <= last) continue;
+      const wall = Date.parse(s.time);
+      this.segs.push({
+        seq: s.seq,
+        period: s.period,
+        startS: s.start_ms / 1000,
+        endS: (s.start_ms + s.duration_ms) / 1000,
+        wall,
+        wallEnd: wall + s.duration_ms,
+        url: s.url,
+        offset: s.offset || 0,
+        length: s.length || 0,
+      });
+      this.bytes += s.length || 0;
+      added++;
+    }
+    return added;
+  }
+
+  /** Drops segments older than `seq` (retention). */
+  trimBefore(seq) {
+    let i = 0;
+    while (i < this.segs.length - 1 && this.segs[i].seq < seq) i++;
+    for (const s of this.segs.slice(0, i)) this.bytes -= s.length;
+    if (i) this.segs.splice(0, i);
+    return i;
+  }
+
+  get first() { return this.segs[0]; }
+  get last() { return this.segs[this.segs.length - 1]; }
+  get mediaStart() { return this.first ? this.first.startS : 0; }
+  get mediaEnd() { return this.last ? this.last.endS : 0; }
+  get wallStart() { return this.first ? this.first.wall : NaN; }
+  get wallEnd() { return this.last ? this.last.wallEnd : NaN; }
+
+  /** Index of the last segment starting at or before media time t (0 when before all). */
+  floorMedia(t) {
+    const a = this.segs;
+    let lo = 0;
+    let hi = a.length - 1;
+    if (hi < 0) return -1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (a[mid].startS <= t + 1e-6) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+  }
+
+  /** Index of the segment containing media time t, or -1 at or past the live edge. */
+  indexAtMedia(t) {
+    if (!this.segs.length || t >= this.mediaEnd - 1e-3) return -1;
+    return this.floorMedia(t);
+  }
+
+  wallAt(t) {
+    if (!this.segs.length || !Number.isFinite(t)) return NaN;
+    const s = this.segs[this.floorMedia(t)];
+    if (t < s.startS) return s.wall - (s.startS - t) * 1000;
+    if (t > s.endS) return s.wallEnd + (t - s.endS) * 1000;
+    return s.wall + (t - s.startS) * 1000;
+  }
+
+  /** Media time of wall-clock ms; a gap between periods maps to the next segment. */
+  mediaAt(w) {
+    const a = this.segs;
+    if (!a.length || !Number.isFinite(w)) return NaN;
+    if (w <= a[0].wall) return a[0].startS;
+    if (w >= this.wallEnd) return this.mediaEnd;
+    let lo = 0;
+    let hi = a.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (a[mid].wall <= w) lo = mid; else hi = mid - 1;
+    }
+    const s = a[lo];
+    if (w < s.wallEnd) return s.startS + (w - s.wall) / 1000;
+    return lo + 1 < a.length ? a[lo + 1].startS : s.endS;
+  }
+
+  /** Wall-clock runs with media (gaps where the stream was not published). */
+  coverage() {
+    const runs = [];
+    for (const s of this.segs) {
+      const r = runs[runs.length - 1];
+      if (r && s.wall - r[1] < 1500) r[1] = Math.max(r[1], s.wallEnd);
+      else runs.push([s.wall, s.wallEnd]);
+    }
+    return runs;
+  }
+}

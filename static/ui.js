@@ -1,0 +1,531 @@
+/** The page around the player: stream picker, controls, timeline, status events, toasts. */
+
+import { enc, withToken, getJSON, sleep, isAbort, backoffMs, HttpError } from './net.js';
+import { pad, fmtClock, fmtDay, fmtDuration, fmtBytes, parseDuration, resolveTime } from './time.js';
+
+const MAX_EVENTS = 100;
+const $ = (id) => document.getElementById(id);
+
+// ---------------------------------------------------------------- the UI
+
+export class UI {
+  constructor(player) {
+    this.p = player;
+    this.v = player.video;
+    this.el = {};
+    for (const id of ['stream-select', 'badge', 'share', 'screen', 'overlay', 'spinner', 'overlay-title',
+      'overlay-detail', 'banner', 'unmute', 'timeline', 'track', 'coverage', 'buffered', 'played', 'edge',
+      'head', 'gaps', 'hover', 'hover-time', 'ticks', 'play', 'back', 'fwd', 'live', 'now-time', 'behind', 'mute',
+      'fullscreen', 'meta', 'events', 'events-state', 'toast']) this.el[id] = $(id);
+    this.streams = [];
+    this.drag = null; // wall ms while dragging the timeline
+    this.loading = null;
+    this.bind();
+    requestAnimationFrame(() => this.frame());
+  }
+
+  bind() {
+    const { el, p, v } = this;
+    const btn = (b, fn) => b.addEventListener('click', (e) => { fn(e); if (e.detail) b.blur(); });
+    btn(el.play, () => p.togglePlay());
+    btn(el.back, () => p.skip(-10));
+    btn(el.fwd, () => p.skip(10));
+    btn(el.live, () => p.goLive());
+    btn(el.mute, () => { v.muted = !v.muted; });
+    btn(el.unmute, () => { v.muted = false; el.unmute.hidden = true; p.play(); });
+    btn(el.fullscreen, () => this.fullscreen());
+    btn(el.share, () => this.share());
+    v.addEventListener('click', () => p.togglePlay());
+    v.addEventListener('volumechange', () => {
+      el.mute.classList.toggle('muted', v.muted);
+      if (!v.muted) el.unmute.hidden = true;
+    });
+    for (const ev of ['play', 'pause', 'playing', 'waiting', 'seeking', 'seeked', 'canplay']) {
+      v.addEventListener(ev, () => this.renderPlay());
+    }
+
+    el['stream-select'].addEventListener('change', (e) => {
+      const name = e.target.value;
+      if (name && (!p.s || p.s.name !== name)) this.openStream(name);
+      e.target.blur();
+    });
+
+    document.addEventListener('keydown', (e) => {
+      if (e.ctrlKey || e.metaKey || e.altKey) return;
+      const tag = e.target && e.target.tagName;
+      if (tag === 'INPUT' || tag === 'SELECT' || tag === 'TEXTAREA') return;
+      if (tag === 'BUTTON' && (e.key === ' ' || e.key === 'Enter')) return;
+      switch (e.key) {
+        case ' ': case 'k': case 'K': p.togglePlay(); break;
+        case 'ArrowLeft': case 'j': case 'J': p.skip(-10); break;
+        case 'ArrowRight': p.skip(10); break;
+        case 'l': case 'L': p.goLive(); break;
+        case 'f': case 'F': this.fullscreen(); break;
+        case 'm': case 'M': v.muted = !v.muted; break;
+        default: return;
+      }
+      e.preventDefault();
+    });
+
+    // Timeline: click or drag anywhere to seek.
+    const tl = el.timeline;
+    tl.addEventListener('pointerdown', (e) => {
+      if (e.button !== 0 || !this.domain()) return;
+      tl.setPointerCapture(e.pointerId);
+      this.drag = this.wallFromX(e.clientX);
+      tl.classList.add('dragging');
+      this.showHover(e.clientX);
+      e.preventDefault();
+    });
+    tl.addEventListener('pointermove', (e) => {
+      if (!this.domain()) return;
+      if (this.drag != null) this.drag = this.wallFromX(e.clientX);
+      this.showHover(e.clientX);
+    });
+    const end = (e, commit) => {
+      if (this.drag == null) return;
+      const w = this.wallFromX(e.clientX);
+      this.drag = null;
+      tl.classList.remove('dragging');
+      if (commit) p.seekWall(w);
+      if (e.pointerType !== 'mouse') el.hover.hidden = true;
+    };
+    tl.addEventListener('pointerup', (e) => end(e, true));
+    tl.addEventListener('pointercancel', (e) => end(e, false));
+    tl.addEventListener('pointerleave', () => { if (this.drag == null) el.hover.hidden = true; });
+
+    p.addEventListener('open', (e) => {
+      this.clearEvents();
+      this.loading = { message: 'Loading stream…' };
+      this.setOverlay();
+      this.syncPicker(e.detail.name);
+      const q = new URLSearchParams(location.search);
+      if (q.get('stream') !== e.detail.name || q.has('t')) {
+        q.set('stream', e.detail.name);
+        q.delete('t');
+        history.replaceState(null, '', `${location.pathname}?${q}`);
+      }
+      el.meta.textContent = '';
+    });
+    p.addEventListener('loading', (e) => { this.loading = e.detail; this.setOverlay(); });
+    p.addEventListener('index', () => {
+      // A relay learns a stream on demand: list it in the picker as soon as it plays.
+      if (p.s && !this.streams.some((x) => x.name === p.s.name) && Date.now() - (this.listedAt || 0) > 3000) {
+        this.listedAt = Date.now();
+        this.refreshStreams();
+      }
+      if (this.loading && !this.loading.soft) this.loading = null;
+      this.setOverlay();
+      this.renderBadge();
+      this.renderCoverage();
+      this.renderMeta();
+    });
+    p.addEventListener('error-state', () => this.setOverlay());
+    p.addEventListener('live-change', (e) => {
+      this.renderBadge();
+      this.toast(e.detail.live ? 'Stream is live again' : 'Stream ended — still playable as a recording');
+      this.refreshStreams();
+    });
+    p.addEventListener('banner', (e) => this.banner(e.detail.message, e.detail.ttl));
+    p.addEventListener('toast', (e) => this.toast(e.detail.message));
+    p.addEventListener('status', () => this.renderMeta());
+    p.addEventListener('status-event', (e) => this.addEvent(e.detail.event));
+    p.addEventListener('events-state', (e) => {
+      el['events-state'].className = `events-state ${e.detail.state}`;
+      el['events-state'].title = { open: 'Connected', connecting: 'Reconnecting…', closed: 'Disconnected' }[e.detail.state];
+    });
+    p.addEventListener('autoplay-muted', () => { el.unmute.hidden = false; });
+    p.addEventListener('needs-gesture', () => {
+      this.loading = { message: 'Click to play', detail: 'Autoplay was blocked by the browser.', gesture: true };
+      this.setOverlay();
+    });
+    el.overlay.addEventListener('click', () => {
+      if (this.loading && this.loading.gesture) { this.loading = null; this.setOverlay(); p.play(); }
+    });
+    v.addEventListener('playing', () => {
+      if (this.loading) { this.loading = null; this.setOverlay(); }
+    });
+    v.addEventListener('canplay', () => {
+      if (this.loading && this.loading.soft) { this.loading = null; this.setOverlay(); }
+    });
+    // Played to the end of a stream that is no longer live.
+    v.addEventListener('ended', () => {
+      const st = p.state();
+      if (st.live || !st.stream || this.loading) return;
+      this.loading = {
+        message: 'Stream ended',
+        detail: `The recording ends at ${fmtClock(st.liveEdgeMs)}. Seek back on the timeline to watch it again; playback resumes if the stream goes live.`,
+        idle: true,
+        ended: true,
+      };
+      this.setOverlay();
+    });
+    v.addEventListener('seeking', () => {
+      if (this.loading && this.loading.ended) { this.loading = null; this.setOverlay(); }
+    });
+    window.addEventListener('resize', () => { this.ticksKey = ''; });
+  }
+
+  // ---- boot and the stream list
+
+  async start() {
+    const q = new URLSearchParams(location.search);
+    const want = q.get('stream');
+    const t = q.get('t');
+    if (want) this.openStream(want, t);
+    let n = 0;
+    for (;;) {
+      let ok = false;
+      try {
+        await this.refreshStreams(true);
+        ok = true;
+        n = 0;
+      } catch (e) {
+        if (!this.p.s) {
+          const wait = backoffMs(n);
+          this.loading = { message: 'Cannot reach the server', detail: `${e.message}. Retrying in ${Math.ceil(wait / 1000)} s…`, error: true };
+          this.setOverlay();
+        }
+        n++;
+      }
+      if (ok && !this.p.s) {
+        if (this.streams.length) this.openStream(this.streams[0].name, want ? null : t);
+        else {
+          this.loading = {
+            message: 'No streams yet',
+            detail: `Publish one with RTMP, e.g. ffmpeg -re -i input.mp4 -c copy -f flv rtmp://${location.hostname}:1935/live/NAME`,
+            idle: true,
+          };
+          this.setOverlay();
+        }
+      }
+      await sleep(ok ? (this.streams.length ? 10000 : 3000) : backoffMs(n));
+    }
+  }
+
+  async refreshStreams(throwing) {
+    try {
+      const list = await getJSON('streams');
+      this.streams = Array.isArray(list) ? list : [];
+      this.syncPicker(this.p.s ? this.p.s.name : null);
+      if (this.p.error && this.p.error.code === 'not-found') this.setOverlay();
+    } catch (e) {
+      if (throwing) throw e;
+    }
+  }
+
+  openStream(name, t) {
+    this.p.open(name, t);
+  }
+
+  syncPicker(current) {
+    const sel = this.el['stream-select'];
+    const names = this.streams.map((s) => s.name);
+    if (current && !names.includes(current)) names.unshift(current);
+    const key = JSON.stringify([names, this.streams.map((s) => s.live), current]);
+    if (key === this.pickerKey) return;
+    this.pickerKey = key;
+    sel.textContent = '';
+    if (!names.length) {
+      sel.append(new Option('No streams', ''));
+      sel.disabled = true;
+      return;
+    }
+    sel.disabled = false;
+    for (const name of names) {
+      const st = this.streams.find((s) => s.name === name);
+      const label = st ? `${st.live ? '● ' : '○ '}${name}${st.live ? '' : ' (ended)'}` : name;
+      const o = new Option(label, name);
+      sel.append(o);
+    }
+    sel.value = current || '';
+  }
+
+  // ---- overlay, banner, toast
+
+  setOverlay() {
+    const { el } = this;
+    const err = this.p.error;
+    let info = err ? { message: err.message, detail: err.detail, error: true } : this.loading;
+    if (err && err.code === 'not-found') {
+      const others = this.streams.map((x) => x.name).filter((n) => !this.p.s || n !== this.p.s.name);
+      if (others.length) {
+        const list = others.slice(0, 5).join(', ') + (others.length > 5 ? '…' : '');
+        info = { ...info, detail: `${err.detail} Pick another stream above: ${list}.` };
+      }
+    }
+    if (!info) { el.overlay.hidden = true; return; }
+    el.overlay.hidden = false;
+    el.overlay.classList.toggle('error', !!info.error);
+    el.overlay.classList.toggle('soft', !!info.soft);
+    el.overlay.classList.toggle('gesture', !!info.gesture);
+    el.spinner.hidden = !!(info.error || info.idle || info.gesture);
+    el['overlay-title'].textContent = info.message || '';
+    el['overlay-detail'].textContent = info.detail || '';
+  }
+
+  banner(message, ttl) {
+    const b = this.el.banner;
+    if (!message) { b.hidden = true; clearTimeout(this.bannerTimer); return; }
+    b.textContent = message;
+    b.hidden = false;
+    clearTimeout(this.bannerTimer);
+    this.bannerTimer = setTimeout(() => { b.hidden = true; }, ttl || 5000);
+  }
+
+  toast(message) {
+    const t = this.el.toast;
+    t.textContent = message;
+    t.hidden = false;
+    t.classList.add('show');
+    clearTimeout(this.toastTimer);
+    this.toastTimer = setTimeout(() => { t.classList.remove('show'); t.hidden = true; }, 3500);
+  }
+
+  // ---- events panel
+
+  clearEvents() {
+    this.el.events.innerHTML = `<li class="empty">No events since ${fmtClock(Date.now())}</li>`;
+  }
+
+  addEvent(ev) {
+    const list = this.el.events;
+    const empty = list.querySelector('.empty');
+    if (empty) empty.remove();
+    const li = document.createElement('li');
+    const level = String(ev.level || 'status').toLowerCase();
+    li.className = `ev ${level === 'error' ? 'error' : level === 'warning' ? 'warning' : 'status'}`;
+    const ms = Date.parse(ev.time);
+    const time = document.createElement('time');
+    time.textContent = fmtClock(Number.isFinite(ms) ? ms : Date.now());
+    if (Number.isFinite(ms)) time.dateTime = new Date(ms).toISOString();
+    const code = document.createElement('span');
+    code.className = 'code';
+    code.textContent = ev.code || 'event';
+    const desc = document.createElement('div');
+    desc.className = 'desc';
+    let text = ev.description || '';
+    if (ev.code === 'ProxyStream.Proxy.Failover' && (ev.from || ev.to)) text = text || `${ev.from} → ${ev.to}`;
+    if (ev.upstream && !text.includes(ev.upstream)) text += `${text ? ' ' : ''}(${ev.upstream})`;
+    desc.textContent = text;
+    li.append(time, code, desc);
+    list.prepend(li);
+    while (list.children.length > MAX_EVENTS) list.lastChild.remove();
+    if (ev.code === 'ProxyStream.Proxy.Failover') this.toast(`Upstream failover${ev.to ? ` to ${ev.to}` : ''}`);
+  }
+
+  // ---- status
+
+  renderBadge() {
+    const s = this.p.s;
+    const b = this.el.badge;
+    if (!s || !s.index.segs.length) { b.hidden = true; return; }
+    b.hidden = false;
+    b.textContent = s.index.live ? 'LIVE' : 'ENDED';
+    b.className = `badge ${s.index.live ? 'on' : 'off'}`;
+    this.el.live.disabled = !s.index.live;
+  }
+
+  /** The line under the player: picture and DVR window from the index (always current),
+   * where the stream comes from from its status object. */
+  renderMeta() {
+    const s = this.p.s;
+    if (!s) return;
+    const st = s.status || {};
+    const ix = s.index;
+    const parts = [];
+    const period = ix.last ? ix.periods.get(ix.last.period) : null;
+    const width = (period && period.width) || st.width;
+    const height = (period && period.height) || st.height;
+    const codecs = (period && period.codecs) || st.codecs;
+    if (width && height) parts.push(`${width}×${height}`);
+    if (codecs) parts.push(codecs);
+    if (ix.segs.length) {
+      parts.push(`DVR ${fmtDuration(ix.wallEnd - ix.wallStart)}`);
+      if (ix.bytes) parts.push(fmtBytes(ix.bytes));
+    }
+    const node = st.node ? ` on ${st.node}` : '';
+    if (st.source && st.source.kind === 'proxy') {
+      parts.push(`relayed${node} from ${st.source.upstream || 'upstream'}${st.source.remote && st.source.remote !== st.name ? ` (${st.source.remote})` : ''}`);
+    } else if (st.source) parts.push(`recorded${node}`);
+    else if (st.node) parts.push(`node ${st.node}`);
+    const text = parts.join(' · ');
+    if (this.el.meta.textContent !== text) this.el.meta.textContent = text;
+  }
+
+  // ---- timeline
+
+  domain() {
+    const s = this.p.s;
+    if (!s || !s.index.segs.length) return null;
+    const a = s.index.wallStart;
+    const b = s.index.wallEnd;
+    return b > a ? [a, b] : null;
+  }
+
+  wallFromX(x) {
+    const d = this.domain();
+    const r = this.el.track.getBoundingClientRect();
+    const f = Math.min(1, Math.max(0, (x - r.left) / r.width));
+    return d[0] + f * (d[1] - d[0]);
+  }
+
+  frac(w) {
+    const d = this.domain();
+    return Math.min(1, Math.max(0, (w - d[0]) / (d[1] - d[0])));
+  }
+
+  showHover(x) {
+    const { el } = this;
+    const w = this.wallFromX(x);
+    const r = this.el.track.getBoundingClientRect();
+    el.hover.hidden = false;
+    el.hover.style.left = `${this.frac(w) * 100}%`;
+    const st = this.p.s;
+    const behind = st && st.index.live ? ` · -${((st.index.wallEnd - w) / 1000).toFixed(1)} s` : '';
+    el['hover-time'].textContent = fmtClock(w) + behind;
+    const half = el.hover.offsetWidth / 2;
+    const px = this.frac(w) * r.width;
+    el.hover.style.transform = `translateX(${-Math.min(Math.max(half, px), r.width - half) + px - half}px)`;
+  }
+
+  renderCoverage() {
+    const d = this.domain();
+    const runs = d ? this.p.s.index.coverage() : [];
+    this.placeRuns(this.el.coverage, runs, d);
+    const gaps = [];
+    for (let i = 1; i < runs.length; i++) gaps.push([runs[i - 1][1], runs[i][0]]);
+    this.placeRuns(this.el.gaps, gaps, d);
+  }
+
+  placeRuns(container, runs, d) {
+    while (container.children.length > runs.length) container.lastChild.remove();
+    while (container.children.length < runs.length) container.append(document.createElement('i'));
+    runs.forEach((r, i) => {
+      const el = container.children[i];
+      const a = d ? this.frac(r[0]) : 0;
+      const b = d ? this.frac(r[1]) : 0;
+      el.style.left = `${a * 100}%`;
+      el.style.width = `${Math.max(0, b - a) * 100}%`;
+    });
+  }
+
+  renderTicks(d) {
+    const w = this.el.track.clientWidth || 600;
+    const span = d[1] - d[0];
+    const key = `${Math.floor(d[0] / 1000)}|${Math.floor(d[1] / 1000)}|${w}`;
+    if (key === this.ticksKey) return;
+    this.ticksKey = key;
+    const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200].map((x) => x * 1000);
+    const want = Math.max(2, Math.floor(w / 95));
+    const step = steps.find((s) => span / s <= want) || steps[steps.length - 1];
+    const box = this.el.ticks;
+    box.textContent = '';
+    const ends = [];
+    for (const [t, cls] of [[d[0], 'start'], [d[1], 'end']]) {
+      const s = document.createElement('span');
+      s.className = cls;
+      const day = fmtDay(t);
+      s.textContent = (day ? `${day} ` : '') + fmtClock(t);
+      box.append(s);
+      ends.push(s.offsetWidth || 60);
+    }
+    const first = Math.ceil(d[0] / step) * step;
+    for (let t = first; t <= d[1]; t += step) {
+      const x = ((t - d[0]) / span) * w;
+      if (x < ends[0] + 40 || x > w - ends[1] - 40) continue;
+      const s = document.createElement('span');
+      s.style.left = `${(x / w) * 100}%`;
+      const dt = new Date(t);
+      s.textContent = step >= 60000 ? `${pad(dt.getHours())}:${pad(dt.getMinutes())}` : fmtClock(t);
+      box.append(s);
+    }
+  }
+
+  renderPlay() {
+    const v = this.v;
+    this.el.play.classList.toggle('playing', !v.paused);
+    this.el.play.setAttribute('aria-label', v.paused ? 'Play' : 'Pause');
+  }
+
+  frame() {
+    requestAnimationFrame(() => this.frame());
+    if (document.hidden) return;
+    const { el, p, v } = this;
+    const s = p.s;
+    const d = this.domain();
+    this.el.timeline.classList.toggle('disabled', !d);
+    const st = p.state();
+    el.mute.classList.toggle('muted', v.muted);
+    if (!d) {
+      el['now-time'].textContent = '--:--:--';
+      el.behind.textContent = '';
+      el.head.style.left = '0%';
+      el.played.style.width = '0%';
+      el.edge.hidden = true;
+      el.ticks.textContent = '';
+      this.ticksKey = '';
+      this.placeRuns(el.coverage, [], null);
+      this.placeRuns(el.buffered, [], null);
+      this.placeRuns(el.gaps, [], null);
+      return;
+    }
+    const wall = this.drag != null ? this.drag : st.wallClockMs;
+    const f = Number.isFinite(wall) ? this.frac(wall) : 0;
+    el.head.style.left = `${f * 100}%`;
+    el.played.style.width = `${f * 100}%`;
+    el.edge.hidden = !st.live;
+    this.renderCoverage();
+    this.renderTicks(d);
+
+    // Buffered media, in wall-clock terms.
+    const runs = [];
+    if (s.mode === 'mse' && s.sb) {
+      const b = s.sb.buffered;
+      for (let i = 0; i < b.length; i++) runs.push([s.index.wallAt(b.start(i)), s.index.wallAt(b.end(i))]);
+    }
+    this.placeRuns(el.buffered, runs, d);
+
+    const day = Number.isFinite(wall) ? fmtDay(wall) : '';
+    el['now-time'].textContent = (day ? `${day} ` : '') + fmtClock(wall);
+    const behind = Number.isFinite(wall) ? Math.max(0, st.liveEdgeMs - wall) : NaN;
+    if (st.live) {
+      el.behind.textContent = Number.isFinite(behind) ? `-${(behind / 1000).toFixed(1)} s behind live` : '';
+    } else {
+      let where = '';
+      if (Number.isFinite(behind)) where = behind < 50 ? ' · at the end' : ` · -${(behind / 1000).toFixed(1)} s from end`;
+      el.behind.textContent = `ended ${fmtClock(st.liveEdgeMs)}${where}`;
+    }
+    const atLive = st.live && behind < 2.5 * st.targetDurationMs + 1500;
+    el.live.classList.toggle('at-live', !!atLive);
+    el.timeline.setAttribute('aria-valuemin', String(Math.round(d[0])));
+    el.timeline.setAttribute('aria-valuemax', String(Math.round(d[1])));
+    if (Number.isFinite(wall)) {
+      el.timeline.setAttribute('aria-valuenow', String(Math.round(wall)));
+      el.timeline.setAttribute('aria-valuetext', fmtClock(wall));
+    }
+    const waiting = !v.paused && (v.seeking || v.readyState < 3) && !p.error && !this.loading;
+    el.screen.classList.toggle('waiting', waiting);
+  }
+
+  fullscreen() {
+    const screen = this.el.screen;
+    if (document.fullscreenElement) { document.exitFullscreen(); return; }
+    if (screen.requestFullscreen) screen.requestFullscreen().catch(() => {});
+    else if (this.v.webkitEnterFullscreen) this.v.webkitEnterFullscreen();
+  }
+
+  async share() {
+    const st = this.p.state();
+    if (!st.stream) return;
+    const q = new URLSearchParams({ stream: st.stream });
+    if (Number.isFinite(st.wallClockMs)) q.set('t', new Date(st.wallClockMs).toISOString());
+    const url = `${location.origin}${location.pathname}?${q}`;
+    try {
+      await navigator.clipboard.writeText(url);
+      this.toast('Link to this moment copied');
+    } catch (_) {
+      window.prompt('Link to this moment:', url);
+    }
+  }
+}
