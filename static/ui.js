@@ -1,7 +1,8 @@
 /** The page around the player: stream picker, controls, timeline, status events, toasts. */
 
 import { enc, withToken, getJSON, sleep, isAbort, backoffMs, HttpError } from './net.js';
-import { pad, fmtClock, fmtDay, fmtDuration, fmtBytes, parseDuration, resolveTime } from './time.js';
+import { pad, fmtClock, fmtDay, fmtDuration, fmtBytes, parseDuration, resolveTime, zoneName } from './time.js';
+import * as tm from './timeline.js';
 
 const MAX_EVENTS = 100;
 const $ = (id) => document.getElementById(id);
@@ -16,9 +17,13 @@ export class UI {
     for (const id of ['stream-select', 'badge', 'share', 'screen', 'overlay', 'spinner', 'overlay-title',
       'overlay-detail', 'banner', 'unmute', 'timeline', 'track', 'coverage', 'buffered', 'played', 'edge',
       'head', 'gaps', 'hover', 'hover-time', 'ticks', 'play', 'back', 'fwd', 'live', 'now-time', 'behind', 'mute',
-      'fullscreen', 'meta', 'events', 'events-state', 'toast']) this.el[id] = $(id);
+      'fullscreen', 'meta', 'events', 'events-state', 'toast', 'zoom-in', 'zoom-out', 'overview', 'overview-view',
+      'help', 'help-close']) this.el[id] = $(id);
     this.streams = [];
     this.drag = null; // wall ms while dragging the timeline
+    /** The zoomed view `[startMs, endMs]` of the DVR window, or null for the whole window. */
+    this.view = null;
+    this.viewEdge = NaN; // window end when the view was last placed (to follow live)
     this.loading = null;
     this.bind();
     requestAnimationFrame(() => this.frame());
@@ -62,15 +67,84 @@ export class UI {
         case 'l': case 'L': p.goLive(); break;
         case 'f': case 'F': this.fullscreen(); break;
         case 'm': case 'M': v.muted = !v.muted; break;
+        case '+': case '=': this.zoomBy(0.5); break;
+        case '-': case '_': this.zoomBy(2); break;
+        case '?': this.toggleHelp(); break;
+        case 'Escape': if (!el.help.hidden) this.toggleHelp(false); else return; break;
         default: return;
       }
       e.preventDefault();
     });
 
-    // Timeline: click or drag anywhere to seek.
+    // Zoom: wheel (shift+wheel pans), +/- buttons and keys, presets, the overview strip.
+    btn(el['zoom-in'], () => this.zoomBy(0.5));
+    btn(el['zoom-out'], () => this.zoomBy(2));
+    for (const b of document.querySelectorAll('[data-span]')) {
+      btn(b, () => this.zoomTo(b.dataset.span === 'all' ? null : Number(b.dataset.span)));
+    }
+    btn(el['help-close'], () => this.toggleHelp(false));
+    btn($('help-open'), () => this.toggleHelp(true));
+    el.timeline.addEventListener('wheel', (e) => {
+      const win = this.windowRange();
+      if (!win) return;
+      e.preventDefault();
+      const d = this.domain();
+      const w = el.track.clientWidth;
+      if (e.shiftKey || Math.abs(e.deltaX) > Math.abs(e.deltaY)) {
+        const dx = e.shiftKey ? e.deltaY : e.deltaX;
+        this.setView(tm.pan(d, (dx / w) * (d[1] - d[0]), win, w));
+      } else if (e.deltaY) {
+        this.setView(tm.zoomAt(d, e.deltaY < 0 ? 0.8 : 1.25, this.wallFromX(e.clientX), win, w));
+      }
+    }, { passive: false });
+    const ov = el.overview;
+    const ovSeek = (e) => {
+      const win = this.windowRange();
+      if (!win) return;
+      const r = ov.getBoundingClientRect();
+      const c = tm.timeAtPx(e.clientX - r.left, r.width, win);
+      const d = this.domain();
+      this.setView(tm.viewOfSpan(d[1] - d[0], c, win, el.track.clientWidth));
+    };
+    ov.addEventListener('pointerdown', (e) => {
+      if (e.button !== 0) return;
+      ov.setPointerCapture(e.pointerId);
+      this.ovDrag = true;
+      ovSeek(e);
+      e.preventDefault();
+    });
+    ov.addEventListener('pointermove', (e) => { if (this.ovDrag) ovSeek(e); });
+    ov.addEventListener('pointerup', () => { this.ovDrag = false; });
+    ov.addEventListener('pointercancel', () => { this.ovDrag = false; });
+
+    // Timeline: click or drag anywhere to seek; two-finger pinch zooms.
     const tl = el.timeline;
+    const touches = new Map();
+    let pinch = null;
     tl.addEventListener('pointerdown', (e) => {
-      if (e.button !== 0 || !this.domain()) return;
+      if (e.pointerType !== 'touch') return;
+      touches.set(e.pointerId, e.clientX);
+      if (touches.size === 2 && this.domain()) {
+        const [x1, x2] = [...touches.values()];
+        pinch = { dist: Math.abs(x1 - x2) || 1, view: this.domain(), mid: this.wallFromX((x1 + x2) / 2) };
+        this.drag = null;
+        tl.classList.remove('dragging');
+      }
+    }, true);
+    tl.addEventListener('pointermove', (e) => {
+      if (!touches.has(e.pointerId)) return;
+      touches.set(e.pointerId, e.clientX);
+      if (pinch && touches.size === 2) {
+        const [x1, x2] = [...touches.values()];
+        const win = this.windowRange();
+        if (win) this.setView(tm.zoomAt(pinch.view, pinch.dist / (Math.abs(x1 - x2) || 1), pinch.mid, win, el.track.clientWidth));
+      }
+    }, true);
+    const untouch = (e) => { touches.delete(e.pointerId); if (touches.size < 2) pinch = null; };
+    tl.addEventListener('pointerup', untouch, true);
+    tl.addEventListener('pointercancel', untouch, true);
+    tl.addEventListener('pointerdown', (e) => {
+      if (e.button !== 0 || !this.domain() || pinch) return;
       tl.setPointerCapture(e.pointerId);
       this.drag = this.wallFromX(e.clientX);
       tl.classList.add('dragging');
@@ -79,6 +153,7 @@ export class UI {
     });
     tl.addEventListener('pointermove', (e) => {
       if (!this.domain()) return;
+      if (pinch) return;
       if (this.drag != null) this.drag = this.wallFromX(e.clientX);
       this.showHover(e.clientX);
     });
@@ -355,7 +430,8 @@ export class UI {
 
   // ---- timeline
 
-  domain() {
+  /** The whole DVR window `[oldest, live edge]` in wall-clock ms, or null. */
+  windowRange() {
     const s = this.p.s;
     if (!s || !s.index.segs.length) return null;
     const a = s.index.wallStart;
@@ -363,16 +439,57 @@ export class UI {
     return b > a ? [a, b] : null;
   }
 
-  wallFromX(x) {
+  /** The visible part of the window (the zoomed view), or null. */
+  domain() {
+    const win = this.windowRange();
+    if (!win) return null;
+    if (!this.view) return win;
+    return tm.clampView(this.view, win, this.el.track.clientWidth || 600);
+  }
+
+  /** Sets the zoomed view (null or the whole window = not zoomed). */
+  setView(view) {
+    const win = this.windowRange();
+    this.view = !view || !win || (view[0] <= win[0] && view[1] >= win[1]) ? null : view;
+    this.viewEdge = win ? win[1] : NaN;
+    this.ticksKey = '';
+    if (win) this.renderOverview(win, this.domain(), this.p.state().wallClockMs);
+  }
+
+  /** Zooms by `factor` around the playhead (or the view's centre). */
+  zoomBy(factor) {
+    const win = this.windowRange();
+    if (!win) return;
     const d = this.domain();
+    const st = this.p.state();
+    const at = Number.isFinite(st.wallClockMs) && st.wallClockMs >= d[0] && st.wallClockMs <= d[1]
+      ? st.wallClockMs : (d[0] + d[1]) / 2;
+    this.setView(tm.zoomAt(d, factor, at, win, this.el.track.clientWidth));
+  }
+
+  /** A preset span (ms; null = all) around the playhead. */
+  zoomTo(spanMs) {
+    const win = this.windowRange();
+    if (!win) return;
+    const st = this.p.state();
+    const at = Number.isFinite(st.wallClockMs) ? st.wallClockMs : win[1];
+    this.setView(tm.viewOfSpan(spanMs, at, win, this.el.track.clientWidth));
+  }
+
+  /** Shows/hides the keyboard help (`?`). */
+  toggleHelp(show) {
+    const h = this.el.help;
+    h.hidden = show === undefined ? !h.hidden : !show;
+    if (!h.hidden) this.el['help-close'].focus();
+  }
+
+  wallFromX(x) {
     const r = this.el.track.getBoundingClientRect();
-    const f = Math.min(1, Math.max(0, (x - r.left) / r.width));
-    return d[0] + f * (d[1] - d[0]);
+    return tm.timeAtPx(x - r.left, r.width, this.domain());
   }
 
   frac(w) {
-    const d = this.domain();
-    return Math.min(1, Math.max(0, (w - d[0]) / (d[1] - d[0])));
+    return tm.frac(w, this.domain());
   }
 
   showHover(x) {
@@ -416,9 +533,7 @@ export class UI {
     const key = `${Math.floor(d[0] / 1000)}|${Math.floor(d[1] / 1000)}|${w}`;
     if (key === this.ticksKey) return;
     this.ticksKey = key;
-    const steps = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200].map((x) => x * 1000);
-    const want = Math.max(2, Math.floor(w / 95));
-    const step = steps.find((s) => span / s <= want) || steps[steps.length - 1];
+    const step = tm.tickStep(span, w);
     const box = this.el.ticks;
     box.textContent = '';
     const ends = [];
@@ -430,16 +545,25 @@ export class UI {
       box.append(s);
       ends.push(s.offsetWidth || 60);
     }
-    const first = Math.ceil(d[0] / step) * step;
-    for (let t = first; t <= d[1]; t += step) {
+    for (const t of tm.ticks(d, step)) {
       const x = ((t - d[0]) / span) * w;
       if (x < ends[0] + 40 || x > w - ends[1] - 40) continue;
       const s = document.createElement('span');
       s.style.left = `${(x / w) * 100}%`;
-      const dt = new Date(t);
-      s.textContent = step >= 60000 ? `${pad(dt.getHours())}:${pad(dt.getMinutes())}` : fmtClock(t);
+      s.textContent = tm.tickLabel(t, step);
       box.append(s);
     }
+  }
+
+  /** The overview strip: the whole window, the zoomed view as a box, the playhead as a line. */
+  renderOverview(win, d, wall) {
+    const box = this.el['overview-view'];
+    const a = tm.frac(d[0], win);
+    const b = tm.frac(d[1], win);
+    box.style.left = `${a * 100}%`;
+    box.style.width = `${Math.max(0.5, (b - a) * 100)}%`;
+    this.el.overview.style.setProperty('--head', `${(Number.isFinite(wall) ? tm.frac(wall, win) : 0) * 100}%`);
+    this.el.overview.setAttribute('aria-label', `Overview: showing ${fmtDuration(d[1] - d[0])} of ${fmtDuration(win[1] - win[0])}`);
   }
 
   renderPlay() {
@@ -470,11 +594,20 @@ export class UI {
       this.placeRuns(el.gaps, [], null);
       return;
     }
+    // A zoomed view showing the live edge follows it while playing there.
+    const win = this.windowRange();
+    if (this.view && win[1] !== this.viewEdge) {
+      if (!v.paused) this.view = tm.follow(this.view, this.viewEdge, win, el.track.clientWidth);
+      this.viewEdge = win[1];
+    }
     const wall = this.drag != null ? this.drag : st.wallClockMs;
     const f = Number.isFinite(wall) ? this.frac(wall) : 0;
+    el.head.hidden = Number.isFinite(wall) && (wall < d[0] - 1 || wall > d[1] + 1);
+    this.renderOverview(win, d, wall);
     el.head.style.left = `${f * 100}%`;
     el.played.style.width = `${f * 100}%`;
-    el.edge.hidden = !st.live;
+    el.edge.hidden = !st.live || d[1] < win[1];
+    el.timeline.classList.toggle('zoomed', !!this.view);
     this.renderCoverage();
     this.renderTicks(d);
 
@@ -502,7 +635,7 @@ export class UI {
     el.timeline.setAttribute('aria-valuemax', String(Math.round(d[1])));
     if (Number.isFinite(wall)) {
       el.timeline.setAttribute('aria-valuenow', String(Math.round(wall)));
-      el.timeline.setAttribute('aria-valuetext', fmtClock(wall));
+      el.timeline.setAttribute('aria-valuetext', `${fmtDay(wall) || 'Today'} ${fmtClock(wall)} (${zoneName(wall)})`);
     }
     const waiting = !v.paused && (v.seeking || v.readyState < 3) && !p.error && !this.loading;
     el.screen.classList.toggle('waiting', waiting);

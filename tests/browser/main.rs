@@ -326,6 +326,42 @@ async fn player_through_two_relays() {
     );
     b.wait_state("plays after the drag", PLAY, playing).await;
 
+    // Zoom: the 1 min preset shows a minute of the (longer) window, the overview box shrinks to
+    // match, the mouse wheel zooms back out around the pointer, All restores the whole window.
+    let span = "const d = window.dvrgate.ui.domain(), w = window.dvrgate.ui.windowRange(); \
+                return [d[1] - d[0], w[1] - w[0], \
+                  document.getElementById('overview-view').getBoundingClientRect().width / \
+                  document.getElementById('overview').getBoundingClientRect().width]";
+    let whole = b.js(span).await;
+    assert!(f(&whole[0]) == f(&whole[1]) && f(&whole[2]) > 0.95, "unzoomed: {whole}");
+    b.js("document.querySelector('[data-span=\"60000\"]').click()").await;
+    let zoomed = b.js(span).await;
+    assert!(
+        (f(&zoomed[0]) - 60000.0).abs() < 1.0 && f(&zoomed[1]) > 61000.0,
+        "1 min preset: {zoomed}"
+    );
+    let want = 60000.0 / f(&zoomed[1]);
+    assert!((f(&zoomed[2]) - want).abs() < 0.05, "overview box {zoomed} != {want}");
+    b.js("const t = document.getElementById('timeline'), r = t.getBoundingClientRect(); \
+          t.dispatchEvent(new WheelEvent('wheel', {deltaY: 100, clientX: r.left + r.width / 2, \
+            clientY: r.top + 10, bubbles: true, cancelable: true}))")
+        .await;
+    let wheeled = b.js(span).await;
+    assert!(f(&wheeled[0]) > f(&zoomed[0]) + 1000.0, "wheel out: {wheeled}");
+    b.screenshot("player-zoomed").await;
+    b.js("document.querySelector('[data-span=\"all\"]').click()").await;
+    let all = b.js(span).await;
+    assert!(f(&all[0]) == f(&all[1]), "All: {all}");
+
+    // `?` opens the keyboard help, its Close button closes it.
+    key(&b, '?').await;
+    let shown = b.js("return !document.getElementById('help').hidden").await;
+    assert_eq!(shown, serde_json::json!(true), "? shows the help");
+    b.screenshot("player-help").await;
+    press(&b, "help-close").await;
+    let shown = b.js("return !document.getElementById('help').hidden").await;
+    assert_eq!(shown, serde_json::json!(false), "Close hides the help");
+
     // Deep links: RFC 3339 and a negative duration from live.
     let mid = dvrgate::time::parse_rfc3339(segs[segs.len() / 2]["time"].as_str().unwrap()).unwrap()
         + 1300;
