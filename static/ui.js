@@ -3,6 +3,8 @@
 import { enc, withToken, getJSON, sleep, isAbort, backoffMs, HttpError } from './net.js';
 import { pad, fmtClock, fmtDay, fmtDuration, fmtBytes, parseDuration, resolveTime, zoneName } from './time.js';
 import * as tm from './timeline.js';
+import { ThumbLoader } from './thumbs.js';
+import { parseUserTime } from './time.js';
 
 const MAX_EVENTS = 100;
 const $ = (id) => document.getElementById(id);
@@ -18,7 +20,7 @@ export class UI {
       'overlay-detail', 'banner', 'unmute', 'timeline', 'track', 'coverage', 'buffered', 'played', 'edge',
       'head', 'gaps', 'hover', 'hover-time', 'ticks', 'play', 'back', 'fwd', 'live', 'now-time', 'behind', 'mute',
       'fullscreen', 'meta', 'events', 'events-state', 'toast', 'zoom-in', 'zoom-out', 'overview', 'overview-view',
-      'help', 'help-close']) this.el[id] = $(id);
+      'help', 'help-close', 'hover-img', 'goto', 'goto-input', 'goto-zone', 'goto-error']) this.el[id] = $(id);
     this.streams = [];
     this.drag = null; // wall ms while dragging the timeline
     /** The zoomed view `[startMs, endMs]` of the DVR window, or null for the whole window. */
@@ -83,6 +85,8 @@ export class UI {
       btn(b, () => this.zoomTo(b.dataset.span === 'all' ? null : Number(b.dataset.span)));
     }
     btn(el['help-close'], () => this.toggleHelp(false));
+    el.goto.addEventListener('submit', (e) => { e.preventDefault(); this.goTo(el['goto-input'].value); });
+    el['goto-zone'].textContent = zoneName();
     btn($('help-open'), () => this.toggleHelp(true));
     el.timeline.addEventListener('wheel', (e) => {
       const win = this.windowRange();
@@ -498,12 +502,57 @@ export class UI {
     const r = this.el.track.getBoundingClientRect();
     el.hover.hidden = false;
     el.hover.style.left = `${this.frac(w) * 100}%`;
+    this.showThumb(w);
     const st = this.p.s;
     const behind = st && st.index.live ? ` · -${((st.index.wallEnd - w) / 1000).toFixed(1)} s` : '';
     el['hover-time'].textContent = fmtClock(w) + behind;
     const half = el.hover.offsetWidth / 2;
     const px = this.frac(w) * r.width;
     el.hover.style.transform = `translateX(${-Math.min(Math.max(half, px), r.width - half) + px - half}px)`;
+  }
+
+  /** The thumbnail of the segment under wall clock `w`: looked up only when the seq changes,
+   * the two on each side preloaded; a missing thumbnail (404) leaves only the time. */
+  showThumb(w) {
+    const s = this.p.s;
+    const img = this.el['hover-img'];
+    if (!s || !s.index.segs.length) { img.hidden = true; return; }
+    const ix = s.index;
+    const seg = ix.segs[ix.floorMedia(ix.mediaAt(w))];
+    if (!seg) { img.hidden = true; return; }
+    if (!this.thumbs || this.thumbs.base !== s.base) {
+      const base = s.base;
+      this.thumbs = new ThumbLoader((seq) => withToken(`${base}thumbs/${seq}.jpg`));
+      this.thumbs.base = base;
+      this.thumbs.onload = (seq) => { if (seq === this.thumbSeq) this.thumbSeq = null; };
+    }
+    if (seg.seq === this.thumbSeq) return;
+    const got = this.thumbs.get(seg.seq);
+    this.thumbSeq = got ? seg.seq : null; // not loaded yet: look again on the next move or load
+    this.thumbs.preload([seg.seq - 2, seg.seq - 1, seg.seq + 1, seg.seq + 2].filter((q) => q >= ix.first.seq && q <= ix.last.seq));
+    img.hidden = !got;
+    if (got && img.src !== got.src) img.src = got.src;
+  }
+
+  /** "Go to": a typed time (local, RFC 3339, -30s, live) -> a seek, or a sentence saying why not. */
+  async goTo(text) {
+    const { el, p } = this;
+    const s = p.s;
+    el['goto-error'].textContent = '';
+    if (!s || !s.index.segs.length) return;
+    const r = parseUserTime(text, s.index.wallEnd);
+    if (r.error) { el['goto-error'].textContent = r.error; return; }
+    try {
+      await getJSON(`${s.base}seek?t=${r.ms}`);
+    } catch (e) {
+      const when = `${fmtDay(r.ms) || 'Today'} ${fmtClock(r.ms)}`;
+      el['goto-error'].textContent = e.code === 'NetStream.Seek.InvalidTime'
+        ? `${when} is outside the recording (${fmtClock(s.index.wallStart)} to ${fmtClock(s.index.wallEnd)}${fmtDay(s.index.wallStart) ? `, from ${fmtDay(s.index.wallStart)}` : ''}).`
+        : `Could not go to ${when}: ${e.message}.`;
+      return;
+    }
+    p.seekWall(r.ms);
+    p.play();
   }
 
   renderCoverage() {

@@ -24,6 +24,7 @@ pub async fn file(FileParam(file): FileParam) -> Result<Response, ApiError> {
         "time.js" => Ok(js(include_str!("../../static/time.js"))),
         "timeindex.js" => Ok(js(include_str!("../../static/timeindex.js"))),
         "timeline.js" => Ok(js(include_str!("../../static/timeline.js"))),
+        "thumbs.js" => Ok(js(include_str!("../../static/thumbs.js"))),
         "player.css" => Ok(asset(
             "text/css; charset=utf-8",
             include_str!("../../static/player.css"),

@@ -353,6 +353,71 @@ async fn player_through_two_relays() {
     let all = b.js(span).await;
     assert!(f(&all[0]) == f(&all[1]), "All: {all}");
 
+    // Hovering the timeline shows the wall-clock time under the pointer, and the thumbnail of
+    // that segment once the server has `thumbs/{seq}.jpg` (built on another branch): the image
+    // assertion switches on by itself when HEAD of that thumbnail answers 200; until then the
+    // hover must degrade to the time alone.
+    let hover = b
+        .js("const ui = window.dvrgate.ui, r = document.getElementById('track').getBoundingClientRect(); \
+             ui.showHover(r.left + r.width * 0.4); \
+             const s = window.dvrgate.player.s, ix = s.index; \
+             const seg = ix.segs[ix.floorMedia(ix.mediaAt(ui.wallFromX(r.left + r.width * 0.4)))]; \
+             return fetch(s.base + 'thumbs/' + seg.seq + '.jpg', {method: 'HEAD'}).then((h) => \
+               new Promise((ok) => setTimeout(ok, 1500)).then(() => { ui.showHover(r.left + r.width * 0.4); \
+               return [h.status, document.getElementById('hover-time').textContent, \
+                       !document.getElementById('hover-img').hidden]; }))")
+        .await;
+    assert!(
+        hover[1].as_str().unwrap_or("").contains(':'),
+        "hover shows the time: {hover}"
+    );
+    if hover[0] == 200 {
+        assert_eq!(hover[2], serde_json::json!(true), "hover shows the thumbnail: {hover}");
+    } else {
+        assert_eq!(hover[2], serde_json::json!(false), "no thumbnail, no broken image: {hover}");
+    }
+    b.screenshot("player-hover").await;
+    b.js("document.getElementById('hover').hidden = true").await;
+
+    // Go to a typed local time (HH:MM:SS of the viewer's zone): lands there. Nonsense and a
+    // time outside the window each get a sentence.
+    let goto = |text: String| {
+        format!(
+            "const i = document.getElementById('goto-input'); i.value = {text:?}; \
+             document.getElementById('goto').requestSubmit(); \
+             return new Promise((ok) => setTimeout(ok, 700)).then(() => \
+               document.getElementById('goto-error').textContent)"
+        )
+    };
+    let st = b.state().await;
+    let target = f(&st["dvrStartMs"]) + 0.3 * (f(&st["liveEdgeMs"]) - f(&st["dvrStartMs"]));
+    let local = b
+        .js(&format!(
+            "const d = new Date({target}), p = (n) => String(n).padStart(2, '0'); \
+             return p(d.getHours()) + ':' + p(d.getMinutes()) + ':' + p(d.getSeconds())"
+        ))
+        .await;
+    b.js("window.dvrgate.player.s.lastSeek = null").await;
+    let err = b.js(&goto(local.as_str().unwrap().to_string())).await;
+    assert_eq!(err, serde_json::json!(""), "go to {local}: {err}");
+    let st = b
+        .wait_state("go to a local time", PLAY, |s| s["lastSeek"].is_object())
+        .await;
+    let landed = f(&st["lastSeek"]["landedWallMs"]);
+    assert!(
+        (landed - target).abs() < 2500.0,
+        "go to {local} ({target}) landed at {landed}: {st:#}"
+    );
+    let err = b.js(&goto("soonish".into())).await;
+    assert!(err.as_str().unwrap_or("").ends_with('.'), "invalid -> a sentence: {err}");
+    let err = b.js(&goto("2020-01-01 12:00".into())).await;
+    assert!(
+        err.as_str().unwrap_or("").contains("outside the recording"),
+        "outside the window -> a sentence: {err}"
+    );
+    b.screenshot("player-goto-error").await;
+    b.wait_state("plays after go to", PLAY, playing).await;
+
     // `?` opens the keyboard help, its Close button closes it.
     key(&b, '?').await;
     let shown = b.js("return !document.getElementById('help').hidden").await;
