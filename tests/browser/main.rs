@@ -333,23 +333,36 @@ async fn player_through_two_relays() {
                   document.getElementById('overview-view').getBoundingClientRect().width / \
                   document.getElementById('overview').getBoundingClientRect().width]";
     let whole = b.js(span).await;
-    assert!(f(&whole[0]) == f(&whole[1]) && f(&whole[2]) > 0.95, "unzoomed: {whole}");
-    b.js("document.querySelector('[data-span=\"60000\"]').click()").await;
+    assert!(
+        f(&whole[0]) == f(&whole[1]) && f(&whole[2]) > 0.95,
+        "unzoomed: {whole}"
+    );
+    b.js("document.querySelector('[data-span=\"60000\"]').click()")
+        .await;
     let zoomed = b.js(span).await;
     assert!(
         (f(&zoomed[0]) - 60000.0).abs() < 1.0 && f(&zoomed[1]) > 61000.0,
         "1 min preset: {zoomed}"
     );
     let want = 60000.0 / f(&zoomed[1]);
-    assert!((f(&zoomed[2]) - want).abs() < 0.05, "overview box {zoomed} != {want}");
-    b.js("const t = document.getElementById('timeline'), r = t.getBoundingClientRect(); \
+    assert!(
+        (f(&zoomed[2]) - want).abs() < 0.05,
+        "overview box {zoomed} != {want}"
+    );
+    b.js(
+        "const t = document.getElementById('timeline'), r = t.getBoundingClientRect(); \
           t.dispatchEvent(new WheelEvent('wheel', {deltaY: 100, clientX: r.left + r.width / 2, \
-            clientY: r.top + 10, bubbles: true, cancelable: true}))")
-        .await;
+            clientY: r.top + 10, bubbles: true, cancelable: true}))",
+    )
+    .await;
     let wheeled = b.js(span).await;
-    assert!(f(&wheeled[0]) > f(&zoomed[0]) + 1000.0, "wheel out: {wheeled}");
+    assert!(
+        f(&wheeled[0]) > f(&zoomed[0]) + 1000.0,
+        "wheel out: {wheeled}"
+    );
     b.screenshot("player-zoomed").await;
-    b.js("document.querySelector('[data-span=\"all\"]').click()").await;
+    b.js("document.querySelector('[data-span=\"all\"]').click()")
+        .await;
     let all = b.js(span).await;
     assert!(f(&all[0]) == f(&all[1]), "All: {all}");
 
@@ -372,9 +385,17 @@ async fn player_through_two_relays() {
         "hover shows the time: {hover}"
     );
     if hover[0] == 200 {
-        assert_eq!(hover[2], serde_json::json!(true), "hover shows the thumbnail: {hover}");
+        assert_eq!(
+            hover[2],
+            serde_json::json!(true),
+            "hover shows the thumbnail: {hover}"
+        );
     } else {
-        assert_eq!(hover[2], serde_json::json!(false), "no thumbnail, no broken image: {hover}");
+        assert_eq!(
+            hover[2],
+            serde_json::json!(false),
+            "no thumbnail, no broken image: {hover}"
+        );
     }
     b.screenshot("player-hover").await;
     b.js("document.getElementById('hover').hidden = true").await;
@@ -409,7 +430,10 @@ async fn player_through_two_relays() {
         "go to {local} ({target}) landed at {landed}: {st:#}"
     );
     let err = b.js(&goto("soonish".into())).await;
-    assert!(err.as_str().unwrap_or("").ends_with('.'), "invalid -> a sentence: {err}");
+    assert!(
+        err.as_str().unwrap_or("").ends_with('.'),
+        "invalid -> a sentence: {err}"
+    );
     let err = b.js(&goto("2020-01-01 12:00".into())).await;
     assert!(
         err.as_str().unwrap_or("").contains("outside the recording"),
