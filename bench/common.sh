@@ -97,3 +97,14 @@ publish_all() {
   done
   for p in "${pids[@]}"; do wait "$p" || echo "a publisher failed"; done
 }
+
+# wrk_row NAME WRK_ARGS...: runs wrk -t2 -c$C -d${SECS}s WRK_ARGS, prints one row (req/s,
+# transfer, average latency) and any non-2xx count, and appends "NAME<TAB>req/s" to $WORK/rps.
+wrk_row() {
+  local name=$1; shift
+  wrk -t2 -c"$C" -d"${SECS}s" "$@" > "$WORK/wrk.out"
+  awk -v n="$name" '/Requests\/sec/ {r=$2} /Transfer\/sec/ {t=$2} /Latency/ && !l {l=$2}
+    END { printf "%-34s %9.0f req/s  %9s/s  latency avg %s\n", n, r, t, l }' "$WORK/wrk.out"
+  if grep -q "Non-2xx" "$WORK/wrk.out"; then echo "  $name answered errors:"; grep "Non-2xx" "$WORK/wrk.out"; fi
+  awk -v n="$name" '/Requests\/sec/ {print n "\t" $2}' "$WORK/wrk.out" >> "$WORK/rps"
+}

@@ -23,15 +23,7 @@ curl -sf "$URL" -o "$WORK/www/seg.m4s"          # the first request pulls it thr
 cmp <(curl -sf "$ORIGIN/streams/big/segments/$SEQ.m4s") "$WORK/www/seg.m4s" || { echo "edge bytes differ"; exit 1; }
 start_nginx_static "$WORK/www"
 echo "segment $SEQ: $LEN bytes; wrk -t2 -c$C -d${SECS}s"
-# run NAME URL: prints the wrk figures; appends req/s to $WORK/rps.
-run() {
-  wrk -t2 -c"$C" -d"${SECS}s" "$2" > "$WORK/wrk.out"
-  awk -v n="$1" '/Requests\/sec/ {r=$2} /Transfer\/sec/ {t=$2} /Latency/ && !l {l=$2}
-    END { printf "%-28s %9.0f req/s  %9s/s  latency avg %s\n", n, r, t, l }' "$WORK/wrk.out"
-  if grep -q "Non-2xx" "$WORK/wrk.out"; then echo "  $1 answered errors:"; grep "Non-2xx" "$WORK/wrk.out"; fi
-  awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out" >> "$WORK/rps"
-}
-run "dvrgate edge (cache hit)" "$URL"
-run "nginx static file" "$NGINX_URL/seg.m4s"
+wrk_row "dvrgate edge (cache hit)" "$URL"
+wrk_row "nginx static file" "$NGINX_URL/seg.m4s"
 curl -s "$EDGE/metrics" | awk '/^dvrgate_upstream_pulls_total/ {printf "edge upstream pulls during the run: %d (the warm-up pull only)\n", $2}'
-awk 'NR==1 {d=$1} NR==2 {n=$1} END { printf "ratio dvrgate/nginx: %.2f (target >= 1.0)\n", d / n }' "$WORK/rps"
+awk -F'\t' 'NR==1 {d=$2} NR==2 {n=$2} END { printf "ratio dvrgate/nginx: %.2f (target >= 1.0)\n", d / n }' "$WORK/rps"

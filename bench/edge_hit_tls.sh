@@ -48,17 +48,10 @@ CONF
 nginx -c "$WORK/nginx-tls.conf" -p "$WORK" & PIDS+=($!)
 for _ in $(seq 50); do curl -skf -o /dev/null "https://127.0.0.1:$np/seg.m4s" && break; sleep 0.1; done
 echo "segment $SEQ: $LEN bytes; wrk -t2 -c$C -d${SECS}s (HTTP/1.1 keep-alive)"
-run() {
-  wrk -t2 -c"$C" -d"${SECS}s" "$2" > "$WORK/wrk.out"
-  awk -v n="$1" '/Requests\/sec/ {r=$2} /Transfer\/sec/ {t=$2} /Latency/ && !l {l=$2}
-    END { printf "%-30s %9.0f req/s  %9s/s  latency avg %s\n", n, r, t, l }' "$WORK/wrk.out"
-  if grep -q "Non-2xx" "$WORK/wrk.out"; then echo "  $1 answered errors:"; grep "Non-2xx" "$WORK/wrk.out"; fi
-  awk -v n="$1" '/Requests\/sec/ {print n "\t" $2}' "$WORK/wrk.out" >> "$WORK/rps"
-}
-run "dvrgate edge, http" "$PLAIN"
-run "dvrgate edge, https" "$TLS"
-run "nginx static, http" "$NGINX_URL/seg.m4s"
-run "nginx static, https" "https://127.0.0.1:$np/seg.m4s"
+wrk_row "dvrgate edge, http" "$PLAIN"
+wrk_row "dvrgate edge, https" "$TLS"
+wrk_row "nginx static, http" "$NGINX_URL/seg.m4s"
+wrk_row "nginx static, https" "https://127.0.0.1:$np/seg.m4s"
 awk -F'\t' '{r[NR]=$2} END {
   printf "https/http at the edge: %.2f; at nginx: %.2f\n", r[2]/r[1], r[4]/r[3];
   printf "dvrgate https / nginx https: %.2f (target >= 1.0)\n", r[2]/r[4] }' "$WORK/rps"

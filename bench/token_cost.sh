@@ -38,18 +38,10 @@ mkdir -p "$WORK/www"; curl -sf "$OPEN" -o "$WORK/www/init.mp4"
 curl -sf "$SEC?token=$TOKEN" | cmp - "$WORK/www/init.mp4" || { echo "bytes differ"; exit 1; }
 start_nginx_static "$WORK/www"
 echo "init segment: $(stat -c %s "$WORK/www/init.mp4") bytes; wrk -t2 -c$C -d${SECS}s; token ${#TOKEN} bytes"
-run() {
-  local name=$1; shift
-  wrk -t2 -c"$C" -d"${SECS}s" "$@" > "$WORK/wrk.out"
-  awk -v n="$name" '/Requests\/sec/ {r=$2} /Latency/ && !l {l=$2}
-    END { printf "%-34s %9.0f req/s  latency avg %s\n", n, r, l }' "$WORK/wrk.out"
-  if grep -q "Non-2xx" "$WORK/wrk.out"; then echo "  $name answered errors:"; grep "Non-2xx" "$WORK/wrk.out"; fi
-  awk '/Requests\/sec/ {print $2}' "$WORK/wrk.out" >> "$WORK/rps"
-}
-run "no [access]" "$OPEN"
-run "play_secret, ?token=" "$SEC?token=$TOKEN"
-run "play_secret, Authorization: Bearer" -H "Authorization: Bearer $TOKEN" "$SEC"
-run "nginx static file" "$NGINX_URL/init.mp4"
-awk 'NR==1 {o=$1} NR==2 {q=$1} NR==3 {b=$1} END {
+wrk_row "no [access]" "$OPEN"
+wrk_row "play_secret, ?token=" "$SEC?token=$TOKEN"
+wrk_row "play_secret, Authorization: Bearer" -H "Authorization: Bearer $TOKEN" "$SEC"
+wrk_row "nginx static file" "$NGINX_URL/init.mp4"
+awk -F'\t' 'NR==1 {o=$2} NR==2 {q=$2} NR==3 {b=$2} END {
   printf "token check cost: ?token= %.1f us/request, Bearer %.1f us/request (at 2 wrk threads, 2 cores)\n",
     (1e6/q - 1e6/o), (1e6/b - 1e6/o) }' "$WORK/rps"

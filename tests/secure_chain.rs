@@ -83,14 +83,7 @@ async fn rtmps_to_https_chain_with_tokens_plays_in_ffmpeg_and_chromium() {
     // Six seconds of media at the edge, pulled over two https hops.
     let index_url = edge.url(&format!("/streams/cam/index.json?token={viewer}"));
     let segs = eventually(Duration::from_secs(40), || async {
-        let v: serde_json::Value = http()
-            .get(&index_url)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let v = try_get_json(&index_url).await?;
         let segs = v["segments"].as_array()?.clone();
         (segs.len() >= 3).then_some(segs)
     })

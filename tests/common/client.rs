@@ -51,6 +51,11 @@ pub async fn get_json(url: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text}"))
 }
 
+/// GET and parse JSON; `None` on any failure (for polling with [`eventually`]).
+pub async fn try_get_json(url: &str) -> Option<serde_json::Value> {
+    http().get(url).send().await.ok()?.json().await.ok()
+}
+
 /// Polls `f` until it returns Some, at most `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, mut f: F) -> T
 where
