@@ -7,7 +7,7 @@
 export const enc = encodeURIComponent;
 
 /** The play token of the page URL, or null. */
-export const TOKEN = new URLSearchParams(location.search).get('token');
+export const TOKEN = typeof location === 'undefined' ? null : new URLSearchParams(location.search).get('token');
 
 /** `url` with the page's token appended, unless it already carries one. */
 export function withToken(url) {

@@ -11,6 +11,7 @@ export class TimeIndex {
     this.live = false;
     this.targetMs = 2000;
     this.bytes = 0; // media bytes listed
+    this.version = 0; // bumped whenever `segs` changes (for caches of derived shapes)
   }
 
   merge(doc) {
@@ -37,6 +38,7 @@ export class TimeIndex {
       this.bytes += s.length || 0;
       added++;
     }
+    if (added) this.version++;
     return added;
   }
 
@@ -45,7 +47,7 @@ export class TimeIndex {
     let i = 0;
     while (i < this.segs.length - 1 && this.segs[i].seq < seq) i++;
     for (const s of this.segs.slice(0, i)) this.bytes -= s.length;
-    if (i) this.segs.splice(0, i);
+    if (i) { this.segs.splice(0, i); this.version++; }
     return i;
   }
 

@@ -5,6 +5,9 @@ import { pad, fmtClock, fmtDay, fmtDuration, fmtBytes, parseDuration, resolveTim
 import * as tm from './timeline.js';
 import { ThumbLoader } from './thumbs.js';
 import { parseUserTime } from './time.js';
+import { ClipPanel } from './clippanel.js';
+import { Home } from './home.js';
+import { marksFromQuery } from './clip.js';
 
 const MAX_EVENTS = 100;
 const $ = (id) => document.getElementById(id);
@@ -20,13 +23,17 @@ export class UI {
       'overlay-detail', 'banner', 'unmute', 'timeline', 'track', 'coverage', 'buffered', 'played', 'edge',
       'head', 'gaps', 'hover', 'hover-time', 'ticks', 'play', 'back', 'fwd', 'live', 'now-time', 'behind', 'mute',
       'fullscreen', 'meta', 'events', 'events-state', 'toast', 'zoom-in', 'zoom-out', 'overview', 'overview-view',
-      'help', 'help-close', 'hover-img', 'goto', 'goto-input', 'goto-zone', 'goto-error']) this.el[id] = $(id);
+      'help', 'help-close', 'hover-img', 'goto', 'goto-input', 'goto-zone', 'goto-error', 'marks', 'oldest', 'home',
+      'home-list', 'home-empty', 'layout']) this.el[id] = $(id);
     this.streams = [];
     this.drag = null; // wall ms while dragging the timeline
     /** The zoomed view `[startMs, endMs]` of the DVR window, or null for the whole window. */
     this.view = null;
     this.viewEdge = NaN; // window end when the view was last placed (to follow live)
     this.loading = null;
+    this.shapeOf = null; // {version, runs, gaps, discontinuities} of the current index
+    this.clip = new ClipPanel(this);
+    this.home = new Home(this.el.home, this.el['home-list'], this.el['home-empty']);
     this.bind();
     requestAnimationFrame(() => this.frame());
   }
@@ -72,7 +79,13 @@ export class UI {
         case '+': case '=': this.zoomBy(0.5); break;
         case '-': case '_': this.zoomBy(2); break;
         case '?': this.toggleHelp(); break;
-        case 'Escape': if (!el.help.hidden) this.toggleHelp(false); else return; break;
+        case 'i': case 'I': this.clip.mark('in'); break;
+        case 'o': case 'O': this.clip.mark('out'); break;
+        case 'p': case 'P': this.clip.preview(); break;
+        case 'Escape':
+          if (!el.help.hidden) this.toggleHelp(false);
+          else if (!this.clip.stopPreview()) return;
+          break;
         default: return;
       }
       e.preventDefault();
@@ -121,6 +134,28 @@ export class UI {
     ov.addEventListener('pointerup', () => { this.ovDrag = false; });
     ov.addEventListener('pointercancel', () => { this.ovDrag = false; });
 
+    // The time ruler under the track: dragging it moves a zoomed view (the track itself seeks).
+    const ruler = el.ticks;
+    ruler.addEventListener('pointerdown', (e) => {
+      if (e.button !== 0 || !this.view) return;
+      ruler.setPointerCapture(e.pointerId);
+      this.panDrag = { x: e.clientX, view: this.domain() };
+      ruler.classList.add('panning');
+      e.stopPropagation();
+      e.preventDefault();
+    });
+    ruler.addEventListener('pointermove', (e) => {
+      const g = this.panDrag;
+      const win = this.windowRange();
+      if (!g || !win) return;
+      e.stopPropagation();
+      const w = el.track.clientWidth || 1;
+      this.setView(tm.pan(g.view, ((g.x - e.clientX) / w) * (g.view[1] - g.view[0]), win, w));
+    });
+    const unpan = (e) => { if (this.panDrag) { this.panDrag = null; ruler.classList.remove('panning'); e.stopPropagation(); } };
+    ruler.addEventListener('pointerup', unpan);
+    ruler.addEventListener('pointercancel', unpan);
+
     // Timeline: click or drag anywhere to seek; two-finger pinch zooms.
     const tl = el.timeline;
     const touches = new Map();
@@ -148,7 +183,7 @@ export class UI {
     tl.addEventListener('pointerup', untouch, true);
     tl.addEventListener('pointercancel', untouch, true);
     tl.addEventListener('pointerdown', (e) => {
-      if (e.button !== 0 || !this.domain() || pinch) return;
+      if (e.button !== 0 || !this.domain() || pinch || this.panDrag) return;
       tl.setPointerCapture(e.pointerId);
       this.drag = this.wallFromX(e.clientX);
       tl.classList.add('dragging');
@@ -157,7 +192,7 @@ export class UI {
     });
     tl.addEventListener('pointermove', (e) => {
       if (!this.domain()) return;
-      if (pinch) return;
+      if (pinch || this.panDrag) return;
       if (this.drag != null) this.drag = this.wallFromX(e.clientX);
       this.showHover(e.clientX);
     });
@@ -179,9 +214,15 @@ export class UI {
       this.setOverlay();
       this.syncPicker(e.detail.name);
       const q = new URLSearchParams(location.search);
-      if (q.get('stream') !== e.detail.name || q.has('t')) {
+      if (this.clip.stream !== e.detail.name) {
+        if (this.clip.stream !== undefined) this.clip.clear();
+        this.clip.stream = e.detail.name;
+      }
+      if (q.get('stream') !== e.detail.name || q.has('t') || q.has('in') || q.has('out')) {
         q.set('stream', e.detail.name);
         q.delete('t');
+        q.delete('in');
+        q.delete('out');
         history.replaceState(null, '', `${location.pathname}?${q}`);
       }
       el.meta.textContent = '';
@@ -198,6 +239,7 @@ export class UI {
       this.renderBadge();
       this.renderCoverage();
       this.renderMeta();
+      this.clip.render();
     });
     p.addEventListener('error-state', () => this.setOverlay());
     p.addEventListener('live-change', (e) => {
@@ -251,7 +293,10 @@ export class UI {
     const q = new URLSearchParams(location.search);
     const want = q.get('stream');
     const t = q.get('t');
-    if (want) this.openStream(want, t);
+    if (!want) return this.showHome();
+    const marks = marksFromQuery(q);
+    if (marks) { this.clip.stream = want; this.clip.in = marks.in; this.clip.out = marks.out; }
+    this.openStream(want, t);
     let n = 0;
     for (;;) {
       let ok = false;
@@ -282,6 +327,28 @@ export class UI {
     }
   }
 
+  /** The overview at `/`: every stream with its newest thumbnail, state and DVR length. */
+  async showHome() {
+    const { el } = this;
+    el.layout.hidden = true;
+    this.home.show(true);
+    el.share.hidden = true;
+    let n = 0;
+    for (;;) {
+      try {
+        await this.refreshStreams(true);
+        this.home.render(this.streams);
+        el['home-empty'].textContent = `No streams yet. Publish one with RTMP, e.g. ffmpeg -re -i input.mp4 -c copy -f flv rtmp://${location.hostname}:1935/live/NAME`;
+        n = 0;
+      } catch (e) {
+        el['home-empty'].hidden = false;
+        el['home-empty'].textContent = `Cannot reach the server: ${e.message}. Retrying…`;
+        n++;
+      }
+      await sleep(n ? backoffMs(n) : 5000);
+    }
+  }
+
   async refreshStreams(throwing) {
     try {
       const list = await getJSON('streams');
@@ -294,7 +361,12 @@ export class UI {
   }
 
   openStream(name, t) {
-    this.p.open(name, t);
+    if (!this.el.layout.hidden) { this.p.open(name, t); return; }
+    // From the overview: a real navigation, so Back returns to it.
+    const q = new URLSearchParams({ stream: name });
+    const token = new URLSearchParams(location.search).get('token');
+    if (token) q.set('token', token);
+    location.href = `?${q}`;
   }
 
   syncPicker(current) {
@@ -311,6 +383,7 @@ export class UI {
       return;
     }
     sel.disabled = false;
+    if (!current) sel.append(new Option('Choose a stream…', ''));
     for (const name of names) {
       const st = this.streams.find((s) => s.name === name);
       const label = st ? `${st.live ? '● ' : '○ '}${name}${st.live ? '' : ' (ended)'}` : name;
@@ -555,13 +628,43 @@ export class UI {
     p.play();
   }
 
+  /** Coverage runs, gaps and discontinuities of the index, computed once per index change
+   * (a 24 h window has 43,200 segments: not a walk per frame). */
+  shape() {
+    const s = this.p.s;
+    if (!s) return { runs: [], gaps: [], discontinuities: [] };
+    const ix = s.index;
+    const key = `${s.name}|${ix.version}`;
+    if (!this.shapeOf || this.shapeOf.key !== key) {
+      const runs = ix.coverage();
+      const gaps = [];
+      for (let i = 1; i < runs.length; i++) gaps.push([runs[i - 1][1], runs[i][0]]);
+      this.shapeOf = { key, runs, gaps, discontinuities: tm.breaks(ix.segs).discontinuities };
+    }
+    return this.shapeOf;
+  }
+
   renderCoverage() {
     const d = this.domain();
-    const runs = d ? this.p.s.index.coverage() : [];
-    this.placeRuns(this.el.coverage, runs, d);
-    const gaps = [];
-    for (let i = 1; i < runs.length; i++) gaps.push([runs[i - 1][1], runs[i][0]]);
-    this.placeRuns(this.el.gaps, gaps, d);
+    const sh = d ? this.shape() : { runs: [], gaps: [], discontinuities: [] };
+    this.placeRuns(this.el.coverage, sh.runs, d);
+    this.placeRuns(this.el.gaps, sh.gaps, d);
+    // Republishes (new periods): a mark each, where visible.
+    const marks = d ? sh.discontinuities.filter((t) => t >= d[0] && t <= d[1]) : [];
+    const box = this.el.marks;
+    while (box.children.length > marks.length) box.lastChild.remove();
+    while (box.children.length < marks.length) {
+      const i = document.createElement('i');
+      i.title = 'Stream restarted here (a new broadcast)';
+      box.append(i);
+    }
+    marks.forEach((t, k) => {
+      box.children[k].style.left = `${this.frac(t) * 100}%`;
+      box.children[k].dataset.time = fmtClock(t);
+    });
+    // The oldest moment still recorded, when the view shows it.
+    const win = this.windowRange();
+    this.el.oldest.hidden = !d || !win || d[0] > win[0];
   }
 
   placeRuns(container, runs, d) {
@@ -667,6 +770,8 @@ export class UI {
       for (let i = 0; i < b.length; i++) runs.push([s.index.wallAt(b.start(i)), s.index.wallAt(b.end(i))]);
     }
     this.placeRuns(el.buffered, runs, d);
+    this.clip.draw((t) => this.frac(t));
+    this.clip.tick(st.wallClockMs);
 
     const day = Number.isFinite(wall) ? fmtDay(wall) : '';
     el['now-time'].textContent = (day ? `${day} ` : '') + fmtClock(wall);

@@ -25,6 +25,9 @@ pub async fn file(FileParam(file): FileParam) -> Result<Response, ApiError> {
         "timeindex.js" => Ok(js(include_str!("../../static/timeindex.js"))),
         "timeline.js" => Ok(js(include_str!("../../static/timeline.js"))),
         "thumbs.js" => Ok(js(include_str!("../../static/thumbs.js"))),
+        "clip.js" => Ok(js(include_str!("../../static/clip.js"))),
+        "clippanel.js" => Ok(js(include_str!("../../static/clippanel.js"))),
+        "home.js" => Ok(js(include_str!("../../static/home.js"))),
         "player.css" => Ok(asset(
             "text/css; charset=utf-8",
             include_str!("../../static/player.css"),
