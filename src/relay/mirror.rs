@@ -18,10 +18,13 @@
 //!    one upstream, seq order alone decides: segments of a burst (a publisher faster than real
 //!    time) may overlap in wall time and are all relayed; a segment whose `time` goes back
 //!    before the previous one's is left out (the timeline stays ordered by time).
-//! 4. **Continuity.** An upstream period maps onto the relay's current period when its init
+//! 4. **Continuity.** After a resync (or on the first answer), before any period of this
+//!    upstream is mapped, an upstream period maps onto the relay's current period when its init
 //!    hash and codecs are the same and its media time continues the relay's newest segment
-//!    (within [`ALIGN_SLACK_MS`]); otherwise it starts a new relay period (a discontinuity)
-//!    whose init segment comes from that upstream.
+//!    (within [`ALIGN_SLACK_MS`]): a failover is not a discontinuity. Any other new upstream
+//!    period starts a new relay period (a discontinuity) whose init segment comes from that
+//!    upstream; so does every period change of the upstream being followed, even with the same
+//!    init (a republish with the same encoder settings is still a discontinuity downstream).
 //! 5. **Hostile numbers.** A segment with an unreadable time or an unknown period, or of a
 //!    period without an init length, is left out; all arithmetic saturates. An answer is
 //!    validated before it gets here ([`crate::wire::Index::validate`]), but nothing here relies
@@ -160,6 +163,7 @@ impl Mirror {
                 None => {
                     let init_hash = parse_hash(up_period.hash.as_deref());
                     let continues = match (&cur_period, &prev) {
+                        _ if !self.periods.is_empty() => false,
                         (Some(cp), Some(p)) => {
                             Some(cp.init_hash) == init_hash
                                 && p.start_ms
@@ -458,6 +462,18 @@ mod tests {
         assert_eq!(r.ix.periods.len(), 2);
         assert_eq!(r.ix.periods[1].codecs, "d");
         assert_eq!(r.ix.periods[1].start_ms, 4_000);
+        // A republish on one upstream: same init and codecs, media time continuing, but the
+        // upstream says new period; downstream it is a discontinuity too.
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        r.feed(&mut m, 0, &answer(&[(0, 1, "c")], &run(1, 2)));
+        let republished = [(3, 1, 4_000, T0 + 60_000)];
+        r.feed(
+            &mut m,
+            0,
+            &answer(&[(0, 1, "c"), (1, 1, "c")], &republished),
+        );
+        assert_eq!(r.ix.periods.len(), 2);
+        assert_eq!(r.ix.segments[2].period, 1);
     }
 
     #[test]

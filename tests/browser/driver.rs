@@ -23,6 +23,8 @@ const DRIVER_START: Duration = Duration::from_secs(15);
 
 pub struct Browser {
     pub client: Client,
+    /// Where the browser saves downloads (inside its profile directory).
+    pub downloads: PathBuf,
     /// chromedriver, until killed and reaped.
     driver: Option<Child>,
     _profile: tempfile::TempDir,
@@ -78,7 +80,12 @@ impl Browser {
         ];
         args.push("--hide-scrollbars".into());
         args.extend(extra.iter().map(|a| (*a).to_owned()));
-        let mut opts = json!({ "args": args });
+        let downloads = profile.path().join("downloads");
+        std::fs::create_dir_all(&downloads).expect("downloads dir");
+        let mut opts = json!({ "args": args, "prefs": {
+            "download.default_directory": downloads.display().to_string(),
+            "download.prompt_for_download": false,
+        }});
         if let Some(bin) = which("chromium") {
             opts["binary"] = json!(bin);
         }
@@ -101,6 +108,7 @@ impl Browser {
         };
         Browser {
             client,
+            downloads,
             driver: Some(driver),
             _profile: profile,
         }
@@ -259,9 +267,16 @@ pub async fn key(b: &Browser, value: char) {
 
 /// Drags the mouse along the timeline from `from` to `to` (fractions of its width).
 pub async fn drag_timeline(b: &Browser, from: f64, to: f64) {
-    let track = b.client.find(Locator::Id("track")).await.unwrap();
+    drag_along(b, "track", from, to).await
+}
+
+/// Drags the mouse across element `id` from `from` to `to` (fractions of its width).
+pub async fn drag_along(b: &Browser, id: &str, from: f64, to: f64) {
+    let track = b.client.find(Locator::Id(id)).await.unwrap();
     let width = f(&b
-        .js("return document.getElementById('track').getBoundingClientRect().width")
+        .js(&format!(
+            "return document.getElementById('{id}').getBoundingClientRect().width"
+        ))
         .await);
     let x = |frac: f64| (frac - 0.5) * width;
     let mouse = MouseActions::new("mouse".into())

@@ -73,7 +73,7 @@ async fn publish(addr: SocketAddr, mut stop: oneshot::Receiver<()>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn player_through_two_relays() {
-    if !have("chromedriver") || !have("chromium") {
+    if !have("chromedriver") || !have("chromium") || !have("ffmpeg") {
         return;
     }
     let started = Instant::now();
@@ -360,6 +360,20 @@ async fn player_through_two_relays() {
         f(&wheeled[0]) > f(&zoomed[0]) + 1000.0,
         "wheel out: {wheeled}"
     );
+    // Dragging the time ruler pans the zoomed view (to the right = earlier), by the dragged
+    // fraction of its span, clamped to the window; the span stays.
+    b.js("document.querySelector('[data-span=\"60000\"]').click()")
+        .await;
+    let view = "const d = window.dvrgate.ui.domain(), w = window.dvrgate.ui.windowRange(); \
+                return [d[0], d[1], w[0]]";
+    let before = b.js(view).await;
+    drag_along(&b, "ticks", 0.3, 0.9).await;
+    let after = b.js(view).await;
+    let want = (f(&before[0]) - 0.6 * 60000.0).max(f(&before[2]));
+    assert!(
+        (f(&after[0]) - want).abs() < 1500.0 && (f(&after[1]) - f(&after[0]) - 60000.0).abs() < 1.0,
+        "ruler drag pans: before {before}, after {after}, want start {want}"
+    );
     b.screenshot("player-zoomed").await;
     b.js("document.querySelector('[data-span=\"all\"]').click()")
         .await;
@@ -497,6 +511,93 @@ async fn player_through_two_relays() {
     b.wait_state("phone layout plays", PLAY, playing).await;
     b.screenshot("player-phone").await;
 
+    // A clip from the timeline: I at 30 s behind live, O 12 s later (keys at the playhead).
+    // Preview plays the section and pauses at its end; the panel's Download saves clip.mp4
+    // (once the server has accepted the section), and that file plays: ffmpeg decodes it
+    // without a message, about as long as marked (whole segments: at most two more).
+    b.client.set_window_size(1280, 860).await.unwrap();
+    b.js("if (document.activeElement) document.activeElement.blur()")
+        .await;
+    timed_seek(
+        &b,
+        "seek for the in mark",
+        "v.currentTime = ix.mediaEnd - 30;",
+    )
+    .await;
+    key(&b, 'i').await;
+    timed_seek(
+        &b,
+        "seek for the out mark",
+        "v.currentTime = v.currentTime + 12;",
+    )
+    .await;
+    key(&b, 'o').await;
+    let marks = b
+        .js("const c = window.dvrgate.ui.clip; \
+             return [c.in, c.out, document.getElementById('clip-length').textContent, \
+                     document.getElementById('clip-download').getAttribute('href')]")
+        .await;
+    let marked_s = (f(&marks[1]) - f(&marks[0])) / 1000.0;
+    assert!(
+        (10.0..=14.0).contains(&marked_s) && marks[2].as_str().unwrap().contains("marked"),
+        "I/O marks: {marks}"
+    );
+    assert!(
+        marks[3].as_str().unwrap().contains("clip.mp4?from="),
+        "download link: {marks}"
+    );
+    press(&b, "clip-preview").await;
+    let out_ms = f(&marks[1]);
+    let st = b
+        .wait_state("preview pauses at the out mark", PLAY, |s| {
+            s["paused"] == true && (f(&s["wallClockMs"]) - out_ms).abs() < 1000.0
+        })
+        .await;
+    println!(
+        "clip preview stopped {} ms from the out mark",
+        f(&st["wallClockMs"]) - out_ms
+    );
+    b.screenshot("player-clip").await;
+    press(&b, "clip-download").await;
+    let file = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let done = std::fs::read_dir(&b.downloads)
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.extension().is_some_and(|x| x == "mp4"));
+            if let Some(p) = done {
+                break p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no clip downloaded into {}: {}",
+                b.downloads.display(),
+                b.js("return document.getElementById('clip-error').textContent")
+                    .await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let path = file.to_str().unwrap();
+    ffmpeg_decode(path)
+        .await
+        .unwrap_or_else(|e| panic!("the downloaded clip {path} does not decode cleanly: {e}"));
+    let d = probe_duration(path).await;
+    let seg_s = target_ms / 1000.0;
+    assert!(
+        d >= marked_s - 0.5 && d <= marked_s + 2.0 * seg_s + 0.5,
+        "downloaded clip lasts {d} s for {marked_s} s marked"
+    );
+    println!(
+        "downloaded clip {}: {d:.2} s for {marked_s:.2} s marked",
+        file.display()
+    );
+    b.js("window.dvrgate.ui.clip.clear()").await;
+    press(&b, "live").await;
+    b.wait_state("live again after the clip", PLAY, playing)
+        .await;
+
     // The publisher stops: the page shows the stream as ended.
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), publisher)
@@ -549,6 +650,134 @@ async fn player_through_two_relays() {
         assert!(Instant::now() < deadline, "the clip does not play: {v}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Republished: the timeline marks the restart; a clip across it is refused with a sentence,
+    // by the page itself and, when the page's own check is bypassed, by the server.
+    let (stop2, stop2_rx) = oneshot::channel();
+    let publisher2 = tokio::spawn(publish(origin.rtmp.unwrap(), stop2_rx));
+    b.wait_state("live again", Duration::from_secs(60), |s| s["live"] == true)
+        .await;
+    let disc = "const ui = window.dvrgate.ui, d = ui.shape().discontinuities, ix = window.dvrgate.player.s.index; \
+                return d.length && ix.wallEnd > d[d.length - 1] + 4000 ? \
+                  [d[d.length - 1], document.querySelectorAll('#marks i').length] : null";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let at = loop {
+        let v = b.js(disc).await;
+        if !v.is_null() {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no discontinuity after the republish: {:#}",
+            b.state().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        f(&at[1]) >= 1.0,
+        "the restart is drawn on the timeline: {at}"
+    );
+    let cut = f(&at[0]);
+    b.js(&format!(
+        "const c = window.dvrgate.ui.clip; c.mark('in', {}); c.mark('out', {});",
+        cut - 6000.0,
+        cut + 3000.0
+    ))
+    .await;
+    let own = b
+        .js("return document.getElementById('clip-error').textContent")
+        .await;
+    assert!(
+        own.as_str().unwrap().contains("restart of the broadcast"),
+        "the page explains the refusal: {own}"
+    );
+    b.screenshot("player-discontinuity").await;
+    b.js("const ui = window.dvrgate.ui, real = ui.shape.bind(ui); \
+          ui.shape = () => ({ ...real(), discontinuities: [] }); ui.clip.render(); \
+          document.getElementById('clip-download').click();")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let server = loop {
+        let v = b
+            .js("return document.getElementById('clip-error').textContent")
+            .await;
+        if v.as_str().is_some_and(|t| !t.is_empty()) {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sentence for the server's refusal"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let text = server.as_str().unwrap();
+    assert!(
+        text.contains("restart of the broadcast")
+            && !text.contains("NetStream")
+            && !text.contains("400"),
+        "the server's refusal as a sentence: {text}"
+    );
+    println!("clip across a republish: {text}");
+    b.js("delete window.dvrgate.ui.shape; window.dvrgate.ui.clip.clear()")
+        .await;
+
+    // The stream overview at `/`: a card per stream with its state and DVR length, and the
+    // newest thumbnail where the node has one; the card opens the player.
+    b.goto(&edge.url("/")).await;
+    let card = "const c = [...document.querySelectorAll('.card')].find((a) => \
+                  a.querySelector('.card-name').textContent === arguments[0]); \
+                return c ? [c.querySelector('.card-summary').textContent, \
+                  c.querySelector('.pic').classList.contains('none'), \
+                  c.querySelector('img').naturalWidth] : null";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let seen = loop {
+        let v = b
+            .js(&card.replace("arguments[0]", &format!("'{STREAM}'")))
+            .await;
+        if v.is_array()
+            && (!v[1].as_bool().unwrap() || Instant::now() + Duration::from_secs(8) > deadline)
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no card for {STREAM} on the overview"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        seen[0].as_str().unwrap().starts_with("Live · DVR "),
+        "card summary: {seen}"
+    );
+    let last = b
+        .js(&format!(
+            "return fetch('/streams/{STREAM}').then((r) => r.json()).then((s) => \
+               fetch('/streams/{STREAM}/thumbs/' + (s.dvr.last_seq - 1) + '.jpg', {{method: 'HEAD'}})).then((r) => r.status)"
+        ))
+        .await;
+    if last == 200 {
+        assert!(
+            seen[1] == false && f(&seen[2]) > 0.0,
+            "the card shows the newest thumbnail: {seen}"
+        );
+    }
+    b.screenshot("overview").await;
+    b.client
+        .find(fantoccini::Locator::Css(".card"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_state("the card opens the player", PLAY, |s| {
+        s["stream"] == STREAM && playing(s)
+    })
+    .await;
+    let _ = stop2.send(());
+    tokio::time::timeout(Duration::from_secs(10), publisher2)
+        .await
+        .unwrap()
+        .unwrap();
 
     // The edge's upstream goes away: its status event shows in the panel, and a stream the
     // edge does not have yet cannot be fetched.
