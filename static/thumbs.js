@@ -1,55 +1,85 @@
 /** Thumbnail loader for scrubbing: `thumbs/{seq}.jpg` of a stream (relative to
  * `/streams/{name}/`, with the page's `?token=`).
  *
- * Invariants: at most `max` images are kept (LRU by last use); a seq is requested at most once
- * while cached or pending; a seq that failed (e.g. 404 before the server has thumbnails) is not
- * asked again for `retryMs`, and the failure list is bounded too. No timers. */
+ * Invariants:
+ * - At most `concurrency` images load at once; what waits is a short queue, newest wish first
+ *   (`queue` entries; older wishes fall off), so a fast drag across 24 hours asks for a handful
+ *   of thumbnails, not one per mouse move.
+ * - At most `max` loaded images are kept (LRU by last use); a seq is requested at most once
+ *   while cached or loading.
+ * - A seq that failed (404: not made yet, skipped, audio-only) is not asked again for
+ *   `retryMs`; that list is bounded too. No timers. */
 
 export class ThumbLoader {
   /** `urlOf(seq)` gives the (tokenized) URL of a thumbnail. */
-  constructor(urlOf, { max = 40, retryMs = 60000, now = () => Date.now(), makeImage = () => new Image() } = {}) {
+  constructor(urlOf, { max = 40, retryMs = 60000, concurrency = 3, queue = 4, now = () => Date.now(), makeImage = () => new Image() } = {}) {
     this.urlOf = urlOf;
     this.max = max;
     this.retryMs = retryMs;
+    this.concurrency = concurrency;
+    this.queueMax = queue;
     this.now = now;
     this.makeImage = makeImage;
-    this.cache = new Map(); // seq -> {img, ok: bool|null}; Map order = LRU order
+    this.cache = new Map(); // seq -> {img, ok: true}; Map order = LRU order
+    this.loading = new Map(); // seq -> img
+    this.queue = []; // seqs waiting, newest first
     this.failed = new Map(); // seq -> time of the failure
+    this.requests = 0; // images asked of the server so far
+    this.onload = null; // (seq, img) when a thumbnail has loaded
   }
 
-  /** The loaded image of `seq`, or null (starts loading it unless it failed recently). */
+  /** The loaded image of `seq`, or null; a miss is queued first in line. */
   get(seq) {
-    const e = this.touch(seq);
-    return e && e.ok ? e.img : null;
-  }
-
-  /** Starts loading `seqs` (the few around the pointer) without waiting. */
-  preload(seqs) {
-    for (const s of seqs) this.touch(s);
-  }
-
-  touch(seq) {
-    let e = this.cache.get(seq);
+    const e = this.cache.get(seq);
     if (e) {
       this.cache.delete(seq);
       this.cache.set(seq, e);
-      return e;
+      return e.img;
     }
+    this.wish(seq, true);
+    this.pump();
+    return null;
+  }
+
+  /** Queues `seqs` (around the pointer) behind what the pointer is on; never waits. */
+  preload(seqs) {
+    for (const s of seqs) this.wish(s, false);
+    this.pump();
+  }
+
+  wish(seq, first) {
+    if (this.cache.has(seq) || this.loading.has(seq)) return;
     const at = this.failed.get(seq);
-    if (at != null && this.now() - at < this.retryMs) return null;
+    if (at != null && this.now() - at < this.retryMs) return;
     this.failed.delete(seq);
+    const i = this.queue.indexOf(seq);
+    if (i >= 0) this.queue.splice(i, 1);
+    if (first) this.queue.unshift(seq);
+    else this.queue.splice(Math.min(1, this.queue.length), 0, seq);
+    if (this.queue.length > this.queueMax) this.queue.length = this.queueMax;
+  }
+
+  pump() {
+    while (this.loading.size < this.concurrency && this.queue.length) this.start(this.queue.shift());
+  }
+
+  start(seq) {
     const img = this.makeImage();
-    e = { img, ok: null };
-    img.onload = () => { e.ok = true; if (this.onload) this.onload(seq); };
+    this.loading.set(seq, img);
+    this.requests++;
+    img.onload = () => {
+      this.loading.delete(seq);
+      this.cache.set(seq, { img, ok: true });
+      while (this.cache.size > this.max) this.cache.delete(this.cache.keys().next().value);
+      if (this.onload) this.onload(seq, img);
+      this.pump();
+    };
     img.onerror = () => {
-      e.ok = false;
-      this.cache.delete(seq);
+      this.loading.delete(seq);
       this.failed.set(seq, this.now());
       while (this.failed.size > 4 * this.max) this.failed.delete(this.failed.keys().next().value);
+      this.pump();
     };
     img.src = this.urlOf(seq);
-    this.cache.set(seq, e);
-    while (this.cache.size > this.max) this.cache.delete(this.cache.keys().next().value);
-    return e;
   }
 }

@@ -202,11 +202,11 @@ export class UI {
       this.drag = null;
       tl.classList.remove('dragging');
       if (commit) p.seekWall(w);
-      if (e.pointerType !== 'mouse') el.hover.hidden = true;
+      if (e.pointerType !== 'mouse') { el.hover.hidden = true; this.hoverSeq = null; }
     };
     tl.addEventListener('pointerup', (e) => end(e, true));
     tl.addEventListener('pointercancel', (e) => end(e, false));
-    tl.addEventListener('pointerleave', () => { if (this.drag == null) el.hover.hidden = true; });
+    tl.addEventListener('pointerleave', () => { if (this.drag == null) { el.hover.hidden = true; this.hoverSeq = null; } });
 
     p.addEventListener('open', (e) => {
       this.clearEvents();
@@ -584,27 +584,58 @@ export class UI {
     el.hover.style.transform = `translateX(${-Math.min(Math.max(half, px), r.width - half) + px - half}px)`;
   }
 
-  /** The thumbnail of the segment under wall clock `w`: looked up only when the seq changes,
-   * the two on each side preloaded; a missing thumbnail (404) leaves only the time. */
+  /** The thumbnail of the segment under wall clock `w`, asked for only when the seq changes;
+   * the segments 8 and 24 px to each side are queued behind it (the loader bounds what is in
+   * flight). Until the right one has loaded, the previous picture stays, dimmed; a missing
+   * thumbnail (404) leaves only the time. `thumbTimes` records how long each took to show. */
   showThumb(w) {
     const s = this.p.s;
     const img = this.el['hover-img'];
     if (!s || !s.index.segs.length) { img.hidden = true; return; }
     const ix = s.index;
-    const seg = ix.segs[ix.floorMedia(ix.mediaAt(w))];
-    if (!seg) { img.hidden = true; return; }
+    const seqAt = (t) => { const g = ix.segs[ix.floorMedia(ix.mediaAt(t))]; return g ? g.seq : null; };
+    const seq = seqAt(w);
+    if (seq == null) { img.hidden = true; return; }
     if (!this.thumbs || this.thumbs.base !== s.base) {
       const base = s.base;
-      this.thumbs = new ThumbLoader((seq) => withToken(`${base}thumbs/${seq}.jpg`));
+      this.thumbs = new ThumbLoader((q) => withToken(`${base}thumbs/${q}.jpg`));
       this.thumbs.base = base;
-      this.thumbs.onload = (seq) => { if (seq === this.thumbSeq) this.thumbSeq = null; };
+      this.thumbTimes = [];
+      this.thumbs.onload = (q, loaded) => {
+        if (q !== this.hoverSeq || this.el.hover.hidden) return;
+        this.placeThumb(loaded);
+        this.noteThumb(q, performance.now() - this.hoverAt, 'network');
+      };
     }
-    if (seg.seq === this.thumbSeq) return;
-    const got = this.thumbs.get(seg.seq);
-    this.thumbSeq = got ? seg.seq : null; // not loaded yet: look again on the next move or load
-    this.thumbs.preload([seg.seq - 2, seg.seq - 1, seg.seq + 1, seg.seq + 2].filter((q) => q >= ix.first.seq && q <= ix.last.seq));
-    img.hidden = !got;
-    if (got && img.src !== got.src) img.src = got.src;
+    if (seq === this.hoverSeq) return;
+    this.hoverSeq = seq;
+    this.hoverAt = performance.now();
+    const got = this.thumbs.get(seq);
+    const d = this.domain();
+    const msPerPx = (d[1] - d[0]) / (this.el.track.clientWidth || 600);
+    const around = [];
+    for (const px of [8, -8, 24, -24]) {
+      const q = seqAt(Math.min(Math.max(w + px * msPerPx, ix.wallStart), ix.wallEnd - 1));
+      if (q != null && q !== seq && !around.includes(q)) around.push(q);
+    }
+    this.thumbs.preload(around);
+    if (got) {
+      this.placeThumb(got);
+      this.noteThumb(seq, 0, 'page');
+    } else img.classList.add('stale');
+  }
+
+  placeThumb(loaded) {
+    const img = this.el['hover-img'];
+    if (img.src !== loaded.src) img.src = loaded.src;
+    img.classList.remove('stale');
+    img.hidden = false;
+  }
+
+  /** Bounded record of hover -> thumbnail on screen (read by bench/player_figures.py). */
+  noteThumb(seq, ms, from) {
+    this.thumbTimes.push({ seq, ms: Math.round(ms), from });
+    if (this.thumbTimes.length > 500) this.thumbTimes.shift();
   }
 
   /** "Go to": a typed time (local, RFC 3339, -30s, live) -> a seek, or a sentence saying why not. */
