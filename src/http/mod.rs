@@ -180,6 +180,7 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{name}/index.m3u8", get(hls::playlist))
         .route("/streams/{name}/init/{file}", get(segments::init))
         .route("/streams/{name}/segments/{file}", get(segments::segment))
+        .route("/streams/{name}/thumbs/{file}", get(segments::thumb))
         .route("/streams/{name}/seek", get(dvr::seek))
         .route("/streams/{name}/clip.mp4", get(dvr::clip))
         .route("/streams/{name}/events", get(events::stream_events))

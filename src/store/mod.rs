@@ -95,6 +95,8 @@ pub struct Stream {
     timeline: Arc<Timeline>,
     /// Where the objects and the index are (read and written only through it).
     storage: Arc<dyn storage::Storage>,
+    /// The recording's paths (thumbnails live beside the segments, outside [`storage`]).
+    layout: Layout,
     /// Serializes index appends (each with its apply) against compaction, so a compaction's
     /// snapshot never misses a line appended meanwhile. tokio `Mutex`: held across storage
     /// calls.
@@ -316,10 +318,16 @@ impl Stream {
     fn new(name: String, layout: Layout, index: StreamIndex, file_lines: usize) -> Stream {
         Stream {
             timeline: Arc::new(Timeline::with_index(name, index)),
-            storage: Arc::new(storage::LocalDisk::new(layout)),
+            storage: Arc::new(storage::LocalDisk::new(layout.clone())),
+            layout,
             index_lock: tokio::sync::Mutex::new(()),
             file_lines: file_lines.into(),
         }
+    }
+
+    /// Where the thumbnail of segment `seq` is (or would be) stored.
+    pub fn thumb_path(&self, seq: u64) -> std::path::PathBuf {
+        self.layout.thumb(seq)
     }
 
     /// The shared timeline (index + change notification) readers render.
@@ -398,6 +406,16 @@ impl Stream {
         };
         for seg in &gone {
             self.storage.delete(Object::Segment(seg.seq)).await?;
+        }
+        if !gone.is_empty() {
+            // Thumbnails go with their segments; best effort (a stray one is only bytes).
+            let paths: Vec<_> = gone.iter().map(|s| self.layout.thumb(s.seq)).collect();
+            let _ = tokio::task::spawn_blocking(move || {
+                for p in paths {
+                    let _ = writer::remove_if_exists(&p);
+                }
+            })
+            .await;
         }
         for p in &gone_periods {
             self.storage.delete(Object::Init(p.id)).await?;
