@@ -146,30 +146,6 @@ pub fn serve(
     resp
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn numbered_files() {
-        assert_eq!(parse_numbered("41.m4s", "m4s"), Some(41));
-        assert_eq!(parse_numbered("0.mp4", "mp4"), Some(0));
-        for bad in [
-            "m4s",
-            ".m4s",
-            "+1.m4s",
-            "-1.m4s",
-            "1.mp4",
-            "1.m4s.m4s",
-            "../1.m4s",
-            "99999999999999999999999.m4s",
-            "1 .m4s",
-        ] {
-            assert_eq!(parse_numbered(bad, "m4s"), None, "{bad}");
-        }
-    }
-}
-
 /// Largest thumbnail served (a stray big file is not sent).
 pub const MAX_THUMB_BYTES: u64 = 256 << 10;
 
@@ -210,4 +186,28 @@ pub async fn thumb(
         &etag,
         "image/jpeg",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_files() {
+        assert_eq!(parse_numbered("41.m4s", "m4s"), Some(41));
+        assert_eq!(parse_numbered("0.mp4", "mp4"), Some(0));
+        for bad in [
+            "m4s",
+            ".m4s",
+            "+1.m4s",
+            "-1.m4s",
+            "1.mp4",
+            "1.m4s.m4s",
+            "../1.m4s",
+            "99999999999999999999999.m4s",
+            "1 .m4s",
+        ] {
+            assert_eq!(parse_numbered(bad, "m4s"), None, "{bad}");
+        }
+    }
 }
