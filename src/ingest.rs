@@ -540,6 +540,8 @@ impl Recorder {
                             avc_record: avc_record.clone(),
                             sample,
                             path: stream.thumb_path(meta.seq),
+                            seq: meta.seq,
+                            made: stream.thumbs().clone(),
                         });
                     }
                     match self

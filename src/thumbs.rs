@@ -8,7 +8,8 @@
 //! - No panics on bad input: a corrupt frame fails that thumbnail only
 //!   (`dvrgate_thumbs_failed_total`); the decoder is made per job so no state carries over.
 //! - Stored as `<stream>/thumbs/<seq>.jpg` (temp file then rename, so a reader sees all or
-//!   nothing); not indexed, not media bytes; retention deletes it with its segment.
+//!   nothing); not indexed, not media bytes; retention deletes it with its segment. Its seq
+//!   enters the stream's [`ThumbSet`](crate::store::ThumbSet) only after the rename.
 //! - At most [`MAX_WIDTH`] px wide, aspect kept (box filter on RGB), even dimensions.
 //! - Audio-only streams get none (no avcC, no keyframe sample).
 
@@ -22,6 +23,9 @@ use crate::metrics::{self, Metrics};
 
 /// Widest thumbnail, px.
 pub const MAX_WIDTH: usize = 320;
+/// Largest thumbnail served or relayed: far above what [`MAX_WIDTH`] at [`QUALITY`] makes,
+/// so a bigger file or upstream answer is not one of ours and is refused, not cached.
+pub const MAX_BYTES: u64 = 256 << 10;
 /// Jobs waiting for the worker; more are skipped.
 pub const QUEUE: usize = 2;
 /// Largest frame the worker decodes (bytes of the AVCC sample).
@@ -37,6 +41,10 @@ pub struct Job {
     pub sample: Bytes,
     /// Where the JPEG goes.
     pub path: PathBuf,
+    /// The segment's seq, recorded in `made` once its JPEG is in place.
+    pub seq: u64,
+    /// The stream's set of segments with a thumbnail (what `thumbs.vtt` lists).
+    pub made: Arc<crate::store::ThumbSet>,
 }
 
 /// Why a thumbnail was not made.
@@ -74,7 +82,10 @@ impl Thumbnailer {
                     let result = make(&job);
                     metrics::add(&m.thumb_cpu_us, thread_cpu_us().saturating_sub(cpu));
                     match result {
-                        Ok(()) => metrics::inc(&m.thumbs_made),
+                        Ok(()) => {
+                            job.made.insert(job.seq);
+                            metrics::inc(&m.thumbs_made)
+                        }
                         Err(e) => {
                             metrics::inc(&m.thumbs_failed);
                             tracing::debug!(error = %e, path = %job.path.display(), "thumbnail failed");

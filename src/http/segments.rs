@@ -146,34 +146,21 @@ pub fn serve(
     resp
 }
 
-/// Largest thumbnail served (a stray big file is not sent).
-pub const MAX_THUMB_BYTES: u64 = 256 << 10;
-
-/// `GET /streams/{name}/thumbs/{seq}.jpg`: the segment's thumbnail from the recording
-/// (origin only for now). Immutable once it exists; missing (not made yet, skipped under
-/// overload, audio-only, deleted with its segment) is a `no-store` 404.
+/// `GET /streams/{name}/thumbs/{seq}.jpg`: the segment's thumbnail, from the recording at the
+/// origin, from the cache or one shared upstream pull at a relay ([`Feed::thumb`](super::Feed::thumb)). Served
+/// like a segment (immutable, strong ETag of its bytes, ranges, 304); missing (not made yet,
+/// skipped under overload, audio-only, deleted with its segment) is a `no-store` 404.
 pub async fn thumb(
     State(st): State<AppState>,
     StreamName(name): StreamName,
     FileParam(file): FileParam,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::NotFound(format!("no thumbnail {file:?}"));
-    let seq = parse_numbered(&file, "jpg").ok_or_else(not_found)?;
-    // Known stream (404 StreamNotFound otherwise), and the segment still indexed.
+    let seq = parse_numbered(&file, "jpg")
+        .ok_or_else(|| ApiError::NotFound(format!("no thumbnail {file:?}")))?;
     let feed = st.feed(&name).await?;
-    if feed.stream().read().segment(seq).is_none() {
-        return Err(not_found());
-    }
-    let Some(stream) = st.store.get(&name) else {
-        return Err(not_found());
-    };
-    let path = stream.thumb_path(seq);
-    let bytes = match tokio::fs::metadata(&path).await {
-        Ok(m) if m.len() <= MAX_THUMB_BYTES => tokio::fs::read(&path).await.ok(),
-        _ => None,
-    }
-    .ok_or_else(not_found)?;
+    let bytes = feed.thumb(&st.cache, seq).await?;
+    // The same bytes at every hop, so the same ETag.
     let etag = etag::of(xxhash_rust::xxh3::xxh3_64(&bytes));
     if let Some(r) = not_modified(&headers, &etag) {
         return Ok(r);
@@ -181,7 +168,7 @@ pub async fn thumb(
     let len = bytes.len() as u64;
     Ok(serve(
         &headers,
-        Payload::Ready(bytes::Bytes::from(bytes)),
+        Payload::Ready(bytes),
         len,
         &etag,
         "image/jpeg",
