@@ -82,9 +82,10 @@ impl Thumbnailer {
                     let result = make(&job);
                     metrics::add(&m.thumb_cpu_us, thread_cpu_us().saturating_sub(cpu));
                     match result {
+                        Ok(()) if job.made.insert(job.seq) => metrics::inc(&m.thumbs_made),
                         Ok(()) => {
-                            job.made.insert(job.seq);
-                            metrics::inc(&m.thumbs_made)
+                            // Retention dropped the segment meanwhile: the thumbnail goes too.
+                            let _ = std::fs::remove_file(&job.path);
                         }
                         Err(e) => {
                             metrics::inc(&m.thumbs_failed);

@@ -2,8 +2,10 @@
 //! lists them without a stat per segment.
 //!
 //! Invariants: a seq is inserted only after its JPEG was renamed into place (the thumbnail
-//! worker does it); seqs are removed before (or as) retention deletes the files, so the set
-//! never names a file that retention removed. At startup the set is filled from the
+//! worker does it); retention raises the floor (dropping the seqs below it) *before* it
+//! deletes the files, and [`ThumbSet::insert`] refuses a seq below the floor, whose file the
+//! worker then deletes itself. So whichever runs first, a thumbnail never outlives its
+//! segment and the set never names a file that retention removed. At startup the set is filled from the
 //! `thumbs/` folder, keeping only seqs the index still lists. Bounded by the index: one
 //! entry per indexed segment at most.
 
@@ -13,35 +15,54 @@ use std::sync::Mutex;
 /// The seqs with a thumbnail. std `Mutex`: short sections, never held across `.await`.
 #[derive(Debug, Default)]
 pub struct ThumbSet {
-    seqs: Mutex<BTreeSet<u64>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    seqs: BTreeSet<u64>,
+    /// Seqs below it were dropped by retention.
+    floor: u64,
 }
 
 impl ThumbSet {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
-        self.seqs.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A set holding `seqs`.
     pub fn of(seqs: impl IntoIterator<Item = u64>) -> ThumbSet {
         ThumbSet {
-            seqs: Mutex::new(seqs.into_iter().collect()),
+            inner: Mutex::new(Inner {
+                seqs: seqs.into_iter().collect(),
+                floor: 0,
+            }),
         }
     }
 
-    /// Segment `seq` has a thumbnail now.
-    pub fn insert(&self, seq: u64) {
-        self.lock().insert(seq);
+    /// Segment `seq` has a thumbnail now. `false` when its segment was dropped already: the
+    /// caller deletes the file.
+    #[must_use]
+    pub fn insert(&self, seq: u64) -> bool {
+        let mut s = self.lock();
+        if seq < s.floor {
+            return false;
+        }
+        s.seqs.insert(seq);
+        true
     }
 
     pub fn contains(&self, seq: u64) -> bool {
-        self.lock().contains(&seq)
+        self.lock().seqs.contains(&seq)
     }
 
-    /// Forgets every seq below `before` (their segments were dropped).
+    /// Forgets every seq below `before` (their segments were dropped) and refuses them from
+    /// now on.
     pub fn remove_before(&self, before: u64) {
         let mut s = self.lock();
-        let keep = s.split_off(&before);
-        *s = keep;
+        s.floor = s.floor.max(before);
+        let keep = s.seqs.split_off(&before);
+        s.seqs = keep;
     }
 
     /// The seqs in `first..=last`.
@@ -49,15 +70,15 @@ impl ThumbSet {
         if first > last {
             return BTreeSet::new();
         }
-        self.lock().range(first..=last).copied().collect()
+        self.lock().seqs.range(first..=last).copied().collect()
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().seqs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().seqs.is_empty()
     }
 }
 
@@ -86,7 +107,7 @@ mod tests {
     #[test]
     fn insert_range_and_drop() {
         let s = ThumbSet::of([1, 2, 5]);
-        s.insert(7);
+        assert!(s.insert(7));
         assert!(s.contains(5));
         assert_eq!(s.in_range(2, 6).into_iter().collect::<Vec<_>>(), [2, 5]);
         assert!(s.in_range(6, 2).is_empty());
