@@ -52,6 +52,6 @@ run false
 echo
 cat "$WORK/rows"
 awk '/thumbnails=true/ {on=$0} /thumbnails=false/ {off=$0}
-     END { match(on, /origin CPU +[0-9.]+/); a = substr(on, RSTART + 11, RLENGTH - 11);
-           match(off, /origin CPU +[0-9.]+/); b = substr(off, RSTART + 11, RLENGTH - 11);
-           printf "thumbnails add %.2f s of origin CPU over the run (%+.1f%%)\n", a - b, b > 0 ? (a - b) / b * 100 : 0 }' "$WORK/rows"
+     END { match(on, /origin CPU +[0-9.]+/); a = substr(on, RSTART + 11, RLENGTH - 11) + 0;
+           match(off, /origin CPU +[0-9.]+/); b = substr(off, RSTART + 11, RLENGTH - 11) + 0;
+           printf "thumbnails add %.2f s of origin CPU over the run (%+.1f%%)\n", a - b, (b > 0 ? (a - b) / b * 100 : 0) }' "$WORK/rows"

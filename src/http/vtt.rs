@@ -10,8 +10,9 @@
 //!   aligned. `Cache-Control` is the playlist's for the same window.
 //! - Which segments get a cue: at the origin only those whose thumbnail exists (the stream's
 //!   in-memory [`ThumbSet`](crate::store::ThumbSet), no file system access per request). At a
-//!   relay (and for archived streams) every segment of a video period: the relay does not know
-//!   which thumbnails its upstream skipped, so a cue's JPEG may answer `404 no-store`.
+//!   relay every segment of a video period: the relay does not know which thumbnails its
+//!   upstream skipped, so a cue's JPEG may answer `404 no-store`. Thumbnails are not copied
+//!   to the shared archive (`[storage]`), so a stream served from the archive has no cues.
 //! - The viewer's `?token=` is carried into every URI exactly as playlists carry it
 //!   ([`UrlToken::apply`]: percent-encoded, so a cue text never holds a newline, `-->`, `&`
 //!   or `<`).
@@ -84,8 +85,9 @@ pub async fn track(
                     .map_or(first.seq, |s| s.seq);
                 Some(stream.thumbs().in_range(first.seq, last))
             }
-            (Feed::Recorded(_), None) => Some(Default::default()),
-            _ => None,
+            // Thumbnails are not archived: an archived stream's track has no cues.
+            (Feed::Recorded(_), None) | (Feed::Archived(..), _) => Some(Default::default()),
+            (Feed::Relayed(_), _) => None,
         };
         let mut cues = Vec::with_capacity(sel.range.len());
         let mut at = 0u64;
