@@ -176,6 +176,8 @@ pub struct RecordConfig {
     pub playlist_window: Dur,
     /// Free space kept on the recordings' volume: a size or a percentage of the volume.
     pub min_free: MinFree,
+    /// One JPEG per video segment (`thumbs/{seq}.jpg`, `thumbs.vtt`).
+    pub thumbnails: bool,
 }
 
 impl Default for RecordConfig {
@@ -187,6 +189,7 @@ impl Default for RecordConfig {
             max_bytes: ByteSize(50 << 30),
             playlist_window: Dur::secs(3600),
             min_free: MinFree(crate::store::MinFree::Percent(5.0)),
+            thumbnails: true,
         }
     }
 }

@@ -133,6 +133,8 @@ pub struct Ingest {
     pub publish_hook: Option<crate::hooks::PublishHook>,
     /// `node.name` (told to the publish hook).
     pub node: String,
+    /// `record.thumbnails`: the worker segments' thumbnails are offered to.
+    pub thumbs: Option<crate::thumbs::Thumbnailer>,
 }
 
 impl Ingest {
@@ -255,6 +257,8 @@ impl PublishHandler for Ingest {
             first_tag_ms: None,
             clock: None,
             recorded: false,
+            thumbs: self.thumbs.clone(),
+            avc_record: None,
         };
         self.tasks.spawn(recorder.run(rx, self.segment_target_ms));
         Ok(tx)
@@ -278,6 +282,9 @@ struct Recorder {
     clock: Option<WallClock>,
     /// At least one period was written (so `Record.Stop` is due).
     recorded: bool,
+    thumbs: Option<crate::thumbs::Thumbnailer>,
+    /// The current period's avcC (None: audio-only, no thumbnails).
+    avc_record: Option<bytes::Bytes>,
 }
 
 impl Recorder {
@@ -442,6 +449,7 @@ impl Recorder {
                         init_length: 0,
                     };
                     let init = p.init;
+                    self.avc_record = p.avc_record;
                     let meta = self.recording.add_period(init.clone(), meta).await?;
                     self.report_trims();
                     self.cache
@@ -524,6 +532,18 @@ impl Recorder {
                         "segment recorded"
                     );
                     let stream = self.recording.stream().clone();
+                    // After the announcement, never waiting: a busy worker skips this one.
+                    if let (Some(thumbs), Some(avc_record), Some(sample)) =
+                        (&self.thumbs, &self.avc_record, s.first_keyframe)
+                    {
+                        thumbs.offer(crate::thumbs::Job {
+                            avc_record: avc_record.clone(),
+                            sample,
+                            path: stream.thumb_path(meta.seq),
+                            seq: meta.seq,
+                            made: stream.thumbs().clone(),
+                        });
+                    }
                     match self
                         .store
                         .enforce_retention(&stream, crate::time::now_ms())

@@ -33,6 +33,7 @@
 //! - [`access`]: play tokens: which caller may read which stream (pure; `http::gate` asks it).
 //! - [`http`]: axum router; errors map to HTTP in one place ([`http::ApiError`]).
 //! - [`node`]: wiring, listeners and graceful shutdown; [`demo`]: the built-in three-node chain.
+//! - [`thumbs`]: one JPEG per video segment, made off the ingest path on one worker thread.
 //! - [`tls`]: the certificate of HTTPS and RTMPS, reloaded on SIGHUP.
 //! - [`hooks`]: the event hook (every status event POSTed to an operator's URL, in order).
 //! - [`config`], [`names`], [`time`], [`events`] (the onStatus codes), [`metrics`]: shared leaves.
@@ -52,6 +53,7 @@ pub mod node;
 pub mod relay;
 pub mod rtmp;
 pub mod store;
+pub mod thumbs;
 pub mod time;
 pub mod tls;
 pub mod wire;

@@ -54,6 +54,11 @@ counters! {
         /// Sum of durable-write times (file + index fsyncs), microseconds.
         segment_write_us / 1e6 => "counter" "dvrgate_segment_write_seconds_total", "Time spent writing segments durably (file and index fsyncs).";
         segments_deleted => "counter" "dvrgate_segments_deleted_total", "Segments deleted by retention or to keep record.min_free.";
+        thumbs_made => "counter" "dvrgate_thumbs_made_total", "Segment thumbnails made.";
+        thumbs_skipped => "counter" "dvrgate_thumbs_skipped_total", "Segment thumbnails skipped because the thumbnail worker was behind.";
+        thumbs_failed => "counter" "dvrgate_thumbs_failed_total", "Segment thumbnails that failed (decode or write errors).";
+        /// CPU time of the thumbnail worker, microseconds.
+        thumb_cpu_us / 1e6 => "counter" "dvrgate_thumb_cpu_seconds_total", "CPU time spent making thumbnails.";
         record_errors => "counter" "dvrgate_record_errors_total", "Recording write failures.";
         sse_clients => "gauge" "dvrgate_sse_clients", "Connected SSE clients.";
         tls_handshakes => "counter" "dvrgate_tls_handshakes_total", "TLS handshakes completed (HTTPS and RTMPS).";

@@ -193,6 +193,11 @@ pub async fn start(
         publish_key: config.rtmp.publish_key.clone(),
         segment_target_ms,
         tasks: TaskTracker::new(),
+        thumbs: if config.record.thumbnails {
+            Some(crate::thumbs::Thumbnailer::start(metrics.clone())?)
+        } else {
+            None
+        },
     });
     let mut state = AppState::new(
         &config.node.name,

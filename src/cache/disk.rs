@@ -103,6 +103,7 @@ impl Disk {
         let name = match key {
             Key::Segment { stream, seq } => format!("s|{stream}|{seq}"),
             Key::Init { stream, period } => format!("i|{stream}|{period}"),
+            Key::Thumb { stream, seq } => format!("t|{stream}|{seq}"),
         };
         self.dir.join(format!(
             "{:016x}.{EXT}",

@@ -56,8 +56,20 @@ pub const IN_FLIGHT_BYTES: u64 = 16 << 20;
 /// What a cache entry holds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Key {
-    Segment { stream: Arc<str>, seq: u64 },
-    Init { stream: Arc<str>, period: u32 },
+    Segment {
+        stream: Arc<str>,
+        seq: u64,
+    },
+    Init {
+        stream: Arc<str>,
+        period: u32,
+    },
+    /// A segment's thumbnail (`thumbs/{seq}.jpg`): loaded whole through
+    /// [`Cache::get_or_load`], memory tier only; a missing one is never cached.
+    Thumb {
+        stream: Arc<str>,
+        seq: u64,
+    },
 }
 
 crate::counters! {
@@ -77,6 +89,7 @@ crate::counters! {
         memory_wait_abandoned => "counter" "dvrgate_cache_memory_wait_abandoned_total", "Fetches given up while waiting for memory (every request for them went away).";
         pulls => "counter" "dvrgate_upstream_pulls_total", "Segment pulls from an upstream.";
         pull_failures => "counter" "dvrgate_upstream_pull_failures_total", "Upstream pulls that failed (nothing cached).";
+        thumb_pulls => "counter" "dvrgate_upstream_thumb_pulls_total", "Thumbnail pulls from an upstream (one per miss, shared by concurrent requests).";
     }
 }
 

@@ -119,6 +119,39 @@ impl Feed {
         }
     }
 
+    /// A segment's thumbnail (at most [`crate::thumbs::MAX_BYTES`]), through the cache: from
+    /// the recording, or pulled once from the upstream for all concurrent requests. Missing
+    /// (not made yet, skipped, audio-only, not in the index) is a `no-store` 404, never cached.
+    /// Archived streams have none (thumbnails are not archived).
+    pub async fn thumb(&self, cache: &Cache, seq: u64) -> Result<Bytes, ApiError> {
+        let max = crate::thumbs::MAX_BYTES;
+        let not_found = || ApiError::NotFound(format!("no thumbnail {seq}"));
+        let loaded = match self {
+            Feed::Recorded(stream) => {
+                let key = Key::Thumb {
+                    stream: stream.name.as_str().into(),
+                    seq,
+                };
+                if !stream.thumbs().contains(seq) {
+                    return Err(not_found());
+                }
+                return cache
+                    .get_or_load(key, max, stream.read_thumb(seq, max))
+                    .await
+                    .map_err(|e| match &*e {
+                        Miss::Absent => not_found(),
+                        Miss::Failed(err) => ApiError::Internal(err.to_string()),
+                    });
+            }
+            Feed::Relayed(proxy) => proxy.thumb(seq, max).await.ok_or_else(not_found)?,
+            Feed::Archived(..) => return Err(not_found()),
+        };
+        loaded.map_err(|e| match &*e {
+            Miss::Absent => not_found(),
+            Miss::Failed(err) => upstream_error(err.clone()),
+        })
+    }
+
     /// `source` of the status JSON.
     pub fn source(&self) -> crate::wire::Source {
         match self {

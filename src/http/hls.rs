@@ -108,8 +108,8 @@ pub async fn playlist(
 ) -> Result<Response, ApiError> {
     let feed = st.feed(&name).await?;
     let stream = feed.stream();
-    let (start, from, to) = (q.time("start")?, q.time("from")?, q.time("to")?);
-    let plain = start.is_none() && from.is_none() && to.is_none();
+    let window = WindowQuery::of(&q)?;
+    let plain = window.is_plain();
     let version = stream.version();
     if plain {
         let cached = st
@@ -122,37 +122,13 @@ pub async fn playlist(
         }
     }
     let ix = stream.read();
-    let mut opts = Options {
-        start_offset_ms: None,
-        endlist: !ix.live,
+    let sel = select(&ix, &window, st.playlist_window_ms, now_ms())?;
+    let opts = Options {
+        start_offset_ms: sel.start_offset_ms,
+        endlist: sel.endlist,
         target_ms: st.segment_target_ms,
     };
-    let mut past = false;
-    let range = if from.is_some() || to.is_some() {
-        let w = select_window(&ix, from, to, now_ms())?;
-        past = w.past;
-        opts.endlist |= w.past;
-        if let Some(at) = start {
-            let (first, offset) = start_position(&ix, at, w.range.start)?;
-            if first < w.range.start || first >= w.range.end.max(w.range.start + 1) {
-                return Err(ApiError::BadRequest(
-                    "start must lie inside from..to".into(),
-                ));
-            }
-            opts.start_offset_ms = Some(offset);
-        }
-        w.range
-    } else {
-        let tail = ix.tail(st.playlist_window_ms);
-        match start {
-            Some(at) => {
-                let (first, offset) = start_position(&ix, at, tail.start)?;
-                opts.start_offset_ms = Some(offset);
-                first..tail.end
-            }
-            None => tail,
-        }
-    };
+    let (range, past) = (sel.range, sel.past);
     let body = bytes::Bytes::from(playlist::render(&ix, range, &opts));
     drop(ix);
     if plain {
@@ -175,8 +151,99 @@ fn playlist_response(body: bytes::Bytes, past: bool, token: &UrlToken) -> Respon
     };
     let content_type = HeaderValue::from_static("application/vnd.apple.mpegurl");
     let mut r = ([(header::CONTENT_TYPE, content_type)], body).into_response();
-    cache_control(&mut r, if past { PAST } else { LIVE });
+    cache_control(&mut r, cache_control_of(past));
     r
+}
+
+/// `Cache-Control` of a document listing a selection: a window wholly in the past is kept an
+/// hour, everything else (live, ended, rewinds) a second. Shared by `index.m3u8` and
+/// `thumbs.vtt`, so both answer alike for the same query.
+pub fn cache_control_of(past: bool) -> &'static str {
+    if past {
+        PAST
+    } else {
+        LIVE
+    }
+}
+
+/// The window parameters of a playlist-like document: `?start=`, `?from=`, `?to=`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WindowQuery {
+    pub start: Option<At>,
+    pub from: Option<At>,
+    pub to: Option<At>,
+}
+
+impl WindowQuery {
+    /// Parses the three parameters (a bad time is a 400).
+    pub fn of(q: &QueryParams) -> Result<WindowQuery, ApiError> {
+        Ok(WindowQuery {
+            start: q.time("start")?,
+            from: q.time("from")?,
+            to: q.time("to")?,
+        })
+    }
+
+    /// None given: the live playlist window.
+    pub fn is_plain(&self) -> bool {
+        self.start.is_none() && self.from.is_none() && self.to.is_none()
+    }
+}
+
+/// What `index.m3u8` lists for a [`WindowQuery`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Positions in `ix.segments` listed.
+    pub range: std::ops::Range<usize>,
+    /// The window lies wholly in the past (long caching, ENDLIST).
+    pub past: bool,
+    /// `EXT-X-ENDLIST`: the stream has ended or the window is past.
+    pub endlist: bool,
+    /// `EXT-X-START:TIME-OFFSET` from the first listed segment, for `?start=`.
+    pub start_offset_ms: Option<u64>,
+}
+
+/// The one window selection of `index.m3u8` (and of `thumbs.vtt`, which must line up with
+/// it): `?from`/`?to` a window, else the newest `playlist_window_ms`, reaching back to
+/// `?start` when given.
+pub fn select(
+    ix: &StreamIndex,
+    q: &WindowQuery,
+    playlist_window_ms: u64,
+    now: i64,
+) -> Result<Selection, ApiError> {
+    let mut sel = Selection {
+        range: 0..0,
+        past: false,
+        endlist: !ix.live,
+        start_offset_ms: None,
+    };
+    sel.range = if q.from.is_some() || q.to.is_some() {
+        let w = select_window(ix, q.from, q.to, now)?;
+        sel.past = w.past;
+        sel.endlist |= w.past;
+        if let Some(at) = q.start {
+            let (first, offset) = start_position(ix, at, w.range.start)?;
+            if first < w.range.start || first >= w.range.end.max(w.range.start + 1) {
+                return Err(ApiError::BadRequest(
+                    "start must lie inside from..to".into(),
+                ));
+            }
+            sel.start_offset_ms = Some(offset);
+        }
+        w.range
+    } else {
+        let tail = ix.tail(playlist_window_ms);
+        match q.start {
+            Some(at) => {
+                let (first, offset) = start_position(ix, at, tail.start)?;
+                sel.start_offset_ms = Some(offset);
+                first..tail.end
+            }
+            None => tail,
+        }
+    };
+    Ok(sel)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub mod range;
 pub mod segments;
 pub mod streams;
 pub mod ui;
+pub mod vtt;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -180,6 +181,8 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{name}/index.m3u8", get(hls::playlist))
         .route("/streams/{name}/init/{file}", get(segments::init))
         .route("/streams/{name}/segments/{file}", get(segments::segment))
+        .route("/streams/{name}/thumbs/{file}", get(segments::thumb))
+        .route("/streams/{name}/thumbs.vtt", get(vtt::track))
         .route("/streams/{name}/seek", get(dvr::seek))
         .route("/streams/{name}/clip.mp4", get(dvr::clip))
         .route("/streams/{name}/events", get(events::stream_events))

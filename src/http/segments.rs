@@ -146,6 +146,35 @@ pub fn serve(
     resp
 }
 
+/// `GET /streams/{name}/thumbs/{seq}.jpg`: the segment's thumbnail, from the recording at the
+/// origin, from the cache or one shared upstream pull at a relay ([`Feed::thumb`](super::Feed::thumb)). Served
+/// like a segment (immutable, strong ETag of its bytes, ranges, 304); missing (not made yet,
+/// skipped under overload, audio-only, deleted with its segment) is a `no-store` 404.
+pub async fn thumb(
+    State(st): State<AppState>,
+    StreamName(name): StreamName,
+    FileParam(file): FileParam,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let seq = parse_numbered(&file, "jpg")
+        .ok_or_else(|| ApiError::NotFound(format!("no thumbnail {file:?}")))?;
+    let feed = st.feed(&name).await?;
+    let bytes = feed.thumb(&st.cache, seq).await?;
+    // The same bytes at every hop, so the same ETag.
+    let etag = etag::of(xxhash_rust::xxh3::xxh3_64(&bytes));
+    if let Some(r) = not_modified(&headers, &etag) {
+        return Ok(r);
+    }
+    let len = bytes.len() as u64;
+    Ok(serve(
+        &headers,
+        Payload::Ready(bytes),
+        len,
+        &etag,
+        "image/jpeg",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

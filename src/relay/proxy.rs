@@ -26,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 use super::failover::{Failover, Trouble};
 use super::mirror::{Locator, Mirror, Tail};
 use super::upstream::Client;
-use crate::cache::{Cache, Expect, Fetched, Key, PullError};
+use super::upstream::Small;
+use crate::cache::{Cache, Expect, Fetched, Key, Miss, PullError};
 use crate::events::{Bus, Code, Event};
 use crate::store::{Record, Timeline};
 use crate::wire::{Index, ProxySource};
@@ -37,6 +38,21 @@ const EMPTY_POLL: Duration = Duration::from_millis(100);
 const ENDED_POLL: Duration = Duration::from_secs(2);
 /// Most segments a relay index keeps, whatever the upstream lists: bounds memory per stream.
 const MAX_SEGMENTS: usize = 200_000;
+
+/// The upstream path of a segment's thumbnail, from the path of the segment:
+/// `streams/cam/segments/41.m4s` -> `streams/cam/thumbs/41.jpg` (the upstream's own seq).
+pub fn thumb_path(segment_path: &str) -> Option<String> {
+    let (dir, file) = segment_path.rsplit_once('/')?;
+    let stream_dir = dir.strip_suffix("segments")?;
+    if !(stream_dir.is_empty() || stream_dir.ends_with('/')) {
+        return None;
+    }
+    let n = file.strip_suffix(".m4s")?;
+    if n.is_empty() || n.len() > 20 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("{stream_dir}thumbs/{n}.jpg"))
+}
 
 /// Mutable state of a proxy. std `Mutex`: short sections, never held across `.await`.
 #[derive(Debug, Default)]
@@ -226,17 +242,8 @@ impl Proxy {
         self.ctx
             .cache
             .get_or_pull(key, expect, move |mut sink| async move {
-                let mut order = vec![loc.upstream];
-                if loc.verify.is_some() {
-                    let current = me.lock().current;
-                    for i in std::iter::once(current).chain(0..me.upstreams.len()) {
-                        if !order.contains(&i) {
-                            order.push(i);
-                        }
-                    }
-                }
                 let mut last = PullError::new("no upstream");
-                for i in order {
+                for i in me.pull_order(&loc) {
                     let base = me.upstreams[i].trim_end_matches('/');
                     let url = format!("{base}/{}", loc.path);
                     match me.ctx.client.pull(&url, loc.offset, loc.length, &mut sink).await {
@@ -251,6 +258,67 @@ impl Proxy {
                 Err(last)
             })
             .await
+    }
+
+    /// Upstreams to pull `loc` from, in order: the one that listed it; when the index gave a
+    /// content hash (which proves a same-path answer is the same segment), then the current
+    /// upstream and the others.
+    fn pull_order(&self, loc: &Locator) -> Vec<usize> {
+        let mut order = vec![loc.upstream];
+        if loc.verify.is_some() {
+            let current = self.lock().current;
+            for i in std::iter::once(current).chain(0..self.upstreams.len()) {
+                if !order.contains(&i) {
+                    order.push(i);
+                }
+            }
+        }
+        order
+    }
+
+    /// A segment's thumbnail: cached, or pulled whole (at most `max` bytes) once for all
+    /// concurrent requests, from the upstreams its segment would be pulled from, in the same
+    /// order. `None`: the seq is not in this relay's index (nothing is asked upstream).
+    /// `Err(Miss::Absent)`: the upstream has none (404); like a failure it is not cached, as
+    /// the thumbnail may exist a moment later.
+    pub async fn thumb(
+        self: &Arc<Self>,
+        seq: u64,
+        max: u64,
+    ) -> Option<Result<bytes::Bytes, Arc<Miss<PullError>>>> {
+        let loc = self.lock().segments.get(&seq).cloned()?;
+        let path = thumb_path(&loc.path)?;
+        let key = Key::Thumb {
+            stream: self.cache_name.clone(),
+            seq,
+        };
+        let me = self.clone();
+        let load = async move {
+            me.ctx
+                .cache
+                .stats
+                .thumb_pulls
+                .fetch_add(1, Ordering::Relaxed);
+            let mut last = PullError::new("no upstream");
+            for i in me.pull_order(&loc) {
+                let base = me.upstreams[i].trim_end_matches('/');
+                match me
+                    .ctx
+                    .client
+                    .get_small(&format!("{base}/{path}"), max)
+                    .await
+                {
+                    Ok(Small::Found(b)) => return Ok(Some(b)),
+                    Ok(Small::Absent) => return Ok(None),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "thumbnail pull failed; trying the next upstream");
+                        last = e;
+                    }
+                }
+            }
+            Err(last)
+        };
+        Some(self.ctx.cache.get_or_load(key, max, load).await)
     }
 
     #[tracing::instrument(name = "proxy", skip_all, fields(local = %self.local, remote = %self.remote))]
@@ -415,6 +483,32 @@ impl Proxy {
         let mut st = self.lock();
         for s in gone {
             st.segments.remove(&s.seq);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thumb_path;
+
+    #[test]
+    fn thumb_paths_follow_segment_paths() {
+        assert_eq!(
+            thumb_path("streams/cam/segments/41.m4s").as_deref(),
+            Some("streams/cam/thumbs/41.jpg")
+        );
+        assert_eq!(
+            thumb_path("segments/0.m4s").as_deref(),
+            Some("thumbs/0.jpg")
+        );
+        for bad in [
+            "streams/cam/segments/x.m4s",
+            "streams/cam/mysegments/1.m4s",
+            "streams/cam/parts/1.m4s",
+            "streams/cam/segments/1.mp4",
+            "1.m4s",
+        ] {
+            assert_eq!(thumb_path(bad), None, "{bad}");
         }
     }
 }

@@ -306,6 +306,66 @@ impl Client {
     }
 }
 
+/// What a whole-resource GET found.
+#[derive(Debug)]
+pub enum Small {
+    Found(bytes::Bytes),
+    /// 404: not there (yet).
+    Absent,
+}
+
+impl Client {
+    /// GETs a small whole resource (a thumbnail) of at most `max` bytes within
+    /// [`MIN_PULL_TIME`]. 404 is [`Small::Absent`]; any other non-200, or a body over `max`,
+    /// is an error (nothing of it kept).
+    pub async fn get_small(&self, url: &str, max: u64) -> Result<Small, PullError> {
+        let fail = |why: String, timed_out: bool| {
+            let msg = format!("{url}: {why}");
+            if timed_out {
+                PullError::timed_out(msg)
+            } else {
+                PullError::new(msg)
+            }
+        };
+        let work = async {
+            let resp = tokio::time::timeout(FIRST_BYTE_TIMEOUT, self.http.get(url).send())
+                .await
+                .map_err(|_| fail("no response headers in time".into(), true))?
+                .map_err(|e| {
+                    let t = classify(&e);
+                    fail(t.to_string(), matches!(t, Trouble::Timeout))
+                })?;
+            match resp.status().as_u16() {
+                200 => {}
+                404 => return Ok(Small::Absent),
+                s => return Err(fail(format!("answered HTTP {s}"), false)),
+            }
+            if resp.content_length().is_some_and(|n| n > max) {
+                return Err(fail(format!("larger than {max} bytes"), false));
+            }
+            let mut body = Vec::new();
+            let mut stream = resp.bytes_stream();
+            loop {
+                match tokio::time::timeout(STALL_TIMEOUT, stream.next()).await {
+                    Err(_) => return Err(fail("stalled".into(), true)),
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => return Err(fail(e.to_string(), false)),
+                    Ok(Some(Ok(chunk))) => {
+                        if (body.len() + chunk.len()) as u64 > max {
+                            return Err(fail(format!("larger than {max} bytes"), false));
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                }
+            }
+            Ok(Small::Found(body.into()))
+        };
+        tokio::time::timeout(MIN_PULL_TIME, work)
+            .await
+            .unwrap_or_else(|_| Err(fail("not complete in time".into(), true)))
+    }
+}
+
 /// Why one request of a pull failed, and whether it was a timeout.
 enum PullFault {
     /// The transfer broke after it started: resumable.

@@ -33,6 +33,16 @@ pub struct PeriodMeta {
     pub init_length: u64,
 }
 
+impl PeriodMeta {
+    /// The period has a video track (its segments can have thumbnails).
+    pub fn has_video(&self) -> bool {
+        self.width.is_some()
+            || ["avc1", "avc3", "hvc1", "hev1", "av01", "vp09"]
+                .iter()
+                .any(|c| self.codecs.contains(c))
+    }
+}
+
 /// One media segment (moof + mdat).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentMeta {

@@ -5,6 +5,7 @@
 //! <dir>/<stream>/index.jsonl        append-only time index (periods, segments, drops)
 //! <dir>/<stream>/init/<period>.mp4  init segment of a period
 //! <dir>/<stream>/segments/<seq>.m4s media segment
+//! <dir>/<stream>/thumbs/<seq>.jpg     thumbnail of a segment (optional; deleted with it)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -50,6 +51,16 @@ impl Layout {
 
     pub fn segment(&self, seq: u64) -> PathBuf {
         self.root.join(Object::Segment(seq).key())
+    }
+
+    pub fn thumbs_dir(&self) -> PathBuf {
+        self.root.join("thumbs")
+    }
+
+    /// The thumbnail of segment `seq`: not an [`Object`] (never archived, not in the index);
+    /// it exists or not, and goes when its segment goes.
+    pub fn thumb(&self, seq: u64) -> PathBuf {
+        self.thumbs_dir().join(format!("{seq}.jpg"))
     }
 }
 

@@ -30,6 +30,7 @@ pub mod retention;
 pub mod room;
 pub mod space;
 pub mod storage;
+pub mod thumbset;
 pub mod timeline;
 pub mod writer;
 
@@ -45,6 +46,7 @@ use layout::{Layout, Object};
 pub use retention::Policy;
 pub use room::{Room, Trim};
 pub use space::MinFree;
+pub use thumbset::ThumbSet;
 pub use timeline::Timeline;
 
 /// Storage errors.
@@ -95,6 +97,10 @@ pub struct Stream {
     timeline: Arc<Timeline>,
     /// Where the objects and the index are (read and written only through it).
     storage: Arc<dyn storage::Storage>,
+    /// The recording's paths (thumbnails live beside the segments, outside [`storage`]).
+    layout: Layout,
+    /// Seqs whose thumbnail is on disk (see [`thumbset`]).
+    thumbs: Arc<ThumbSet>,
     /// Serializes index appends (each with its apply) against compaction, so a compaction's
     /// snapshot never misses a line appended meanwhile. tokio `Mutex`: held across storage
     /// calls.
@@ -145,10 +151,15 @@ impl Store {
             total.segments += found.segments;
             total.removed_files += found.removed_files;
             total.torn_index_tails += found.torn_index_tails;
-            streams.insert(
-                name.clone(),
-                Arc::new(Stream::new(name, layout, index, lines)),
+            let first = index.segments.front().map_or(index.next_seq, |s| s.seq);
+            let thumbs = ThumbSet::of(
+                thumbset::scan(&layout.thumbs_dir())
+                    .into_iter()
+                    .filter(|&seq| seq >= first && index.segment(seq).is_some()),
             );
+            let mut stream = Stream::new(name.clone(), layout, index, lines);
+            stream.thumbs = Arc::new(thumbs);
+            streams.insert(name, Arc::new(stream));
         }
         let streams = Arc::new(RwLock::new(streams));
         Ok((
@@ -316,10 +327,45 @@ impl Stream {
     fn new(name: String, layout: Layout, index: StreamIndex, file_lines: usize) -> Stream {
         Stream {
             timeline: Arc::new(Timeline::with_index(name, index)),
-            storage: Arc::new(storage::LocalDisk::new(layout)),
+            storage: Arc::new(storage::LocalDisk::new(layout.clone())),
+            layout,
+            thumbs: Arc::default(),
             index_lock: tokio::sync::Mutex::new(()),
             file_lines: file_lines.into(),
         }
+    }
+
+    /// Where the thumbnail of segment `seq` is (or would be) stored.
+    pub fn thumb_path(&self, seq: u64) -> std::path::PathBuf {
+        self.layout.thumb(seq)
+    }
+
+    /// Which segments have a thumbnail on disk (filled by the thumbnail worker).
+    pub fn thumbs(&self) -> &Arc<ThumbSet> {
+        &self.thumbs
+    }
+
+    /// Reads a segment's thumbnail (at most `max` bytes), if it has one.
+    pub async fn read_thumb(&self, seq: u64, max: u64) -> Result<Option<Bytes>, Error> {
+        if !self.thumbs.contains(seq) || self.read().segment(seq).is_none() {
+            return Ok(None);
+        }
+        let path = self.layout.thumb(seq);
+        blocking(move || {
+            use std::io::Read;
+            let file = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err(format!("cannot open {}", path.display()))(e)),
+            };
+            let mut buf = Vec::new();
+            file.take(max + 1)
+                .read_to_end(&mut buf)
+                .map_err(io_err(format!("cannot read {}", path.display())))?;
+            // A stray oversized file is not a thumbnail we made: not served.
+            Ok((buf.len() as u64 <= max).then(|| Bytes::from(buf)))
+        })
+        .await
     }
 
     /// The shared timeline (index + change notification) readers render.
@@ -398,6 +444,17 @@ impl Stream {
         };
         for seg in &gone {
             self.storage.delete(Object::Segment(seg.seq)).await?;
+        }
+        if let Some(last) = gone.last() {
+            self.thumbs.remove_before(last.seq.saturating_add(1));
+            // Thumbnails go with their segments; best effort (a stray one is only bytes).
+            let paths: Vec<_> = gone.iter().map(|s| self.layout.thumb(s.seq)).collect();
+            let _ = tokio::task::spawn_blocking(move || {
+                for p in paths {
+                    let _ = writer::remove_if_exists(&p);
+                }
+            })
+            .await;
         }
         for p in &gone_periods {
             self.storage.delete(Object::Init(p.id)).await?;

@@ -273,6 +273,12 @@ impl Remuxer {
             }
             _ => period.video.is_none(),
         };
+        let first_keyframe = fragments
+            .iter()
+            .find(|f| period.video.is_some() && f.track_id == period.video_id())
+            .and_then(|f| f.samples.first())
+            .filter(|s| s.sync)
+            .map(|s| s.data.clone());
         let data = fmp4::media_segment(self.next_sequence, &fragments)?;
         self.next_sequence = self.next_sequence.wrapping_add(1);
         let mut out = Vec::with_capacity(2);
@@ -284,6 +290,7 @@ impl Remuxer {
                 width: period.video.as_ref().map(AvcConfig::width),
                 height: period.video.as_ref().map(AvcConfig::height),
                 start_ms: open.start_ms,
+                avc_record: period.video.as_ref().map(|v| v.record.clone()),
             }));
         }
         out.push(Output::Segment(Segment {
@@ -291,6 +298,7 @@ impl Remuxer {
             duration_ms: end_ms.saturating_sub(open.start_ms),
             data,
             keyframe,
+            first_keyframe,
         }));
         self.end_ms = end_ms;
         Ok(out)

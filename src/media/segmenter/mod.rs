@@ -101,6 +101,8 @@ pub struct Period {
     pub height: Option<u32>,
     /// Timeline position of the period's first segment.
     pub start_ms: u64,
+    /// The video's AVCDecoderConfigurationRecord (SPS/PPS), for thumbnails.
+    pub avc_record: Option<Bytes>,
 }
 
 /// One media segment.
@@ -114,6 +116,8 @@ pub struct Segment {
     pub data: Bytes,
     /// The first video sample is a sync sample (always true without video).
     pub keyframe: bool,
+    /// The first video sample (AVCC, length-prefixed NAL units) when it is a keyframe.
+    pub first_keyframe: Option<Bytes>,
 }
 
 /// Why a tag was dropped. The publish goes on.
