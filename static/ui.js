@@ -585,7 +585,8 @@ export class UI {
   }
 
   /** The thumbnail of the segment under wall clock `w`, asked for only when the seq changes;
-   * the segments 8 and 24 px to each side are queued behind it (the loader bounds what is in
+   * when the pointer moves slowly (under 6 px a move), the segments 8 and 24 px to each side
+   * are queued behind it; a fast drag asks for nothing ahead (the loader bounds what is in
    * flight). Until the right one has loaded, the previous picture stays, dimmed; a missing
    * thumbnail (404) leaves only the time. `thumbTimes` records how long each took to show. */
   showThumb(w) {
@@ -607,14 +608,16 @@ export class UI {
         this.noteThumb(q, performance.now() - this.hoverAt, 'network');
       };
     }
+    const d = this.domain();
+    const msPerPx = (d[1] - d[0]) / (this.el.track.clientWidth || 600);
+    const slow = Math.abs(w - this.hoverW) / msPerPx < 6;
+    this.hoverW = w;
     if (seq === this.hoverSeq) return;
     this.hoverSeq = seq;
     this.hoverAt = performance.now();
     const got = this.thumbs.get(seq);
-    const d = this.domain();
-    const msPerPx = (d[1] - d[0]) / (this.el.track.clientWidth || 600);
     const around = [];
-    for (const px of [8, -8, 24, -24]) {
+    for (const px of slow ? [8, -8, 24, -24] : []) {
       const q = seqAt(Math.min(Math.max(w + px * msPerPx, ix.wallStart), ix.wallEnd - 1));
       if (q != null && q !== seq && !around.includes(q)) around.push(q);
     }
