@@ -255,7 +255,8 @@ export class Player extends EventTarget {
         this.canMSE ? `Codecs ${periodOf(ix, ix.first).codecs} are not supported.` : 'Neither Media Source Extensions nor HLS is available.');
       return;
     }
-    await s.engine.start(startWall);
+    const started = s.engine.start(startWall); // MSE: once the MediaSource is open
+    if (started) await started;
     this.play();
   }
 
