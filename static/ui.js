@@ -797,13 +797,8 @@ export class UI {
     this.renderCoverage();
     this.renderTicks(d);
 
-    // Buffered media, in wall-clock terms.
-    const runs = [];
-    if (s.mode === 'mse' && s.sb) {
-      const b = s.sb.buffered;
-      for (let i = 0; i < b.length; i++) runs.push([s.index.wallAt(b.start(i)), s.index.wallAt(b.end(i))]);
-    }
-    this.placeRuns(el.buffered, runs, d);
+    // Buffered media, in wall-clock terms (the engine knows its buffer).
+    this.placeRuns(el.buffered, s.engine ? s.engine.bufferedWall() : [], d);
     this.clip.draw((t) => this.frac(t));
     this.clip.tick(st.wallClockMs);
 

@@ -339,3 +339,38 @@ async fn metrics_and_health() {
         .unwrap()
         .starts_with("text/html"));
 }
+
+/// The player's files: every ES module `main.js` imports (transitively) is served as JavaScript,
+/// so a new module cannot be forgotten in `src/http/ui.rs`; an unknown file is a 404.
+#[tokio::test]
+async fn player_modules_are_served() {
+    let node = TestNode::origin();
+    let c = http();
+    let mut todo = vec!["main.js".to_owned()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(file) = todo.pop() {
+        if !seen.insert(file.clone()) {
+            continue;
+        }
+        let r = c.get(node.url(&format!("/{file}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{file}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "text/javascript; charset=utf-8",
+            "{file}"
+        );
+        let body = r.text().await.unwrap();
+        for part in body.split("from './").skip(1) {
+            if let Some(name) = part.split('\'').next() {
+                todo.push(name.to_owned());
+            }
+        }
+    }
+    for file in ["player.js", "engine-mse.js", "engine-hls.js", "mseplan.js"] {
+        assert!(seen.contains(file), "{file} imported: {seen:?}");
+    }
+    for file in ["nope.js", "engine-x.js", "package.json"] {
+        let r = c.get(node.url(&format!("/{file}"))).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{file}");
+    }
+}

@@ -19,6 +19,9 @@ pub async fn file(FileParam(file): FileParam) -> Result<Response, ApiError> {
         // The player's ES modules (`<script type="module">` needs a JavaScript MIME type).
         "main.js" => Ok(js(include_str!("../../static/main.js"))),
         "player.js" => Ok(js(include_str!("../../static/player.js"))),
+        "engine-mse.js" => Ok(js(include_str!("../../static/engine-mse.js"))),
+        "engine-hls.js" => Ok(js(include_str!("../../static/engine-hls.js"))),
+        "mseplan.js" => Ok(js(include_str!("../../static/mseplan.js"))),
         "ui.js" => Ok(js(include_str!("../../static/ui.js"))),
         "net.js" => Ok(js(include_str!("../../static/net.js"))),
         "time.js" => Ok(js(include_str!("../../static/time.js"))),

@@ -1,0 +1,128 @@
+/** The MSE engine's plan (engine-mse.js runs it): where playback starts, where a seek or a skip
+ * lands in media time, and what to do next around the playhead: fetch a segment, evict, end the
+ * stream, or step over a small gap. Pure (no DOM, no fetch): the index is a `TimeIndex`,
+ * buffered media comes in as runs `[[start, end], ...]` in media seconds (`runs(sb.buffered)`).
+ *
+ * Invariants: when nothing is buffered at the playhead, fetching it comes before any eviction (a
+ * seek shows its frame first); otherwise what is buffered is kept to `BEHIND_S` behind and
+ * `aheadS + 15` ahead of the playhead (2 s slack each side, so eviction does not thrash); a
+ * segment in `bad` (404/410) is never planned again; a segment in `appended` that still
+ * overlaps the buffer is not fetched twice; end of stream only once the last segment of an
+ * ended stream is in. */
+
+export const BEHIND_S = 30; // media kept behind the playhead
+export const AHEAD_S = 20; // media fetched ahead of the playhead (halved on QuotaExceededError)
+
+/** `TimeRanges` (or anything with `length`, `start(i)`, `end(i)`) as `[[start, end], ...]`. */
+export function runs(ranges) {
+  const out = [];
+  if (!ranges) return out;
+  for (let i = 0; i < ranges.length; i++) out.push([ranges.start(i), ranges.end(i)]);
+  return out;
+}
+
+/** The period (init segment, codecs) of `seg`; a default for one the index does not list. */
+export function periodOf(ix, seg) {
+  return ix.periods.get(seg.period) || { id: seg.period, init: `init/${seg.period}.mp4`, codecs: 'avc1.42e01e,mp4a.40.2' };
+}
+
+/** Where "live" plays: 1.5 target durations behind the live edge (not before the window). */
+export function liveMedia(ix) {
+  return Math.max(ix.mediaStart, ix.mediaEnd - (1.5 * ix.targetMs) / 1000);
+}
+
+/** Media time to open at: wall clock `startWall` if finite, else live, else the start. */
+export function startMedia(ix, startWall) {
+  if (Number.isFinite(startWall)) return Math.min(ix.mediaAt(startWall), Math.max(ix.mediaStart, ix.mediaEnd - 0.1));
+  if (ix.live) return liveMedia(ix);
+  return ix.mediaStart;
+}
+
+/** Media time of a seek to wall clock `ms`, inside the window (0.1 s short of its end). */
+export function seekMedia(ix, ms) {
+  const t = ix.mediaAt(ms);
+  return Math.min(Math.max(t, ix.mediaStart), Math.max(ix.mediaStart, ix.mediaEnd - 0.1));
+}
+
+/** Media time `seconds` from `t`; null means "go live" (skipping past live on a live stream). */
+export function skipMedia(ix, t, seconds) {
+  let to = t + seconds;
+  if (seconds > 0 && to > liveMedia(ix)) {
+    if (ix.live) return null;
+    to = Math.min(to, ix.mediaEnd - 0.1);
+  }
+  return Math.max(to, ix.mediaStart);
+}
+
+/** The buffered run that plays at `t` (0.3 s of slack before it, 0.05 s after), or null. */
+export function bufferedAt(buf, t) {
+  for (const r of buf) if (r[0] - 0.3 <= t && t <= r[1] + 0.05) return r;
+  return null;
+}
+
+/** Whether `seg` is (mostly) in the buffer: an overlap beyond a small epsilon. */
+export function overlaps(buf, seg) {
+  const eps = Math.min(0.05, (seg.endS - seg.startS) / 4);
+  return buf.some((r) => r[0] < seg.endS - eps && r[1] > seg.startS + eps);
+}
+
+/** The next segment to fetch for playhead `t`: from the end of the run playing at `t`, within
+ * `aheadS`, skipping bad ones and ones already in; null when the look-ahead is full. */
+export function nextSegment(ix, buf, t, { aheadS, appended, bad }) {
+  if (!ix.segs.length) return null;
+  const r = bufferedAt(buf, t);
+  const from = r ? Math.max(t, r[1]) : t;
+  if (from >= t + aheadS) return null;
+  let i = ix.indexAtMedia(Math.max(from, ix.mediaStart));
+  if (i < 0) return null;
+  for (; i < ix.segs.length; i++) {
+    const seg = ix.segs[i];
+    if (seg.startS > t + aheadS) return null;
+    if (bad.has(seg.seq)) continue;
+    if (appended.has(seg.seq) && overlaps(buf, seg)) continue;
+    return seg;
+  }
+  return null;
+}
+
+/** The next job: `{ type: 'segment', seg }`, `{ type: 'remove', start, end }`, `{ type: 'eos' }`
+ * or null (nothing to do). `canEnd`: the MediaSource is open and its SourceBuffer idle. */
+export function nextJob(ix, buf, t, { aheadS, appended, bad, canEnd }) {
+  const plan = { aheadS, appended, bad };
+  // Nothing to play at the playhead (a seek): fetch that first, evict afterwards.
+  if (!bufferedAt(buf, t)) {
+    const seg = nextSegment(ix, buf, t, plan);
+    if (seg) return { type: 'segment', seg };
+  }
+  if (buf.length) {
+    const keepFrom = t - BEHIND_S;
+    if (buf[0][0] < keepFrom - 2) return { type: 'remove', start: 0, end: keepFrom };
+    const keepTo = t + aheadS + 15;
+    const end = buf[buf.length - 1][1];
+    if (end > keepTo + 2) return { type: 'remove', start: keepTo, end: end + 1 };
+  }
+  const seg = nextSegment(ix, buf, t, plan);
+  if (seg) return { type: 'segment', seg };
+  // Everything up to the end of an ended stream is in: let playback end.
+  if (!ix.live && canEnd && ix.last && appended.has(ix.last.seq) && t > ix.mediaEnd - aheadS) {
+    return { type: 'eos' };
+  }
+  return null;
+}
+
+/** A stalled playhead at `t` with (almost) nothing buffered ahead: the start of the next run
+ * within 2.5 s to step to, or null (enough buffered, or no run close enough). */
+export function gapAhead(buf, t) {
+  let end = t;
+  for (const r of buf) if (r[0] <= t + 0.01 && r[1] >= t) end = r[1];
+  if (end - t > 0.3) return null;
+  for (const r of buf) {
+    if (r[0] > t && r[0] - t < 2.5) return r[0];
+  }
+  return null;
+}
+
+/** Buffered runs in wall-clock ms. */
+export function toWall(ix, buf) {
+  return buf.map((r) => [ix.wallAt(r[0]), ix.wallAt(r[1])]);
+}
