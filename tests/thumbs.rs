@@ -622,3 +622,31 @@ async fn an_oversized_upstream_thumbnail_is_an_error_and_not_cached() {
     let asked = fake.log().iter().filter(|s| s.path == path).count();
     assert_eq!(asked, 2, "a refused answer is not cached");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_track_survives_a_restart() {
+    let mut node = TestNode::process_origin();
+    publish_and_end(&node, "cam").await;
+    let n = segments(&node, "cam").await.len() as u64;
+    wait_accounted(&node, n).await;
+    let before = http()
+        .get(node.url("/streams/cam/thumbs.vtt"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!parse_vtt(&before).is_empty());
+    node.restart();
+    let after = eventually(Duration::from_secs(20), || async {
+        let r = http()
+            .get(node.url("/streams/cam/thumbs.vtt"))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(r.text().await.ok()?)
+    })
+    .await;
+    assert_eq!(after, before, "the set is rebuilt from the thumbs folder");
+}
