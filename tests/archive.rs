@@ -615,3 +615,66 @@ async fn a_writer_that_loses_the_store_is_replaced_and_stands_by() {
         archive.len()
     );
 }
+
+/// Thumbnails are copied beside their segments, best effort: a node that never recorded the
+/// stream serves the archived ones byte for byte, with the same ETag, and its `thumbs.vtt`
+/// lists every video segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thumbnails_are_archived_beside_their_segments() {
+    let Some(s3) = S3Server::start().await else {
+        return;
+    };
+    use_credentials(&s3);
+    let origin = TestNode::start_with(|_| archive_node(&s3, "thumbs", "origin-t", ""));
+    publish_real_time_and_end(&origin, "cam", &read_flv(CLIP)).await;
+    wait_archived(&origin, "cam", Duration::from_secs(30)).await;
+    let segs = segments(&origin, "cam").await;
+    let mut made = Vec::new();
+    for s in &segs {
+        let seq = s["seq"].as_u64().unwrap();
+        let r = http()
+            .get(origin.url(&format!("/streams/cam/thumbs/{seq}.jpg")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+            made.push((seq, etag, r.bytes().await.unwrap()));
+        }
+    }
+    assert!(made.len() >= 2, "real-time publish: thumbnails made");
+    let reader = archive_reader(&s3, "thumbs");
+    assert_eq!(status(&reader, "cam").await["source"]["kind"], "archive");
+    // Every thumbnail but the newest was uploaded with a later step of the writer.
+    let (seq, etag, bytes) = made[0].clone();
+    let url = reader.url(&format!("/streams/cam/thumbs/{seq}.jpg"));
+    let r = eventually(Duration::from_secs(20), || async {
+        let r = http().get(&url).send().await.ok()?;
+        (r.status() == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        bytes,
+        "byte-identical from the archive"
+    );
+    for (seq, _, bytes) in &made {
+        let r = http()
+            .get(reader.url(&format!("/streams/cam/thumbs/{seq}.jpg")))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => assert_eq!(&r.bytes().await.unwrap(), bytes),
+            404 => assert_eq!(r.headers()["cache-control"], "no-store"),
+            s => panic!("thumb {seq}: {s}"),
+        }
+    }
+    let vtt = get_text(&reader.url("/streams/cam/thumbs.vtt")).await;
+    assert_eq!(vtt.matches(" --> ").count(), segs.len(), "{vtt}");
+}

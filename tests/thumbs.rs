@@ -598,3 +598,55 @@ async fn play_tokens_gate_thumbnails_and_the_track() {
         assert_eq!(r.status(), 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_upstream_thumbnail_is_an_error_and_not_cached() {
+    use common::fake_upstream::{record_source, Fake, Listing};
+    let source = std::sync::Arc::new(record_source().await);
+    let fake = Fake::start(source.clone()).await;
+    let edge = relay(&[fake.url()], "");
+    fake.list("cam", Listing::Good);
+    let n = source.seqs().len();
+    eventually(Duration::from_secs(30), || async {
+        let v = try_get_json(&edge.url("/streams/cam/index.json")).await?;
+        (v["segments"].as_array()?.len() == n).then_some(())
+    })
+    .await;
+    let seq = source.seqs()[0];
+    let path = format!("/streams/cam/thumbs/{seq}.jpg");
+    for _ in 0..2 {
+        let r = http().get(edge.url(&path)).send().await.unwrap();
+        assert_eq!(r.status(), 502, "bigger than 256 KiB");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+    }
+    let asked = fake.log().iter().filter(|s| s.path == path).count();
+    assert_eq!(asked, 2, "a refused answer is not cached");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_track_survives_a_restart() {
+    let mut node = TestNode::process_origin();
+    publish_and_end(&node, "cam").await;
+    let n = segments(&node, "cam").await.len() as u64;
+    wait_accounted(&node, n).await;
+    let before = http()
+        .get(node.url("/streams/cam/thumbs.vtt"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!parse_vtt(&before).is_empty());
+    node.restart();
+    let after = eventually(Duration::from_secs(20), || async {
+        let r = http()
+            .get(node.url("/streams/cam/thumbs.vtt"))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(r.text().await.ok()?)
+    })
+    .await;
+    assert_eq!(after, before, "the set is rebuilt from the thumbs folder");
+}

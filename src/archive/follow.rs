@@ -217,6 +217,34 @@ impl Followed {
     }
 }
 
+impl Followed {
+    /// A segment's thumbnail from the archive (at most `max` bytes), through the cache, loaded
+    /// once for concurrent requests. `None`: no such segment. `Err(Miss::Absent)`: the archive
+    /// has no thumbnail for it (best effort upload); not cached.
+    pub async fn thumb(
+        &self,
+        archive: &Arc<Archive>,
+        cache: &Cache,
+        seq: u64,
+        max: u64,
+    ) -> Option<Result<bytes::Bytes, Arc<crate::cache::Miss<super::Error>>>> {
+        let meta = self.timeline.read().segment(seq).cloned()?;
+        let key = keys::thumb(&self.timeline.name, seq, meta.hash);
+        let cache_key = Key::Thumb {
+            stream: self.cache_name.clone(),
+            seq,
+        };
+        let bucket = archive.bucket.clone();
+        let load = async move {
+            Ok(bucket
+                .get(&key, None)
+                .await?
+                .filter(|b| b.len() as u64 <= max))
+        };
+        Some(cache.get_or_load(cache_key, max, load).await)
+    }
+}
+
 async fn pull(
     archive: &Arc<Archive>,
     cache: &Cache,

@@ -7,6 +7,7 @@
 //! <stream>/snapshot/<n:012>.json            the whole index after the chunks below n (readers start here)
 //! <stream>/init/<hash:016x>.mp4             init segment, named by its content (xxh3)
 //! <stream>/segments/<seq>-<hash:016x>.m4s   media segment, named by its seq and content
+//! <stream>/thumbs/<seq>-<hash:016x>.jpg     thumbnail of that segment (best effort; hash = the segment's)
 //! .dvrgate/probe/<node>-<nanos>             the start-up probe (deleted after)
 //! ```
 //!
@@ -64,6 +65,22 @@ pub fn init(stream: &str, hash: u64) -> String {
 /// Key of media segment `seq` with content hash `hash`.
 pub fn segment(stream: &str, seq: u64, hash: u64) -> String {
     format!("{stream}/segments/{seq}-{hash:016x}.m4s")
+}
+
+/// Key of the thumbnail of segment `seq` whose content hash is `hash` (named by the
+/// segment, so a reader finds it from the index alone and two writers never clash).
+pub fn thumb(stream: &str, seq: u64, hash: u64) -> String {
+    format!("{stream}/thumbs/{seq}-{hash:016x}.jpg")
+}
+
+/// Folder of a stream's thumbnails (for garbage collection only).
+pub fn thumbs(stream: &str) -> String {
+    format!("{stream}/thumbs")
+}
+
+/// The seq of a thumbnail object name (`41-<hash>.jpg` -> 41).
+pub fn thumb_seq_of(file: &str) -> Option<u64> {
+    file.strip_suffix(".jpg")?.split_once('-')?.0.parse().ok()
 }
 
 /// Key of a start-up probe object (`.dvrgate` is no valid stream name, so it cannot clash).

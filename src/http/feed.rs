@@ -122,7 +122,7 @@ impl Feed {
     /// A segment's thumbnail (at most [`crate::thumbs::MAX_BYTES`]), through the cache: from
     /// the recording, or pulled once from the upstream for all concurrent requests. Missing
     /// (not made yet, skipped, audio-only, not in the index) is a `no-store` 404, never cached.
-    /// Archived streams have none (thumbnails are not archived).
+    /// Archived streams read it from the archive, where origins upload them best effort.
     pub async fn thumb(&self, cache: &Cache, seq: u64) -> Result<Bytes, ApiError> {
         let max = crate::thumbs::MAX_BYTES;
         let not_found = || ApiError::NotFound(format!("no thumbnail {seq}"));
@@ -144,7 +144,16 @@ impl Feed {
                     });
             }
             Feed::Relayed(proxy) => proxy.thumb(seq, max).await.ok_or_else(not_found)?,
-            Feed::Archived(..) => return Err(not_found()),
+            Feed::Archived(f, archive) => {
+                return f
+                    .thumb(archive, cache, seq, max)
+                    .await
+                    .ok_or_else(not_found)?
+                    .map_err(|e| match &*e {
+                        Miss::Absent => not_found(),
+                        Miss::Failed(err) => ApiError::Upstream(err.to_string()),
+                    });
+            }
         };
         loaded.map_err(|e| match &*e {
             Miss::Absent => not_found(),

@@ -10,9 +10,9 @@
 //!   aligned. `Cache-Control` is the playlist's for the same window.
 //! - Which segments get a cue: at the origin only those whose thumbnail exists (the stream's
 //!   in-memory [`ThumbSet`](crate::store::ThumbSet), no file system access per request). At a
-//!   relay every segment of a video period: the relay does not know which thumbnails its
-//!   upstream skipped, so a cue's JPEG may answer `404 no-store`. Thumbnails are not copied
-//!   to the shared archive (`[storage]`), so a stream served from the archive has no cues.
+//!   relay, and for a stream served from the shared archive, every segment of a video period:
+//!   neither knows which thumbnails the origin skipped (or, for the archive, failed to upload:
+//!   that is best effort), so a cue's JPEG may answer `404 no-store`.
 //! - The viewer's `?token=` is carried into every URI exactly as playlists carry it
 //!   ([`UrlToken::apply`]: percent-encoded, so a cue text never holds a newline, `-->`, `&`
 //!   or `<`).
@@ -85,9 +85,8 @@ pub async fn track(
                     .map_or(first.seq, |s| s.seq);
                 Some(stream.thumbs().in_range(first.seq, last))
             }
-            // Thumbnails are not archived: an archived stream's track has no cues.
-            (Feed::Recorded(_), None) | (Feed::Archived(..), _) => Some(Default::default()),
-            (Feed::Relayed(_), _) => None,
+            (Feed::Recorded(_), None) => Some(Default::default()),
+            (Feed::Relayed(_) | Feed::Archived(..), _) => None,
         };
         let mut cues = Vec::with_capacity(sel.range.len());
         let mut at = 0u64;

@@ -16,6 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::{get_bytes, index, publish_and_end, TestNode};
 
+/// Size of every thumbnail the fake serves: above the 256 KiB a relay accepts.
+pub const OVERSIZED_THUMB: usize = 300 << 10;
+
 /// What a real origin recorded from the fixture: the source of truth for the fake upstream.
 pub struct Source {
     pub index: serde_json::Value,
@@ -275,6 +278,19 @@ async fn handle(mut sock: TcpStream, source: Arc<Source>, state: Arc<Mutex<FakeS
     };
     if rest == "index.json" {
         return serve_index(&mut sock, &source, &stream, listing, query).await;
+    }
+    if let Some(seq) = rest
+        .strip_prefix("thumbs/")
+        .and_then(|f| f.strip_suffix(".jpg"))
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        // Every thumbnail is an oversized answer (more than a relay accepts).
+        if source.segments.contains_key(&seq) {
+            let body = vec![0xffu8; OVERSIZED_THUMB];
+            let jpeg = [("Content-Type", "image/jpeg".to_owned())];
+            return reply(&mut sock, 200, &jpeg, body.len(), &body, 1).await;
+        }
+        return reply(&mut sock, 404, &[], 0, b"", 1).await;
     }
     let (bytes, seq) = if rest == "init/0.mp4" {
         (source.init.clone(), None)

@@ -29,7 +29,13 @@ impl Writer {
             .segments
             .iter()
             .take_while(|s| s.seq < before)
-            .map(|s| keys::segment(&name, s.seq, s.hash))
+            .flat_map(|s| {
+                [
+                    keys::segment(&name, s.seq, s.hash),
+                    // Best effort: a thumbnail that was never uploaded is a harmless delete.
+                    keys::thumb(&name, s.seq, s.hash),
+                ]
+            })
             .collect();
         let keep_period = ix
             .segments
@@ -143,8 +149,15 @@ impl Writer {
                 n += 1;
             }
         }
+        let folder = keys::thumbs(&name);
+        for f in self.archive.bucket.files(&folder).await? {
+            if keys::thumb_seq_of(&f).is_some_and(|seq| seq < first) {
+                self.deletes.push_back((now, format!("{folder}/{f}")));
+                n += 1;
+            }
+        }
         if n > 0 {
-            tracing::info!(stream = %name, objects = n, "deleting segments no index names");
+            tracing::info!(stream = %name, objects = n, "deleting segments and thumbnails no index names");
         }
         self.collect_index_garbage().await
     }

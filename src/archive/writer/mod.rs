@@ -26,6 +26,21 @@ use crate::store::Stream;
 
 mod housekeeping;
 
+/// Segments uploaded whose thumbnail is still to be copied; the oldest are given up beyond it.
+const MAX_PENDING_THUMBS: usize = 32;
+/// How long after its segment's upload a thumbnail is still waited for (the worker may be
+/// behind, or skip it).
+const THUMB_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A segment uploaded by this writer whose thumbnail is not in the archive yet.
+#[derive(Debug, Clone, Copy)]
+struct PendingThumb {
+    local_seq: u64,
+    seq: u64,
+    hash: u64,
+    since: Instant,
+}
+
 /// What the writer task of one stream reports (status JSON and metrics).
 #[derive(Debug, Default)]
 pub struct State {
@@ -91,6 +106,7 @@ pub async fn run(
         must_read: true,
         deletes: VecDeque::new(),
         sweep_at: None,
+        thumbs: VecDeque::new(),
     };
     let mut changes = w.stream.timeline().subscribe();
     let mut failures = 0u32;
@@ -145,6 +161,8 @@ struct Writer {
     deletes: VecDeque<(Instant, String)>,
     /// When to sweep the bucket for objects no index names (after taking a lease over).
     sweep_at: Option<Instant>,
+    /// Thumbnails to copy, best effort: never waited for, never failing a step.
+    thumbs: VecDeque<PendingThumb>,
 }
 
 impl Writer {
@@ -198,6 +216,9 @@ impl Writer {
                 }
                 Standing::Valid => {}
             }
+        }
+        if self.held.is_some() {
+            self.upload_thumbs();
         }
         let (live, batch) = {
             let local = self.stream.read();
@@ -469,7 +490,61 @@ impl Writer {
             }
         }
         crate::metrics::add(&self.archive.stats.segments_archived, archived);
+        let since = Instant::now();
+        for u in &batch.uploads {
+            if let Upload::Segment {
+                local_seq,
+                seq,
+                hash,
+            } = *u
+            {
+                if self.thumbs.len() >= MAX_PENDING_THUMBS {
+                    self.thumbs.pop_front();
+                }
+                self.thumbs.push_back(PendingThumb {
+                    local_seq,
+                    seq,
+                    hash,
+                    since,
+                });
+            }
+        }
+        self.upload_thumbs();
         Ok(Next::Now)
+    }
+
+    /// Copies the thumbnails that exist by now of segments this writer uploaded, each in a
+    /// task of its own: a thumbnail never delays or fails a segment upload. One that does not
+    /// exist within [`THUMB_PATIENCE`] (skipped, audio-only) is given up; a failed copy is
+    /// not retried (the track's cue then answers 404).
+    fn upload_thumbs(&mut self) {
+        let made = self.stream.thumbs().clone();
+        let mut keep = VecDeque::with_capacity(self.thumbs.len());
+        for t in self.thumbs.drain(..) {
+            if made.contains(t.local_seq) {
+                let (stream, archive) = (self.stream.clone(), self.archive.clone());
+                tokio::spawn(async move {
+                    let key = keys::thumb(&stream.name, t.seq, t.hash);
+                    let bytes = match stream
+                        .read_thumb(t.local_seq, crate::thumbs::MAX_BYTES)
+                        .await
+                    {
+                        Ok(Some(b)) => b,
+                        Ok(None) => return,
+                        Err(e) => {
+                            tracing::debug!(%key, error = %e, "thumbnail not readable; not archived");
+                            return;
+                        }
+                    };
+                    if let Err(e) = archive.bucket.put_create(&key, bytes).await {
+                        tracing::debug!(%key, error = %e, "thumbnail upload failed (best effort)");
+                    }
+                });
+            } else if t.since.elapsed() < THUMB_PATIENCE {
+                keep.push_back(t);
+            }
+        }
+        self.thumbs = keep;
     }
 
     async fn put_object(&self, key: &str, bytes: Bytes) -> Result<(), Error> {
@@ -494,6 +569,7 @@ impl Writer {
         if self.held.is_none() {
             return Ok(Next::Now);
         }
+        self.upload_thumbs();
         if self.ax.live && self.ax.writer.as_deref() == Some(self.archive.node.as_str()) {
             self.write_chunk(Vec::new(), false).await?;
             return Ok(Next::Now);
