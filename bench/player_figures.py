@@ -80,20 +80,24 @@ def gesture(b, to_ms):
         moves.append({"type": "pointerMove", "duration": 33, "origin": "viewport",
                       "x": int(x0 + (x1 - x0) * k / 30), "y": int(y)})
     moves.append({"type": "pointerUp", "button": 0})
-    b.js("window.dvrgate.player.s.lastSeek = null")
+    b.js("window.dvrgate.player.s.lastSeek = null; window.__upAt = null; "
+         "document.getElementById('timeline').addEventListener('pointerup', () => { window.__upAt = performance.now(); }, "
+         "{ capture: true, once: true });")
     b._call("POST", b.s("/actions"), {"actions": [{"type": "pointer", "id": "mouse",
                                                      "parameters": {"pointerType": "mouse"}, "actions": moves}]})
     b._call("DELETE", b.s("/actions"))
     rec = b.wait("return window.dvrgate.player.state().lastSeek", timeout=30, every=0.02)
-    count = lambda: b.js("const m = arguments[0]; const by = {}; let n = 0; "
-               "for (const e of performance.getEntriesByType('resource')) { if (e.startTime < m) continue; "
+    up = b.js("return window.__upAt")
+    count = lambda until: b.js("const m = arguments[0], until = arguments[1]; const by = {}; let n = 0; "
+               "for (const e of performance.getEntriesByType('resource')) { if (e.startTime < m || e.startTime > until) continue; "
                "const k = /thumbs\\//.test(e.name) ? 'thumbs' : /segments\\//.test(e.name) ? 'segments' : "
                "/init\\//.test(e.name) ? 'init' : /index\\.json/.test(e.name) ? 'index' : 'other'; "
                "by[k] = (by[k] || 0) + e.transferSize; by[k + '_n'] = (by[k + '_n'] || 0) + 1; n++; } "
-               "return by;", mark)
-    first = count()
+               "return by;", mark, until)
+    drag = count(up)
+    first = count(up + rec["ms"])
     time.sleep(2)
-    return first, count(), rec
+    return drag, first, count(up + rec["ms"] + 2000), rec
 
 
 def summary(name, xs):
@@ -143,11 +147,10 @@ def parts(g):
     return ", ".join(f"{k} {g[k] / 1024:.0f} KiB/{g.get(k + '_n', 0)} req" for k in sorted(g) if not k.endswith("_n"))
 
 
-print("bytes per scrub gesture (press at the playhead, drag 30 moves across the 24 h view, release):")
-print(f"  until the first frame:      median {statistics.median(kib(f) for f, _, _ in gestures):5.0f} KiB, "
-      f"max {max(kib(f) for f, _, _ in gestures):5.0f} KiB (n={len(gestures)})")
-print(f"  until 2 s after it (buffer): median {statistics.median(kib(a) for _, a, _ in gestures):5.0f} KiB, "
-      f"max {max(kib(a) for _, a, _ in gestures):5.0f} KiB")
-for f, a2, rec in gestures:
+print("bytes per scrub gesture (press at the playhead, drag ~1 s across the 24 h view, release):")
+for name, k in (("while dragging (thumbnails)", 0), ("until the first frame", 1), ("until 2 s after it (buffering ahead)", 2)):
+    xs = [kib(g[k]) for g in gestures]
+    print(f"  {name:<38} median {statistics.median(xs):5.0f} KiB, max {max(xs):5.0f} KiB (n={len(xs)})")
+for d, f, a2, rec in gestures:
     print(f"  first frame {rec['ms']:4d} ms after release, landed {rec['landedWallMs'] - rec['wantWallMs']:+5d} ms from "
-          f"the release point; to first frame: {parts(f)}; +2 s: {parts(a2)}")
+          f"the release point; drag: {parts(d)}; to first frame: {parts(f)}; +2 s: {parts(a2)}")

@@ -2,17 +2,20 @@
  * `/streams/{name}/`, with the page's `?token=`).
  *
  * Invariants:
- * - At most `concurrency` images load at once; what waits is a short queue, newest wish first
- *   (`queue` entries; older wishes fall off), so a fast drag across 24 hours asks for a handful
- *   of thumbnails, not one per mouse move.
+ * - At most `concurrency` images load at once, and a new one starts at most every `gapMs`;
+ *   what waits is the pointer's latest segment and the neighbours preloaded for it (`queue`
+ *   entries); a miss for a new segment drops older wishes. So a drag across 24 hours asks for
+ *   about ten thumbnails a second (the one under the pointer when a slot frees), not one per
+ *   mouse move, and nothing stale once the pointer stops.
  * - At most `max` loaded images are kept (LRU by last use); a seq is requested at most once
  *   while cached or loading.
  * - A seq that failed (404: not made yet, skipped, audio-only) is not asked again for
- *   `retryMs`; that list is bounded too. No timers. */
+ *   `retryMs`; that list is bounded too. At most one timer is pending (the next start). */
 
 export class ThumbLoader {
   /** `urlOf(seq)` gives the (tokenized) URL of a thumbnail. */
-  constructor(urlOf, { max = 40, retryMs = 60000, concurrency = 3, queue = 4, now = () => Date.now(), makeImage = () => new Image() } = {}) {
+  constructor(urlOf, { max = 40, retryMs = 60000, concurrency = 3, queue = 4, gapMs = 90,
+    now = () => Date.now(), makeImage = () => new Image(), setTimer = (fn, ms) => setTimeout(fn, ms) } = {}) {
     this.urlOf = urlOf;
     this.max = max;
     this.retryMs = retryMs;
@@ -20,6 +23,10 @@ export class ThumbLoader {
     this.queueMax = queue;
     this.now = now;
     this.makeImage = makeImage;
+    this.gapMs = gapMs;
+    this.setTimer = setTimer;
+    this.lastStart = -Infinity;
+    this.timer = false;
     this.cache = new Map(); // seq -> {img, ok: true}; Map order = LRU order
     this.loading = new Map(); // seq -> img
     this.queue = []; // seqs waiting, newest first
@@ -36,6 +43,7 @@ export class ThumbLoader {
       this.cache.set(seq, e);
       return e.img;
     }
+    this.queue.length = 0; // the pointer moved on: what it wanted before is stale
     this.wish(seq, true);
     this.pump();
     return null;
@@ -60,7 +68,18 @@ export class ThumbLoader {
   }
 
   pump() {
-    while (this.loading.size < this.concurrency && this.queue.length) this.start(this.queue.shift());
+    while (this.loading.size < this.concurrency && this.queue.length) {
+      const wait = this.lastStart + this.gapMs - this.now();
+      if (wait > 0) {
+        if (!this.timer) {
+          this.timer = true;
+          this.setTimer(() => { this.timer = false; this.pump(); }, wait);
+        }
+        return;
+      }
+      this.lastStart = this.now();
+      this.start(this.queue.shift());
+    }
   }
 
   start(seq) {

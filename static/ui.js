@@ -74,6 +74,8 @@ export class UI {
         case 'ArrowLeft': case 'j': case 'J': p.skip(-10); break;
         case 'ArrowRight': p.skip(10); break;
         case 'l': case 'L': p.goLive(); break;
+        case 'Home': { const w = this.windowRange(); if (w) p.seekWall(w[0]); else return; break; }
+        case 'End': p.goLive(); break;
         case 'f': case 'F': this.fullscreen(); break;
         case 'm': case 'M': v.muted = !v.muted; break;
         case '+': case '=': this.zoomBy(0.5); break;

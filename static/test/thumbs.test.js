@@ -5,11 +5,22 @@ import { ThumbLoader } from '../thumbs.js';
 
 function setup(opts = {}) {
   const made = [];
+  const timers = [];
   let t = 0;
   const l = new ThumbLoader((s) => `thumbs/${s}.jpg`, {
-    max: 3, retryMs: 1000, now: () => t, makeImage: () => { const i = {}; made.push(i); return i; }, ...opts,
+    max: 3, retryMs: 1000, gapMs: 0, now: () => t, makeImage: () => { const i = {}; made.push(i); return i; },
+    setTimer: (fn, ms) => timers.push([t + ms, fn]), ...opts,
   });
-  return { l, made, tick: (ms) => { t += ms; } };
+  // Advances the clock, firing due timers.
+  const tick = (ms) => {
+    t += ms;
+    for (;;) {
+      const i = timers.findIndex(([at]) => at <= t);
+      if (i < 0) break;
+      timers.splice(i, 1)[0][1]();
+    }
+  };
+  return { l, made, tick, timers };
 }
 
 test('one request per seq, bounded LRU', () => {
@@ -28,8 +39,9 @@ test('a fast drag asks for a few thumbnails, not one per move', () => {
   // 200 mouse moves, each over another segment, each with 4 neighbours preloaded.
   for (let seq = 0; seq < 1000; seq += 5) { l.get(seq); l.preload([seq + 1, seq - 1, seq + 2, seq - 2]); }
   assert.equal(made.length, 3, 'only the concurrency limit is in flight');
-  // The queue holds the newest wish first: where the pointer stopped.
+  // The queue holds the newest wish first: where the pointer stopped, and its neighbours.
   assert.equal(l.queue[0], 995);
+  assert.ok(l.queue.every((q) => Math.abs(q - 995) <= 2), 'only the last position and its neighbours wait');
   assert.ok(l.queue.length <= 4);
   // As the loads finish, the pointer's segment comes next, then its neighbours.
   made[0].onload();
@@ -58,4 +70,18 @@ test('a failed seq is not retried for a while', () => {
   tick(1001);
   l.get(7);
   assert.equal(made.length, 2);
+});
+
+test('a drag of 60 moves a second starts about ten loads, the last one where it stopped', () => {
+  const { l, made, tick, timers } = setup({ gapMs: 90, concurrency: 3, queue: 4, max: 40 });
+  for (let k = 0; k < 60; k++) {
+    l.get(k * 40); // every move over another segment
+    for (const m of made) if (m.src && !m.done) { m.done = true; m.onload(); } // fast server
+    tick(16);
+  }
+  tick(200);
+  for (const m of made) if (!m.done) { m.done = true; m.onload(); }
+  assert.ok(made.length >= 9 && made.length <= 13, `${made.length} loads for 60 moves`);
+  assert.match(made[made.length - 1].src, /thumbs\/2360\.jpg$/, 'the last load is where the pointer stopped');
+  assert.ok(timers.length <= 1, 'at most one timer pending');
 });
