@@ -27,6 +27,12 @@ export function fmtDuration(ms) {
   return `${s} s`;
 }
 
+/** How far behind: "-12.3 s" under a minute, else "-1 h 05 min" / "-3 min 20 s". */
+export function fmtBehind(ms) {
+  if (!Number.isFinite(ms)) return '';
+  return ms < 60000 ? `-${(Math.max(0, ms) / 1000).toFixed(1)} s` : `-${fmtDuration(ms)}`;
+}
+
 export function fmtBytes(n) {
   if (!Number.isFinite(n)) return '';
   const u = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];

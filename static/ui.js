@@ -1,7 +1,7 @@
 /** The page around the player: stream picker, controls, timeline, status events, toasts. */
 
 import { enc, withToken, getJSON, sleep, isAbort, backoffMs, HttpError } from './net.js';
-import { pad, fmtClock, fmtDay, fmtDuration, fmtBytes, parseDuration, resolveTime, zoneName } from './time.js';
+import { pad, fmtClock, fmtDay, fmtDuration, fmtBytes, fmtBehind, parseDuration, resolveTime, zoneName } from './time.js';
 import * as tm from './timeline.js';
 import { ThumbLoader } from './thumbs.js';
 import { parseUserTime } from './time.js';
@@ -579,7 +579,7 @@ export class UI {
     el.hover.style.left = `${this.frac(w) * 100}%`;
     this.showThumb(w);
     const st = this.p.s;
-    const behind = st && st.index.live ? ` · -${((st.index.wallEnd - w) / 1000).toFixed(1)} s` : '';
+    const behind = st && st.index.live ? ` · ${fmtBehind(st.index.wallEnd - w)}` : '';
     el['hover-time'].textContent = fmtClock(w) + behind;
     const half = el.hover.offsetWidth / 2;
     const px = this.frac(w) * r.width;
@@ -808,10 +808,10 @@ export class UI {
     el['now-time'].textContent = (day ? `${day} ` : '') + fmtClock(wall);
     const behind = Number.isFinite(wall) ? Math.max(0, st.liveEdgeMs - wall) : NaN;
     if (st.live) {
-      el.behind.textContent = Number.isFinite(behind) ? `-${(behind / 1000).toFixed(1)} s behind live` : '';
+      el.behind.textContent = Number.isFinite(behind) ? `${fmtBehind(behind)} behind live` : '';
     } else {
       let where = '';
-      if (Number.isFinite(behind)) where = behind < 50 ? ' · at the end' : ` · -${(behind / 1000).toFixed(1)} s from end`;
+      if (Number.isFinite(behind)) where = behind < 50 ? ' · at the end' : ` · ${fmtBehind(behind)} from end`;
       el.behind.textContent = `ended ${fmtClock(st.liveEdgeMs)}${where}`;
     }
     const atLive = st.live && behind < 2.5 * st.targetDurationMs + 1500;

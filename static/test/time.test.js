@@ -59,3 +59,12 @@ test('parseUserTime: SPEC forms and errors as sentences', () => {
     assert.match(r.error, /\.$/, `a sentence for ${JSON.stringify(bad)}`);
   }
 });
+
+test('how far behind reads in seconds under a minute, as a duration above', async () => {
+  const { fmtBehind } = await import('../time.js');
+  assert.equal(fmtBehind(12345), '-12.3 s');
+  assert.equal(fmtBehind(0), '-0.0 s');
+  assert.equal(fmtBehind(200000), '-3 min 20 s');
+  assert.equal(fmtBehind(83675900), '-23 h 14 min');
+  assert.equal(fmtBehind(NaN), '');
+});
