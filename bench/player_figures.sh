@@ -4,7 +4,8 @@
 # hover -> thumbnail on screen (p95; uncached and edge-cached), and the bytes one scrub gesture
 # fetches. The 24 h recording is synthesized (bench/synth_day.py) from 30 s really recorded
 # by the origin (the fixture, with thumbnails), so the bench takes minutes, not a day.
-# Needs chromium, chromedriver, ffmpeg, python3 (+ the xxhash module, installed if missing).
+# Needs chromium, chromedriver, ffmpeg, python3 (+ the xxhash module, installed if missing) and
+# about 5 GB free under /tmp for HOURS=24 (deleted at exit).
 # Usage: bench/player_figures.sh [HOURS=24]
 source "$(dirname "$0")/common.sh"
 HOURS=${1:-24}
