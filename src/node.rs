@@ -199,7 +199,7 @@ pub async fn start(
             None
         },
     });
-    let mut state = AppState::new(
+    let mut state = crate::http::Shared::new(
         &config.node.name,
         store.clone(),
         relays.clone(),
@@ -224,6 +224,7 @@ pub async fn start(
         hook.spawn(&bus, shutdown.clone());
         state.event_hook = Some(hook);
     }
+    let state = AppState::from(state);
     let writers_task = archive
         .as_ref()
         .map(|a| a.spawn_writers(store.clone(), shutdown.clone()));
