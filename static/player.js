@@ -53,6 +53,9 @@ import { periodOf, startMedia } from './mseplan.js';
  * (virtual time stands still while a fetch is pending, so held-open SSE and long-polls are
  * replaced by short polls). Opt-in only; never sniffed from the user agent. */
 const SNAPSHOT = new URLSearchParams(location.search).get('snapshot') === '1';
+/** Segments fetched first when opening without a deep link (a minute of 2 s segments: enough
+ * to start at the live edge; the rest of the window follows). */
+const TAIL = 30;
 
 /** One opened stream: its index, loops' AbortController, events and timing records. */
 class Session {
@@ -197,13 +200,20 @@ export class Player extends EventTarget {
     this.statusLoop(s);
 
     // The first index, with retries: "not found" is reported but still re-checked (a
-    // publisher may be about to start, or a relay may find the stream upstream).
+    // publisher may be about to start, or a relay may find the stream upstream). Without a
+    // deep link only the newest TAIL segments come first (a 24 h index is megabytes); the
+    // rest of the window follows in the background (`backfill`).
+    const tail = t == null || t === '' || String(t).trim().toLowerCase() === 'live';
     let attempt = 0;
     while (!s.ac.signal.aborted) {
       try {
         this.emit('loading', { message: 'Loading stream…' });
-        const doc = await getJSON(`${s.base}index.json`, s.ac.signal);
+        const doc = await getJSON(`${s.base}index.json${tail ? `?limit=${TAIL}` : ''}`, s.ac.signal);
         s.index.merge(doc);
+        if (tail && (doc.segments || []).length >= TAIL) {
+          const rest = this.backfill(s);
+          if (!doc.live) await rest; // an ended stream starts at its beginning
+        }
         this.setError(null);
         break;
       } catch (e) {
@@ -258,6 +268,23 @@ export class Player extends EventTarget {
     const started = s.engine.start(startWall); // MSE: once the MediaSource is open
     if (started) await started;
     this.play();
+  }
+
+  /** Loads the window older than the first segment held and adds it to the index. Retries a
+   * few times; the timeline grows when it arrives. */
+  async backfill(s) {
+    for (let n = 0; n < 5 && !s.ac.signal.aborted; n++) {
+      const first = s.index.first;
+      if (!first) return;
+      try {
+        const doc = await getJSON(`${s.base}index.json?to=${encodeURIComponent(new Date(first.wall).toISOString())}`, s.ac.signal);
+        if (s.index.prepend(doc) && s === this.s) this.onIndex(s, false);
+        return;
+      } catch (e) {
+        if (s.ac.signal.aborted) return;
+        await sleep(backoffMs(n), s.ac.signal);
+      }
+    }
   }
 
   close() {

@@ -23,23 +23,26 @@ export class TimeIndex {
     let added = 0;
     for (const s of doc.segments || []) {
       if (s.seq <= last) continue;
-      const wall = Date.parse(s.time);
-      this.segs.push({
-        seq: s.seq,
-        period: s.period,
-        startS: s.start_ms / 1000,
-        endS: (s.start_ms + s.duration_ms) / 1000,
-        wall,
-        wallEnd: wall + s.duration_ms,
-        url: s.url,
-        offset: s.offset || 0,
-        length: s.length || 0,
-      });
+      this.segs.push(segOf(s));
       this.bytes += s.length || 0;
       added++;
     }
     if (added) this.version++;
     return added;
+  }
+
+  /** Adds the segments of `doc` older than the first one held (the rest of the window, loaded
+   * after a tail); keeps `live` and everything newer as they are. */
+  prepend(doc) {
+    if (!doc) return 0;
+    for (const p of doc.periods || []) if (!this.periods.has(p.id)) this.periods.set(p.id, p);
+    const first = this.first ? this.first.seq : Infinity;
+    const older = (doc.segments || []).filter((s) => s.seq < first).sort((a, b) => a.seq - b.seq).map(segOf);
+    if (!older.length) return 0;
+    for (const s of older) this.bytes += s.length;
+    this.segs.unshift(...older);
+    this.version++;
+    return older.length;
   }
 
   /** Drops segments older than `seq` (retention). */
@@ -112,4 +115,20 @@ export class TimeIndex {
     }
     return runs;
   }
+}
+
+/** One `index.json` segment as the index keeps it. */
+function segOf(s) {
+  const wall = Date.parse(s.time);
+  return {
+    seq: s.seq,
+    period: s.period,
+    startS: s.start_ms / 1000,
+    endS: (s.start_ms + s.duration_ms) / 1000,
+    wall,
+    wallEnd: wall + s.duration_ms,
+    url: s.url,
+    offset: s.offset || 0,
+    length: s.length || 0,
+  };
 }

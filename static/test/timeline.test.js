@@ -80,3 +80,27 @@ test('TimeIndex: media <-> wall and coverage with a gap', () => {
   assert.deepEqual(ix.coverage(), [[A, A + 4000], [A + 60000, A + 62000]]);
   assert.equal(ix.merge({ segments: [seg(2, 0, 2000, A + 2000)] }), 0);
 });
+
+test('prepend adds the older part of the window under a tail, once', () => {
+  const doc = (from, to, live = true) => ({
+    live,
+    target_duration_ms: 2000,
+    periods: [{ id: 0, codecs: 'avc1', init: 'init/0.mp4' }],
+    segments: Array.from({ length: to - from }, (_, i) => ({
+      seq: from + i, period: 0, start_ms: (from + i) * 2000, duration_ms: 2000,
+      time: new Date(A + (from + i) * 2000).toISOString(), url: `segments/${from + i}.m4s`, length: 10,
+    })),
+  });
+  const ix = new TimeIndex();
+  ix.merge(doc(100, 250));
+  const v = ix.version;
+  assert.equal(ix.prepend(doc(0, 101, false)), 100); // the overlap (100) is not added twice
+  assert.equal(ix.live, true, 'prepend leaves live alone');
+  assert.equal(ix.segs.length, 250);
+  assert.deepEqual([ix.first.seq, ix.last.seq], [0, 249]);
+  assert.ok(ix.segs.every((s, i) => s.seq === i));
+  assert.equal(ix.bytes, 2500);
+  assert.ok(ix.version > v);
+  assert.equal(ix.mediaAt(A + 10000), 10);
+  assert.equal(ix.prepend(doc(0, 50)), 0);
+});

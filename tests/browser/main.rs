@@ -121,6 +121,41 @@ async fn player_through_two_relays() {
     );
     advances(&b, "playback advances", 1.0, Duration::from_secs(5)).await;
 
+    // Opened with the newest minute of the index only; the rest of the window follows in the
+    // background: the index soon starts at the stream's first segment.
+    let first_seq = {
+        let st: serde_json::Value = http()
+            .get(&window_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        f(&st["dvr"]["first_seq"])
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = b
+            .js("const ix = window.dvrgate.player.s.index; return [ix.first.seq, ix.segs.length]")
+            .await;
+        if f(&v[0]) <= first_seq && f(&v[1]) > 30.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the index was not backfilled: {v}, first {first_seq}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let opened = b
+        .js("return performance.getEntriesByType('resource').filter((e) => /index\\.json\\?(limit|to)=/.test(e.name)).map((e) => e.name.replace(/^.*index/, 'index'))")
+        .await;
+    assert!(
+        opened.as_array().unwrap().len() >= 2,
+        "a tail first, then the rest: {opened}"
+    );
+
     // video.seekable spans the DVR window.
     b.wait_state(
         "seekable spans the DVR window",
