@@ -7,26 +7,17 @@ use std::time::Duration;
 
 use common::*;
 
-async fn metric(node: &TestNode, name: &str) -> u64 {
-    let text = http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+/// A counter of the node's `/metrics` (common's `metric`), as a count.
+async fn count(node: &TestNode, name: &str) -> u64 {
+    metric(node, name).await as u64
 }
 
 /// Waits until the worker has accounted for `n` segments (made + skipped + failed).
 async fn wait_accounted(node: &TestNode, n: u64) {
     for _ in 0..200 {
-        let done = metric(node, "dvrgate_thumbs_made_total").await
-            + metric(node, "dvrgate_thumbs_skipped_total").await
-            + metric(node, "dvrgate_thumbs_failed_total").await;
+        let done = count(node, "dvrgate_thumbs_made_total").await
+            + count(node, "dvrgate_thumbs_skipped_total").await
+            + count(node, "dvrgate_thumbs_failed_total").await;
         if done >= n {
             return;
         }
@@ -61,8 +52,8 @@ async fn thumbnails_are_made_and_served_immutable() {
     let segs = segments(&node, "cam").await;
     assert!(segs.len() >= 2, "{segs:?}");
     wait_accounted(&node, segs.len() as u64).await;
-    assert_eq!(metric(&node, "dvrgate_thumbs_failed_total").await, 0);
-    let made = metric(&node, "dvrgate_thumbs_made_total").await;
+    assert_eq!(count(&node, "dvrgate_thumbs_failed_total").await, 0);
+    let made = count(&node, "dvrgate_thumbs_made_total").await;
     assert!(made >= 1, "at least the first segment gets one");
     let client = http();
     let mut found = 0;
@@ -126,7 +117,7 @@ async fn audio_only_has_no_thumbnails() {
         .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["cache-control"], "no-store");
-    assert_eq!(metric(&node, "dvrgate_thumbs_made_total").await, 0);
+    assert_eq!(count(&node, "dvrgate_thumbs_made_total").await, 0);
     assert!(!node.recordings().join("radio/thumbs").exists());
 }
 
@@ -138,14 +129,7 @@ async fn with_and_without(
 ) -> (Vec<u64>, Vec<u64>) {
     let (mut with, mut without) = (Vec::new(), Vec::new());
     let ix_url = tokenized(&node.url(&format!("/streams/{name}/index.json")), token);
-    let ix: serde_json::Value = http()
-        .get(&ix_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ix = get_json(&ix_url).await;
     for s in ix["segments"].as_array().unwrap() {
         let seq = s["seq"].as_u64().unwrap();
         let url = tokenized(
@@ -259,7 +243,7 @@ async fn retention_deletes_thumbnails_with_their_segments() {
     let last = segs.last().unwrap()["seq"].as_u64().unwrap();
     wait_accounted(&node, last + 1).await;
     assert!(first > 0, "max_bytes dropped segments: {segs:?}");
-    let made = metric(&node, "dvrgate_thumbs_made_total").await;
+    let made = count(&node, "dvrgate_thumbs_made_total").await;
     let dir = node.recordings().join("cam/thumbs");
     let mut on_disk = Vec::new();
     for e in std::fs::read_dir(&dir).unwrap() {
@@ -309,8 +293,8 @@ async fn thumbnails_relay_through_two_hops_with_one_pull_each() {
     let etag = direct.headers()["etag"].to_str().unwrap().to_owned();
     let expected = direct.bytes().await.unwrap();
     let (edge0, mid0) = (
-        metric(&edge, "dvrgate_upstream_thumb_pulls_total").await,
-        metric(&intermediate, "dvrgate_upstream_thumb_pulls_total").await,
+        count(&edge, "dvrgate_upstream_thumb_pulls_total").await,
+        count(&intermediate, "dvrgate_upstream_thumb_pulls_total").await,
     );
     let mut tasks = Vec::new();
     for _ in 0..50 {
@@ -333,12 +317,12 @@ async fn thumbnails_relay_through_two_hops_with_one_pull_each() {
         assert_eq!(e, etag, "same strong ETag at every hop");
     }
     assert_eq!(
-        metric(&edge, "dvrgate_upstream_thumb_pulls_total").await - edge0,
+        count(&edge, "dvrgate_upstream_thumb_pulls_total").await - edge0,
         1,
         "one pull at the edge"
     );
     assert_eq!(
-        metric(&intermediate, "dvrgate_upstream_thumb_pulls_total").await - mid0,
+        count(&intermediate, "dvrgate_upstream_thumb_pulls_total").await - mid0,
         1,
         "one pull at the intermediate"
     );
@@ -366,7 +350,7 @@ async fn thumbnails_relay_through_two_hops_with_one_pull_each() {
         expected.len().to_string().as_str()
     );
     assert_eq!(
-        metric(&edge, "dvrgate_upstream_thumb_pulls_total").await - edge0,
+        count(&edge, "dvrgate_upstream_thumb_pulls_total").await - edge0,
         1
     );
     // Not in the index: 404 no-store at both ends, nothing asked upstream.
@@ -380,7 +364,7 @@ async fn thumbnails_relay_through_two_hops_with_one_pull_each() {
         assert_eq!(r.headers()["cache-control"], "no-store");
     }
     assert_eq!(
-        metric(&edge, "dvrgate_upstream_thumb_pulls_total").await - edge0,
+        count(&edge, "dvrgate_upstream_thumb_pulls_total").await - edge0,
         1,
         "a seq outside the index is not asked upstream"
     );
@@ -393,7 +377,7 @@ async fn thumbnails_relay_through_two_hops_with_one_pull_each() {
             assert_eq!(r.headers()["cache-control"], "no-store");
         }
         assert_eq!(
-            metric(&edge, "dvrgate_upstream_thumb_pulls_total").await - edge0,
+            count(&edge, "dvrgate_upstream_thumb_pulls_total").await - edge0,
             3,
             "404s are not cached"
         );
@@ -629,14 +613,7 @@ async fn the_track_survives_a_restart() {
     publish_and_end(&node, "cam").await;
     let n = segments(&node, "cam").await.len() as u64;
     wait_accounted(&node, n).await;
-    let before = http()
-        .get(node.url("/streams/cam/thumbs.vtt"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = get_text(&node.url("/streams/cam/thumbs.vtt")).await;
     assert!(!parse_vtt(&before).is_empty());
     node.restart();
     let after = eventually(Duration::from_secs(20), || async {

@@ -123,17 +123,7 @@ async fn player_through_two_relays() {
 
     // Opened with the newest minute of the index only; the rest of the window follows in the
     // background: the index soon starts at the stream's first segment.
-    let first_seq = {
-        let st: serde_json::Value = http()
-            .get(&window_url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        f(&st["dvr"]["first_seq"])
-    };
+    let first_seq = f(&get_json(&window_url).await["dvr"]["first_seq"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let v = b
