@@ -34,6 +34,7 @@ export class MseEngine {
     this.sbPeriod = null; // the period whose init segment the SourceBuffer has
     this.sbCodecs = null;
     this.appended = new Set(); // seqs appended (and, until evicted, buffered)
+    this.inert = new Set(); // appended seqs that added nothing to `buffered` (see mseplan.js)
     this.bad = new Set(); // seqs that answered 404/410
     this.initCache = new Map(); // period id -> init segment bytes
     this.aheadS = plan.AHEAD_S;
@@ -216,6 +217,7 @@ export class MseEngine {
     return plan.nextJob(this.s.index, plan.runs(sb && sb.buffered), this.target(), {
       aheadS: this.aheadS,
       appended: this.appended,
+      inert: this.inert,
       bad: this.bad,
       canEnd: ms.readyState === 'open' && !!sb && !sb.updating,
     });
@@ -230,7 +232,10 @@ export class MseEngine {
         const buf = plan.runs(this.sb.buffered);
         for (const seq of [...this.appended]) {
           const i = s.index.segs.findIndex((x) => x.seq === seq);
-          if (i < 0 || !plan.overlaps(buf, s.index.segs[i])) this.appended.delete(seq);
+          if (i < 0 || !plan.overlaps(buf, s.index.segs[i])) {
+            this.appended.delete(seq);
+            this.inert.delete(seq);
+          }
         }
       } else if (job.type === 'eos') {
         this.ms.endOfStream();
@@ -283,6 +288,8 @@ export class MseEngine {
       }
       await this.append(data);
       this.appended.add(seg.seq);
+      if (plan.overlaps(plan.runs(this.sb.buffered), seg)) this.inert.delete(seg.seq);
+      else this.inert.add(seg.seq);
       this.bad.delete(seg.seq);
     } finally {
       s.ac.signal.removeEventListener('abort', onAbort);

@@ -7,8 +7,10 @@
  * seek shows its frame first); otherwise what is buffered is kept to `BEHIND_S` behind and
  * `aheadS + 15` ahead of the playhead (2 s slack each side, so eviction does not thrash); a
  * segment in `bad` (404/410) is never planned again; a segment in `appended` that still
- * overlaps the buffer is not fetched twice; end of stream only once the last segment of an
- * ended stream is in. */
+ * overlaps the buffer is not fetched twice, nor one in `inert` (appended, yet it added nothing
+ * the element counts as buffered: a last segment with a frame of video and a tail of audio, say;
+ * fetching it again would loop forever); end of stream only once the last segment of an ended
+ * stream is in. */
 
 export const BEHIND_S = 30; // media kept behind the playhead
 export const AHEAD_S = 20; // media fetched ahead of the playhead (halved on QuotaExceededError)
@@ -68,7 +70,7 @@ export function overlaps(buf, seg) {
 
 /** The next segment to fetch for playhead `t`: from the end of the run playing at `t`, within
  * `aheadS`, skipping bad ones and ones already in; null when the look-ahead is full. */
-export function nextSegment(ix, buf, t, { aheadS, appended, bad }) {
+export function nextSegment(ix, buf, t, { aheadS, appended, bad, inert }) {
   if (!ix.segs.length) return null;
   const r = bufferedAt(buf, t);
   const from = r ? Math.max(t, r[1]) : t;
@@ -79,7 +81,7 @@ export function nextSegment(ix, buf, t, { aheadS, appended, bad }) {
     const seg = ix.segs[i];
     if (seg.startS > t + aheadS) return null;
     if (bad.has(seg.seq)) continue;
-    if (appended.has(seg.seq) && overlaps(buf, seg)) continue;
+    if (appended.has(seg.seq) && (overlaps(buf, seg) || (inert && inert.has(seg.seq)))) continue;
     return seg;
   }
   return null;
@@ -87,8 +89,8 @@ export function nextSegment(ix, buf, t, { aheadS, appended, bad }) {
 
 /** The next job: `{ type: 'segment', seg }`, `{ type: 'remove', start, end }`, `{ type: 'eos' }`
  * or null (nothing to do). `canEnd`: the MediaSource is open and its SourceBuffer idle. */
-export function nextJob(ix, buf, t, { aheadS, appended, bad, canEnd }) {
-  const plan = { aheadS, appended, bad };
+export function nextJob(ix, buf, t, { aheadS, appended, bad, inert, canEnd }) {
+  const plan = { aheadS, appended, bad, inert };
   // Nothing to play at the playhead (a seek): fetch that first, evict afterwards.
   if (!bufferedAt(buf, t)) {
     const seg = nextSegment(ix, buf, t, plan);

@@ -95,6 +95,21 @@ test('nextJob: end of stream only when an ended stream is all in', () => {
   assert.equal(plan.nextJob(ix, [[20, 60]], 30, fresh({ appended: all })), null, 'end still far ahead');
 });
 
+test('nextJob: an appended last segment that added nothing to the buffer is not fetched again', () => {
+  // The ended stream's last segment (58..60) was appended, but the element's buffered range
+  // stops at 58.04 (one frame of video and a tail of audio): without `inert` it would be
+  // planned again forever and end of stream never reached.
+  const ix = index(false);
+  const all = new Set(ix.segs.map((s) => s.seq));
+  const buf = [[40, 58.04]];
+  assert.equal(plan.nextJob(ix, buf, 58.02, fresh({ appended: all })).seg.seq, 30, 'without inert: refetched');
+  const st = fresh({ appended: all, inert: new Set([30]) });
+  assert.equal(plan.nextSegment(ix, buf, 58.02, st), null);
+  assert.deepEqual(plan.nextJob(ix, buf, 58.02, st), { type: 'eos' });
+  // Evicted (no longer appended): fetched again even though it was once inert.
+  assert.equal(plan.nextSegment(ix, buf, 58.02, fresh({ inert: new Set([30]) })).seq, 30);
+});
+
 test('gapAhead: step to a run starting within 2.5 s once the buffer at the playhead runs out', () => {
   assert.equal(plan.gapAhead([[0, 10], [11, 20]], 9.9), 11);
   assert.equal(plan.gapAhead([[0, 10], [11, 20]], 5), null, 'still 5 s buffered');

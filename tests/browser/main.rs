@@ -638,13 +638,25 @@ async fn player_through_two_relays() {
     // Played to its end, it says so.
     timed_seek(&b, "seek near the end", "v.currentTime = ix.mediaEnd - 1;").await;
     let overlay = "return document.getElementById('overlay').hidden ? '' : document.getElementById('overlay-title').textContent";
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while b.js(overlay).await != "Stream ended" {
-        assert!(
-            Instant::now() < deadline,
-            "no 'Stream ended': {:#}",
-            b.state().await
-        );
+        if Instant::now() >= deadline {
+            // What the MSE engine holds, to tell a stall from a fetch loop.
+            let detail = b
+                .js("const s = window.dvrgate.player.s, e = s && s.engine, v = window.dvrgate.player.video; \
+                     const b = []; for (let i = 0; i < v.buffered.length; i++) b.push([v.buffered.start(i), v.buffered.end(i)]); \
+                     const last = s && s.index && s.index.last; \
+                     return { buffered: b, last: last && { seq: last.seq, startS: last.startS, endS: last.endS }, \
+                       appended: e && e.appended ? [...e.appended].slice(-5) : null, \
+                       inert: e && e.inert ? [...e.inert] : null, \
+                       fetches: performance.getEntriesByType('resource').map((r) => r.name.split('/').pop()).slice(-8), \
+                       msState: e && e.ms ? e.ms.readyState : null };")
+                .await;
+            panic!(
+                "no 'Stream ended' within 20 s: {:#}\nengine: {detail:#}",
+                b.state().await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
