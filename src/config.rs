@@ -178,6 +178,8 @@ pub struct RecordConfig {
     pub min_free: MinFree,
     /// One JPEG per video segment (`thumbs/{seq}.jpg`, `thumbs.vtt`).
     pub thumbnails: bool,
+    /// LL-HLS part duration of live streams, or off (whole segments only).
+    pub part_target: PartTarget,
 }
 
 impl Default for RecordConfig {
@@ -190,7 +192,55 @@ impl Default for RecordConfig {
             playlist_window: Dur::secs(3600),
             min_free: MinFree(crate::store::MinFree::Percent(5.0)),
             thumbnails: true,
+            part_target: PartTarget(Some(Duration::from_millis(500))),
         }
+    }
+}
+
+/// `record.part_target`: a duration like `"500ms"`, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartTarget(pub Option<Duration>);
+
+impl PartTarget {
+    /// The target in ms, `None` when off.
+    pub fn ms(&self) -> Option<u64> {
+        self.0
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+impl FromStr for PartTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim() == "off" {
+            return Ok(PartTarget(None));
+        }
+        s.parse::<Dur>()
+            .map(|d| PartTarget(Some(d.0)))
+            .map_err(|e| format!("{e}, or \"off\""))
+    }
+}
+
+impl fmt::Display for PartTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(d) => Dur(d).fmt(f),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl Serialize for PartTarget {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for PartTarget {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -460,6 +510,17 @@ impl Config {
                 "record.segment_target",
                 "must be between 200ms and 60s",
             ));
+        }
+        if let Some(part) = self.record.part_target.0 {
+            // Parts are 85-100 % of the target while frames are at most 15 % of it apart;
+            // below 100 ms that needs more than 60 fps, and a part as long as the segment is
+            // no part at all.
+            if part < Duration::from_millis(100) || part.saturating_mul(2) > target {
+                return Err(invalid(
+                    "record.part_target",
+                    "must be \"off\" or between 100ms and half of record.segment_target",
+                ));
+            }
         }
         if self.record.retention.0 < target {
             return Err(invalid(
@@ -845,6 +906,22 @@ mod tests {
         assert_eq!("1h30m".parse::<Dur>().unwrap(), Dur::secs(5400));
         assert_eq!(Dur::secs(5400).to_string(), "1h30m");
         assert!("soon".parse::<Dur>().is_err());
+    }
+
+    #[test]
+    fn part_target_is_a_duration_or_off() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.record.part_target.ms(), Some(500));
+        let c = Config::parse("[record]\npart_target = \"off\"\n").unwrap();
+        assert_eq!(c.record.part_target.ms(), None);
+        let c = Config::parse("[record]\npart_target = \"333ms\"\n").unwrap();
+        assert_eq!(c.record.part_target.ms(), Some(333));
+        for bad in ["\"soon\"", "\"50ms\"", "\"1500ms\"", "5"] {
+            let e = Config::parse(&format!("[record]\npart_target = {bad}\n"))
+                .and_then(|c| c.validate().map(|()| c))
+                .unwrap_err();
+            assert!(e.to_string().contains("part_target"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::media::flv::Tag;
 use crate::media::segmenter::{Output, RemuxOptions, Remuxer};
 use crate::metrics::{self, Metrics};
 use crate::rtmp::{PublishHandler, Refusal};
-use crate::store::{PeriodMeta, Recording, SegmentMeta, Store};
+use crate::store::{PartOf, PeriodMeta, Recording, SegmentMeta, Store};
 
 /// Tags queued between a publisher and its recorder. About 10 s of 30 fps video plus audio:
 /// absorbs an fsync stall; when full, only that publisher's connection is slowed (TCP
@@ -125,6 +125,8 @@ pub struct Ingest {
     pub app: String,
     pub publish_key: Option<String>,
     pub segment_target_ms: u64,
+    /// `record.part_target`: LL-HLS parts of about this duration; `None`: off.
+    pub part_target_ms: Option<u64>,
     /// Recorder tasks; the node waits for them on shutdown so the last segment is flushed.
     pub tasks: TaskTracker,
     /// The shared archive: a new recording continues its numbering and media timeline.
@@ -259,8 +261,10 @@ impl PublishHandler for Ingest {
             recorded: false,
             thumbs: self.thumbs.clone(),
             avc_record: None,
+            open: None,
         };
-        self.tasks.spawn(recorder.run(rx, self.segment_target_ms));
+        self.tasks
+            .spawn(recorder.run(rx, self.segment_target_ms, self.part_target_ms));
         Ok(tx)
     }
 }
@@ -285,11 +289,18 @@ struct Recorder {
     thumbs: Option<crate::thumbs::Thumbnailer>,
     /// The current period's avcC (None: audio-only, no thumbnails).
     avc_record: Option<bytes::Bytes>,
+    /// LL-HLS: the segment the parts being written belong to.
+    open: Option<PartOf>,
 }
 
 impl Recorder {
     #[tracing::instrument(name = "recorder", skip_all, fields(stream = %self.name))]
-    async fn run(mut self, mut rx: mpsc::Receiver<Tag>, segment_target_ms: u64) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Tag>,
+        segment_target_ms: u64,
+        part_target_ms: Option<u64>,
+    ) {
         // With [storage], continue where the archive is (other origins may have written it):
         // redundant origins starting together then number and cut alike. Tags wait in the
         // queue meanwhile; a store that does not answer in time is not waited for.
@@ -321,6 +332,7 @@ impl Recorder {
             timeline_start_ms,
             // mfhd sequence numbers are 32-bit; they only need to grow, and wrap after 270 years.
             first_sequence: first_seq as u32,
+            part_target_ms,
         });
         let mut bad_tags = 0u64;
         let mut failed = false;
@@ -412,6 +424,11 @@ impl Recorder {
                         self.clock = Some(WallClock::new(p.start_ms, first, prev_end));
                     }
                 }
+                Output::Part(p) => {
+                    if let Some(clock) = &self.clock {
+                        *time = clock.at(p.start_ms);
+                    }
+                }
                 Output::Segment(s) => {
                     if let Some(clock) = &mut self.clock {
                         *time = clock.place(s.start_ms, s.duration_ms, now_ms);
@@ -422,7 +439,7 @@ impl Recorder {
         let mut next_segment = None;
         for (out, time) in outputs.iter().zip(times.iter_mut()).rev() {
             match out {
-                Output::Segment(_) => next_segment = Some(*time),
+                Output::Segment(_) | Output::Part(_) => next_segment = Some(*time),
                 Output::Period(p) => {
                     *time = next_segment
                         .or(self.clock.map(|c| c.at(p.start_ms)))
@@ -483,7 +500,56 @@ impl Recorder {
                     }
                     self.period = Some(meta);
                 }
+                Output::Part(p) => {
+                    let Some(period) = &self.period else {
+                        tracing::warn!("part before any period; dropped");
+                        continue;
+                    };
+                    if p.index == 0 {
+                        self.open = Some(PartOf {
+                            period: period.id,
+                            start_ms: p.start_ms,
+                            time_ms,
+                        });
+                    }
+                    let Some(of) = self.open.filter(|o| o.period == period.id) else {
+                        continue;
+                    };
+                    // Like segments, a part is announced once its end has passed the wall
+                    // clock (bounded by its duration).
+                    let end_ms = of.time_ms.saturating_add(
+                        i64::try_from((p.start_ms + p.duration_ms).saturating_sub(of.start_ms))
+                            .unwrap_or(0),
+                    );
+                    let ahead = end_ms.saturating_sub(crate::time::now_ms());
+                    if ahead > 0 {
+                        let hold = u64::try_from(ahead).unwrap_or(0).min(p.duration_ms);
+                        tokio::time::sleep(std::time::Duration::from_millis(hold)).await;
+                    }
+                    let index = p.index;
+                    let data = p.data.clone();
+                    let written = self
+                        .recording
+                        .add_part(p.data, of, p.duration_ms, p.independent)
+                        .await?;
+                    self.report_trims();
+                    if written.is_some() {
+                        metrics::inc(&self.metrics.parts_written);
+                        let seq = self.recording.stream().read().next_seq;
+                        self.cache
+                            .insert(
+                                Key::Part {
+                                    stream: self.name.clone(),
+                                    seq,
+                                    index,
+                                },
+                                data,
+                            )
+                            .await;
+                    }
+                }
                 Output::Segment(s) => {
+                    self.open = None;
                     let Some(period) = &self.period else {
                         tracing::warn!("segment before any period; dropped");
                         continue;

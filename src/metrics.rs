@@ -51,6 +51,7 @@ counters! {
         ingest_bad_tags => "counter" "dvrgate_ingest_bad_tags_total", "Tags dropped as malformed or unsupported.";
         segments_written => "counter" "dvrgate_segments_written_total", "Media segments durably written.";
         segment_bytes_written => "counter" "dvrgate_segment_bytes_written_total", "Media segment bytes durably written.";
+        parts_written => "counter" "dvrgate_parts_written_total", "LL-HLS parts durably written and announced.";
         /// Sum of durable-write times (file + index fsyncs), microseconds.
         segment_write_us / 1e6 => "counter" "dvrgate_segment_write_seconds_total", "Time spent writing segments durably (file and index fsyncs).";
         segments_deleted => "counter" "dvrgate_segments_deleted_total", "Segments deleted by retention or to keep record.min_free.";

@@ -192,6 +192,7 @@ pub async fn start(
         app: config.rtmp.app.clone(),
         publish_key: config.rtmp.publish_key.clone(),
         segment_target_ms,
+        part_target_ms: config.record.part_target.ms(),
         tasks: TaskTracker::new(),
         thumbs: if config.record.thumbnails {
             Some(crate::thumbs::Thumbnailer::start(metrics.clone())?)

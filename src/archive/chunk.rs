@@ -211,6 +211,7 @@ impl ArchiveIndex {
                         .is_none_or(|last| s.time_ms >= last.time_ms && s.start_ms >= last.start_ms)
             }
             Record::Drop { before, .. } => *before < crate::wire::MAX_INDEX_NUMBER,
+            Record::Next { seq } => *seq < crate::wire::MAX_INDEX_NUMBER,
         }
     }
 }

@@ -104,6 +104,7 @@ impl Disk {
             Key::Segment { stream, seq } => format!("s|{stream}|{seq}"),
             Key::Init { stream, period } => format!("i|{stream}|{period}"),
             Key::Thumb { stream, seq } => format!("t|{stream}|{seq}"),
+            Key::Part { stream, seq, index } => format!("p|{stream}|{seq}|{index}"),
         };
         self.dir.join(format!(
             "{:016x}.{EXT}",

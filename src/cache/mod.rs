@@ -70,6 +70,12 @@ pub enum Key {
         stream: Arc<str>,
         seq: u64,
     },
+    /// An LL-HLS part (`parts/{seq}.{index}.m4s`): immutable like segments.
+    Part {
+        stream: Arc<str>,
+        seq: u64,
+        index: u32,
+    },
 }
 
 crate::counters! {

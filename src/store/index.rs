@@ -66,6 +66,48 @@ impl SegmentMeta {
     }
 }
 
+/// One part of a segment (LL-HLS `EXT-X-PART`): a byte range of the segment, whose bytes are
+/// its parts joined in order. Parts live in memory only (the open segment's and those of the
+/// last [`PART_HISTORY`] segments); they are never written to the index file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartMeta {
+    pub duration_ms: u64,
+    /// Where the part's bytes are in its segment.
+    pub offset: u64,
+    pub length: u64,
+    /// Starts with a keyframe (`INDEPENDENT=YES`).
+    pub independent: bool,
+    /// xxh3 of the part's bytes (its ETag).
+    pub hash: u64,
+}
+
+/// The segment being written, as far as its parts go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenSegment {
+    pub seq: u64,
+    pub period: u32,
+    pub start_ms: u64,
+    /// Wall clock of its first frame (may still move by a few ms when the segment is sealed).
+    pub time_ms: i64,
+    pub parts: Vec<PartMeta>,
+}
+
+impl OpenSegment {
+    /// Sum of the parts' durations.
+    pub fn duration_ms(&self) -> u64 {
+        self.parts.iter().map(|p| p.duration_ms).sum()
+    }
+
+    /// Bytes of the parts so far.
+    pub fn length(&self) -> u64 {
+        self.parts.last().map_or(0, |p| p.offset + p.length)
+    }
+}
+
+/// How many sealed segments keep their part list (playlists list parts for the newest few:
+/// RFC 8216bis 4.4.4.9 asks for those within 3 target durations of the end).
+pub const PART_HISTORY: usize = 4;
+
 /// A line of `index.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t")]
@@ -83,6 +125,11 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "is_zero")]
         longest_ms: u64,
     },
+    /// The next segment gets at least `seq`: a segment whose parts were announced was lost in
+    /// a crash before it was sealed, so its seq (and its parts' names, which a CDN may hold)
+    /// is never used again.
+    #[serde(rename = "next")]
+    Next { seq: u64 },
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -117,6 +164,11 @@ pub struct StreamIndex {
     pub bytes: u64,
     /// Longest segment duration seen (for EXT-X-TARGETDURATION).
     pub max_duration_ms: u64,
+    /// LL-HLS: the segment being written, once it has a part.
+    pub open: Option<OpenSegment>,
+    /// LL-HLS: the part lists of the newest sealed segments (seq, parts), oldest first, at
+    /// most [`PART_HISTORY`].
+    pub sealed_parts: VecDeque<(u64, Vec<PartMeta>)>,
 }
 
 /// Result of a time lookup.
@@ -150,13 +202,76 @@ impl StreamIndex {
                 self.max_duration_ms = self.max_duration_ms.max(longest_ms);
                 gone
             }
+            Record::Next { seq } => {
+                self.next_seq = self.next_seq.max(seq);
+                (Vec::new(), Vec::new())
+            }
         }
     }
 
-    /// Appends a segment; out-of-order or repeated seqs are ignored.
+    /// Adds a part to the open segment `seq` (starting it when it is another one). Parts of a
+    /// seq already sealed, or not the next one in order, are ignored.
+    pub fn push_part(&mut self, open: &OpenSegment, part: PartMeta) {
+        if open.seq < self.next_seq {
+            return;
+        }
+        let current = self.open.as_mut().filter(|o| o.seq == open.seq);
+        let current = match current {
+            Some(c) => c,
+            None => self.open.insert(OpenSegment {
+                parts: Vec::new(),
+                ..open.clone()
+            }),
+        };
+        if current.length() == part.offset {
+            current.parts.push(part);
+        }
+    }
+
+    /// The part `index` of segment `seq`, if it exists (in the open segment or a recent one).
+    pub fn part(&self, seq: u64, index: usize) -> Option<&PartMeta> {
+        match &self.open {
+            Some(o) if o.seq == seq => o.parts.get(index),
+            _ => self
+                .sealed_parts
+                .iter()
+                .find(|(s, _)| *s == seq)
+                .and_then(|(_, parts)| parts.get(index)),
+        }
+    }
+
+    /// The parts of segment `seq`: the open one's, or a recent sealed one's.
+    pub fn parts_of(&self, seq: u64) -> Option<&[PartMeta]> {
+        match &self.open {
+            Some(o) if o.seq == seq => Some(&o.parts),
+            _ => self
+                .sealed_parts
+                .iter()
+                .find(|(s, _)| *s == seq)
+                .map(|(_, p)| p.as_slice()),
+        }
+    }
+
+    /// The recording ended: there is no open segment any more.
+    pub fn close_open(&mut self) {
+        self.open = None;
+    }
+
+    /// Appends a segment; out-of-order or repeated seqs are ignored. When it is the open
+    /// segment, its parts move to [`StreamIndex::sealed_parts`].
     pub fn push_segment(&mut self, s: SegmentMeta) {
         if s.seq < self.next_seq {
             return;
+        }
+        if let Some(open) = self.open.take() {
+            if open.seq == s.seq && open.length() == s.length && !open.parts.is_empty() {
+                self.sealed_parts.push_back((s.seq, open.parts));
+                while self.sealed_parts.len() > PART_HISTORY {
+                    self.sealed_parts.pop_front();
+                }
+            } else if open.seq > s.seq {
+                self.open = Some(open);
+            }
         }
         self.next_seq = s.seq + 1;
         self.bytes += s.length;
@@ -168,6 +283,7 @@ impl StreamIndex {
     /// the newest). Returns what was removed.
     pub fn drop_before(&mut self, before: u64) -> (Vec<SegmentMeta>, Vec<PeriodMeta>) {
         let mut gone = Vec::new();
+        self.sealed_parts.retain(|(seq, _)| *seq >= before);
         while self.segments.front().is_some_and(|s| s.seq < before) {
             if let Some(s) = self.segments.pop_front() {
                 self.bytes -= s.length;
@@ -293,6 +409,13 @@ impl StreamIndex {
             out.push(Record::Segment(s.clone()));
         }
         out.extend(periods.cloned().map(Record::Period));
+        if self
+            .segments
+            .back()
+            .is_some_and(|s| s.seq + 1 < self.next_seq)
+        {
+            out.push(Record::Next { seq: self.next_seq });
+        }
         out
     }
 }

@@ -5,6 +5,7 @@
 //! <dir>/<stream>/index.jsonl        append-only time index (periods, segments, drops)
 //! <dir>/<stream>/init/<period>.mp4  init segment of a period
 //! <dir>/<stream>/segments/<seq>.m4s media segment
+//! <dir>/<stream>/segments/<seq>.m4s.tmp  segment being written (parts appended, LL-HLS)
 //! <dir>/<stream>/thumbs/<seq>.jpg     thumbnail of a segment (optional; deleted with it)
 //! ```
 
@@ -51,6 +52,14 @@ impl Layout {
 
     pub fn segment(&self, seq: u64) -> PathBuf {
         self.root.join(Object::Segment(seq).key())
+    }
+
+    /// Segment `seq` while its parts are appended (LL-HLS), renamed to [`Layout::segment`]
+    /// when sealed; removed by recovery, which then never gives `seq` to another segment.
+    pub fn open_segment(&self, seq: u64) -> PathBuf {
+        let mut p = self.segment(seq).into_os_string();
+        p.push(TMP_SUFFIX);
+        PathBuf::from(p)
     }
 
     pub fn thumbs_dir(&self) -> PathBuf {

@@ -41,7 +41,7 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
-pub use index::{Lookup, PeriodMeta, Record, SegmentMeta, StreamIndex};
+pub use index::{Lookup, OpenSegment, PartMeta, PeriodMeta, Record, SegmentMeta, StreamIndex};
 use layout::{Layout, Object};
 pub use retention::Policy;
 pub use room::{Room, Trim};
@@ -107,6 +107,9 @@ pub struct Stream {
     index_lock: tokio::sync::Mutex<()>,
     /// Lines in the index, to decide when compaction pays.
     file_lines: std::sync::atomic::AtomicUsize,
+    /// LL-HLS: the bytes of the open segment's parts (seq, parts in order), served without a
+    /// disk read; at most one segment. std `Mutex`: never held across `.await`.
+    open_parts: std::sync::Mutex<(u64, Vec<Bytes>)>,
 }
 
 impl std::ops::Deref for Stream {
@@ -220,6 +223,7 @@ impl Store {
             room: self.room.clone(),
             trimmed: Vec::new(),
             ended: false,
+            open: None,
         })
     }
 
@@ -269,6 +273,12 @@ fn recover(layout: &Layout) -> Result<(StreamIndex, usize, RecoverCounts), Error
     // The longest segment the stream has had, deleted or missing ones included.
     kept.max_duration_ms = kept.max_duration_ms.max(index.max_duration_ms);
     counts.segments = kept.segments.len();
+    // A segment being written when the node stopped (its parts may have been announced, and
+    // cached by a CDN under their names) keeps its seq from ever being used again.
+    if let Some(lost) = unsealed_segment(&layout.segments_dir()).filter(|&s| s >= kept.next_seq) {
+        tracing::warn!(stream = %layout.root().display(), seq = lost, "segment being written when the node stopped is lost (its announced parts were durable, the rest was not); its seq is not reused");
+        kept.next_seq = lost + 1;
+    }
     // Delete temp files and files the index does not name (written but never announced).
     let seg_known = |n: &str| {
         n.strip_suffix(".m4s")
@@ -299,6 +309,26 @@ fn recover(layout: &Layout) -> Result<(StreamIndex, usize, RecoverCounts), Error
         }
     }
     Ok((kept, lines, counts))
+}
+
+/// The newest `<seq>.m4s.tmp` in `dir`: a segment being written (part by part, or whole).
+fn unsealed_segment(dir: &Path) -> Option<u64> {
+    let suffix = format!(".m4s{}", layout::TMP_SUFFIX);
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let seq = name.strip_suffix(&suffix)?;
+            segments_parse(seq)
+        })
+        .max()
+}
+
+fn segments_parse(n: &str) -> Option<u64> {
+    (!n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| n.parse().ok())
+        .flatten()
 }
 
 /// Deletes the files in `dir` whose names `known` rejects; returns how many. Blocking.
@@ -332,7 +362,30 @@ impl Stream {
             thumbs: Arc::default(),
             index_lock: tokio::sync::Mutex::new(()),
             file_lines: file_lines.into(),
+            open_parts: std::sync::Mutex::default(),
         }
+    }
+
+    /// The bytes of part `index` of segment `seq`: the open segment's from memory, a sealed
+    /// segment's as a range of it. `None` when the index does not list that part (any more).
+    pub async fn read_part(&self, seq: u64, index: usize) -> Result<Option<Bytes>, Error> {
+        let Some(meta) = self.read().part(seq, index).cloned() else {
+            return Ok(None);
+        };
+        let held = self.open_parts.lock().ok().and_then(|open| {
+            (open.0 == seq)
+                .then(|| open.1.get(index).cloned())
+                .flatten()
+        });
+        if let Some(bytes) = held.filter(|b| b.len() as u64 == meta.length) {
+            return Ok(Some(bytes));
+        }
+        if self.read().segment(seq).is_none() {
+            return Ok(None);
+        }
+        let range = meta.offset..meta.offset + meta.length;
+        let got = self.storage.get(Object::Segment(seq), Some(range)).await?;
+        Ok(got.filter(|b| b.len() as u64 == meta.length))
     }
 
     /// Where the thumbnail of segment `seq` is (or would be) stored.
@@ -538,6 +591,28 @@ pub struct Recording {
     /// Trims made for this recording's writes, not yet reported.
     trimmed: Vec<Trim>,
     ended: bool,
+    /// LL-HLS: the segment whose parts are being appended.
+    open: Option<OpenFile>,
+}
+
+/// The segment a [`Recording`] appends parts to.
+#[derive(Debug, Clone, Copy)]
+struct OpenFile {
+    seq: u64,
+    /// Bytes appended (durably) so far.
+    written: u64,
+    /// An append failed: no more parts for this segment; it is written whole when sealed.
+    failed: bool,
+}
+
+/// Where a part belongs: the open segment's period and start, for [`Recording::add_part`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartOf {
+    pub period: u32,
+    /// Media timeline start of the segment.
+    pub start_ms: u64,
+    /// Wall clock of the segment's start.
+    pub time_ms: i64,
 }
 
 impl Recording {
@@ -573,8 +648,78 @@ impl Recording {
         Ok(meta)
     }
 
+    /// LL-HLS: durably appends the next part of the segment being written and announces it
+    /// (the index's open segment, watchers woken). `Ok(None)` when it was not announced: an
+    /// append failed (logged), so this segment gets no more parts and is written whole when
+    /// sealed; its readers wait for the segment. Errors only when no room can be made.
+    pub async fn add_part(
+        &mut self,
+        data: Bytes,
+        of: PartOf,
+        duration_ms: u64,
+        independent: bool,
+    ) -> Result<Option<PartMeta>, Error> {
+        let seq = self.stream.read().next_seq;
+        let state = match self.open {
+            Some(o) if o.seq == seq => o,
+            _ => OpenFile {
+                seq,
+                written: 0,
+                failed: false,
+            },
+        };
+        self.open = Some(state);
+        if state.failed {
+            return Ok(None);
+        }
+        let len = data.len() as u64;
+        let (reservation, trims) = self.room.make_room(len, 0).await?;
+        self.trimmed.extend(trims);
+        let appended = self
+            .stream
+            .storage
+            .append_open(seq, state.written, data.clone())
+            .await;
+        drop(reservation);
+        if let Err(e) = appended {
+            tracing::warn!(stream = %self.stream.name, seq, error = %e, "part not written; the segment will be written whole");
+            self.open = Some(OpenFile {
+                failed: true,
+                ..state
+            });
+            return Ok(None);
+        }
+        let part = PartMeta {
+            duration_ms,
+            offset: state.written,
+            length: len,
+            independent,
+            hash: xxhash_rust::xxh3::xxh3_64(&data),
+        };
+        self.open = Some(OpenFile {
+            written: state.written + len,
+            ..state
+        });
+        if let Ok(mut held) = self.stream.open_parts.lock() {
+            if held.0 != seq || state.written == 0 {
+                *held = (seq, Vec::new());
+            }
+            held.1.push(data);
+        }
+        let open = OpenSegment {
+            seq,
+            period: of.period,
+            start_ms: of.start_ms,
+            time_ms: of.time_ms,
+            parts: Vec::new(),
+        };
+        self.stream.timeline.add_part(&open, part.clone());
+        Ok(Some(part))
+    }
+
     /// Durably stores a media segment, indexes it and wakes watchers. `meta.seq`, `length` and
-    /// `hash` are assigned here.
+    /// `hash` are assigned here. When its parts were all appended (LL-HLS), the appended file
+    /// becomes the segment (its bytes are the parts joined); else it is written whole.
     pub async fn add_segment(
         &mut self,
         data: Bytes,
@@ -583,17 +728,58 @@ impl Recording {
         meta.seq = self.stream.read().next_seq;
         meta.length = data.len() as u64;
         meta.hash = xxhash_rust::xxh3::xxh3_64(&data);
+        let open = self.open.take().filter(|o| o.seq == meta.seq);
+        if let Some(o) = open {
+            if !o.failed && o.written == meta.length {
+                let sealed = self.seal(meta.clone()).await;
+                self.clear_open_parts(meta.seq);
+                match sealed {
+                    Ok(()) => return Ok(meta),
+                    Err(e) => {
+                        tracing::warn!(stream = %self.stream.name, seq = meta.seq, error = %e, "cannot seal the segment from its parts; writing it whole");
+                    }
+                }
+            }
+            if let Err(e) = self.stream.storage.discard_open(meta.seq).await {
+                tracing::warn!(stream = %self.stream.name, seq = meta.seq, error = %e, "cannot remove a partial segment; recovery will");
+            }
+        }
         let s = self.stream.clone();
         let m = meta.clone();
-        self.write_with_room(meta.length, move || {
-            let (s, data, m) = (s.clone(), data.clone(), m.clone());
-            async move {
-                s.store_and_index(Object::Segment(m.seq), data, Record::Segment(m))
-                    .await
+        let written = self
+            .write_with_room(meta.length, move || {
+                let (s, data, m) = (s.clone(), data.clone(), m.clone());
+                async move {
+                    s.store_and_index(Object::Segment(m.seq), data, Record::Segment(m))
+                        .await
+                }
+            })
+            .await;
+        self.clear_open_parts(meta.seq);
+        written.map(|()| meta)
+    }
+
+    /// Seals the appended parts as segment `meta.seq` and indexes it; on an index failure
+    /// the sealed file is removed again (nothing unindexed stays).
+    async fn seal(&self, meta: SegmentMeta) -> Result<(), Error> {
+        let s = &self.stream;
+        s.storage.seal_open(meta.seq, meta.length).await?;
+        let indexed = s.append_and_apply(&[Record::Segment(meta.clone())]).await;
+        if let Err(e) = indexed {
+            if let Err(e) = s.storage.delete(Object::Segment(meta.seq)).await {
+                tracing::warn!(stream = %s.name, key = %Object::Segment(meta.seq), error = %e, "cannot remove an unindexed object; recovery will");
             }
-        })
-        .await?;
-        Ok(meta)
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn clear_open_parts(&self, seq: u64) {
+        if let Ok(mut held) = self.stream.open_parts.lock() {
+            if held.0 == seq {
+                *held = (0, Vec::new());
+            }
+        }
     }
 
     /// Runs a write of `len` bytes after making room for it. A write that fails with an I/O
@@ -720,7 +906,14 @@ mod tests {
             }
         );
         let s = store.get("cam").unwrap();
-        assert_eq!(s.read().next_seq, 3);
+        // Segment 4 was being written (its LL-HLS parts may have been announced): 4 is never
+        // used again, and the rewritten index keeps that across another restart.
+        assert_eq!(s.read().next_seq, 5);
+        drop(s);
+        drop(store);
+        let (store, _) = Store::open(dir.path(), policy(), MinFree::Bytes(0)).unwrap();
+        let s = store.get("cam").unwrap();
+        assert_eq!(s.read().next_seq, 5);
         assert_eq!(
             s.read_segment(2).await.unwrap().unwrap(),
             Bytes::from(vec![2u8; 100])
@@ -741,7 +934,71 @@ mod tests {
             .add_segment(Bytes::from_static(b"x"), meta(9000))
             .await
             .unwrap();
-        assert_eq!(m.seq, 3);
+        assert_eq!(m.seq, 5);
+    }
+
+    /// LL-HLS parts: each is durable and announced when added; the segment made of them is
+    /// the appended file (no second write); a crash before the seal never reuses the seq.
+    #[tokio::test]
+    async fn parts_are_announced_then_sealed_into_their_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path(), policy(), MinFree::Bytes(0)).unwrap();
+        let mut rec = store.begin_recording("cam").unwrap();
+        rec.add_period(Bytes::from_static(b"init"), period(0, 0, 1000))
+            .await
+            .unwrap();
+        let of = PartOf {
+            period: 0,
+            start_ms: 0,
+            time_ms: 1000,
+        };
+        let parts: Vec<Bytes> = (0..3u8)
+            .map(|i| Bytes::from(vec![i; 10 + i as usize]))
+            .collect();
+        let s = rec.stream().clone();
+        for (i, p) in parts.iter().enumerate() {
+            let meta = rec
+                .add_part(p.clone(), of, 500, i == 0)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(meta.length, p.len() as u64);
+            let open = s.read().open.clone().expect("open segment");
+            assert_eq!((open.seq, open.parts.len()), (0, i + 1));
+            assert_eq!(s.read_part(0, i).await.unwrap().as_ref(), Some(p));
+            // Durable before it is announced: the bytes are on disk.
+            let on_disk = std::fs::read(dir.path().join("cam/segments/0.m4s.tmp")).unwrap();
+            assert_eq!(on_disk.len() as u64, meta.offset + meta.length);
+        }
+        assert_eq!(s.read_part(0, 3).await.unwrap(), None);
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.to_vec()).collect();
+        let m = rec
+            .add_segment(Bytes::from(joined.clone()), meta(1000))
+            .await
+            .unwrap();
+        assert_eq!(m.seq, 0);
+        assert!(s.read().open.is_none());
+        assert!(!dir.path().join("cam/segments/0.m4s.tmp").exists());
+        assert_eq!(s.read_segment(0).await.unwrap().unwrap(), joined);
+        // A sealed segment's parts are ranges of it.
+        assert_eq!(s.read().parts_of(0).map(<[_]>::len), Some(3));
+        assert_eq!(s.read_part(0, 2).await.unwrap().as_ref(), Some(&parts[2]));
+        // Parts of segment 1, then a crash (no seal).
+        rec.add_part(parts[0].clone(), of, 500, true)
+            .await
+            .unwrap()
+            .unwrap();
+        std::mem::forget(rec);
+        drop(s);
+        drop(store);
+        let (store, _) = Store::open(dir.path(), policy(), MinFree::Bytes(0)).unwrap();
+        let s = store.get("cam").unwrap();
+        assert_eq!(
+            s.read().next_seq,
+            2,
+            "parts of 1 were announced: 1 is not reused"
+        );
+        assert!(s.read().open.is_none());
     }
 
     #[tokio::test]

@@ -39,6 +39,15 @@ pub trait Storage: Send + Sync + Debug {
     /// Replaces the whole index by `lines` at once (compaction): a reader sees the old index
     /// or the new one, never a mix; later appends go after the new lines.
     fn rewrite_index(&self, lines: Vec<String>) -> Fut<'_, ()>;
+    /// LL-HLS: appends a part's bytes at `offset` of the segment `seq` being written, durably
+    /// once `Ok`. Offset 0 starts it (dropping whatever an earlier attempt left); any other
+    /// offset must be exactly what was appended so far.
+    fn append_open(&self, seq: u64, offset: u64, bytes: Bytes) -> Fut<'_, ()>;
+    /// Makes the open segment `seq`, whose appended bytes are `len` long, the immutable
+    /// object `Segment(seq)`, durably once `Ok` (no byte is written again).
+    fn seal_open(&self, seq: u64, len: u64) -> Fut<'_, ()>;
+    /// Drops what was appended for segment `seq` (it will be put whole instead).
+    fn discard_open(&self, seq: u64) -> Fut<'_, ()>;
 }
 
 /// A stream's recording on the local disk (see [`Layout`]).
@@ -47,6 +56,10 @@ pub struct LocalDisk {
     layout: Layout,
     /// The open index file; `None` until the first append. Locked only in blocking code.
     index: Arc<Mutex<Option<LineFile>>>,
+    /// The segment being appended part by part (seq, file), at `<segment>.tmp`: the name
+    /// recovery removes, and where `write_atomic` writes too, so a sealed segment is the same
+    /// rename either way.
+    open: Arc<Mutex<Option<(u64, std::fs::File)>>>,
 }
 
 impl LocalDisk {
@@ -54,6 +67,7 @@ impl LocalDisk {
         LocalDisk {
             layout,
             index: Arc::default(),
+            open: Arc::default(),
         }
     }
 }
@@ -147,6 +161,90 @@ impl Storage for LocalDisk {
             *file = Some(LineFile::open(path).map_err(io_err("cannot reopen index"))?);
             Ok(())
         })
+    }
+
+    fn append_open(&self, seq: u64, offset: u64, bytes: Bytes) -> Fut<'_, ()> {
+        let path = self.layout.open_segment(seq);
+        let open = self.open.clone();
+        Box::pin(blocking(move || {
+            use std::io::Write;
+            let mut open = open
+                .lock()
+                .map_err(|_| Error::Task("open segment lock poisoned".into()))?;
+            let context = || format!("cannot append to {}", path.display());
+            if offset == 0 {
+                *open = None;
+                if let Some(dir) = path.parent() {
+                    if !dir.exists() {
+                        writer::create_dir_durable(dir).map_err(io_err("cannot create folder"))?;
+                    }
+                }
+                let f = std::fs::File::create(&path).map_err(io_err(context()))?;
+                *open = Some((seq, f));
+            }
+            let Some((open_seq, f)) = open.as_mut().filter(|(s, _)| *s == seq) else {
+                return Err(io_err(context())(io::Error::other("segment not started")));
+            };
+            debug_assert_eq!(*open_seq, seq);
+            let at = f.seek(SeekFrom::End(0)).map_err(io_err(context()))?;
+            if at != offset {
+                return Err(io_err(context())(io::Error::other(format!(
+                    "file has {at} bytes, the part goes at {offset}"
+                ))));
+            }
+            let written = f.write_all(&bytes).and_then(|()| f.sync_data());
+            if let Err(e) = written {
+                // Keep the file whole up to the last durable part.
+                let _ = f.set_len(offset);
+                return Err(io_err(context())(e));
+            }
+            Ok(())
+        }))
+    }
+
+    fn seal_open(&self, seq: u64, len: u64) -> Fut<'_, ()> {
+        let tmp = self.layout.open_segment(seq);
+        let path = self.layout.segment(seq);
+        let open = self.open.clone();
+        Box::pin(blocking(move || {
+            let mut open = open
+                .lock()
+                .map_err(|_| Error::Task("open segment lock poisoned".into()))?;
+            let context = || format!("cannot seal {}", tmp.display());
+            let Some((_, f)) = open.take().filter(|(s, _)| *s == seq) else {
+                return Err(io_err(context())(io::Error::other("segment not started")));
+            };
+            let have = f.metadata().map_err(io_err(context()))?.len();
+            if have != len {
+                return Err(io_err(context())(io::Error::other(format!(
+                    "has {have} bytes, the segment {len}"
+                ))));
+            }
+            drop(f);
+            if path.exists() {
+                return Err(io_err(format!("{} exists", path.display()))(
+                    io::ErrorKind::AlreadyExists.into(),
+                ));
+            }
+            std::fs::rename(&tmp, &path).map_err(io_err(context()))?;
+            if let Some(dir) = path.parent() {
+                writer::sync_dir(dir).map_err(io_err(context()))?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn discard_open(&self, seq: u64) -> Fut<'_, ()> {
+        let tmp = self.layout.open_segment(seq);
+        let open = self.open.clone();
+        Box::pin(blocking(move || {
+            if let Ok(mut open) = open.lock() {
+                if open.as_ref().is_some_and(|(s, _)| *s == seq) {
+                    *open = None;
+                }
+            }
+            writer::remove_if_exists(&tmp).map_err(io_err("cannot delete"))
+        }))
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::watch;
 
-use super::index::{PeriodMeta, Record, SegmentMeta, StreamIndex};
+use super::index::{OpenSegment, PartMeta, PeriodMeta, Record, SegmentMeta, StreamIndex};
 
 /// The timeline of one stream.
 #[derive(Debug)]
@@ -71,11 +71,20 @@ impl Timeline {
     pub fn set_live(&self, live: bool) {
         let changed = {
             let mut ix = self.write();
+            if !live {
+                ix.close_open();
+            }
             std::mem::replace(&mut ix.live, live) != live
         };
         if changed {
             self.bump();
         }
+    }
+
+    /// Announces a part of the open segment (LL-HLS) and wakes watchers.
+    pub fn add_part(&self, open: &OpenSegment, part: PartMeta) {
+        self.write().push_part(open, part);
+        self.bump();
     }
 
     /// Raises the longest-segment mark (a relay takes its upstream's target duration, so every

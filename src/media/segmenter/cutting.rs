@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::timeline::{ms_to_ticks, ticks_to_ms, ticks_to_ms_ceil, Placed, VIDEO_TICKS_PER_MS};
-use super::{Error, Output, Period, Remuxer, Segment};
+use super::{Error, Output, Part, Period, Remuxer, Segment};
 use crate::media::avc::AvcConfig;
 use crate::media::fmp4::{self, Fragment, Sample, VIDEO_TIMESCALE};
 
@@ -42,24 +42,62 @@ pub(super) struct AudioSample {
     pub(super) data: Bytes,
 }
 
-/// The segment being filled.
+/// The segment being filled: its samples not yet in a part (`video`, `audio`) and the parts
+/// already emitted. The segment's bytes are the concatenation of its parts, in order.
 #[derive(Default)]
 pub(super) struct Open {
     pub(super) start_ms: u64,
+    /// Samples not yet emitted in a part, in decode order.
     pub(super) video: Vec<VideoSample>,
     pub(super) audio: Vec<AudioSample>,
+    /// Bytes of every sample of the segment (emitted or not).
     pub(super) bytes: usize,
+    /// Samples of the segment (emitted or not).
+    samples: usize,
+    /// The segment's first video and audio dts (the cut decision measures from them).
+    first_video_dts: Option<u64>,
+    first_audio_dts: Option<u64>,
+    /// `moof` + `mdat` of the parts emitted so far.
+    parts: Vec<Bytes>,
+    /// Timeline ms where the next part begins.
+    part_start_ms: u64,
+    /// The segment's first video sample is a sync sample (set with its first part).
+    keyframe: Option<bool>,
+    first_keyframe: Option<Bytes>,
 }
 
 impl Open {
+    /// An empty segment starting at `start_ms`.
+    pub(super) fn at(start_ms: u64) -> Open {
+        Open {
+            start_ms,
+            part_start_ms: start_ms,
+            ..Open::default()
+        }
+    }
+
     pub(super) fn is_empty(&self) -> bool {
-        self.video.is_empty() && self.audio.is_empty()
+        self.video.is_empty() && self.audio.is_empty() && self.parts.is_empty()
     }
 
     pub(super) fn over_cap(&self, add_bytes: usize, at_ms: u64) -> bool {
         self.bytes.saturating_add(add_bytes) > MAX_SEGMENT_BYTES
-            || self.video.len() + self.audio.len() >= MAX_SEGMENT_SAMPLES
+            || self.samples >= MAX_SEGMENT_SAMPLES
             || at_ms.saturating_sub(self.start_ms) >= MAX_SEGMENT_MS
+    }
+
+    fn push_video(&mut self, v: VideoSample) {
+        self.first_video_dts.get_or_insert(v.dts);
+        self.bytes = self.bytes.saturating_add(v.data.len());
+        self.samples += 1;
+        self.video.push(v);
+    }
+
+    fn push_audio(&mut self, a: AudioSample) {
+        self.first_audio_dts.get_or_insert(a.dts);
+        self.bytes = self.bytes.saturating_add(a.data.len());
+        self.samples += 1;
+        self.audio.push(a);
     }
 }
 
@@ -67,6 +105,26 @@ impl Open {
 /// target, at most [`MAX_CUT_TOLERANCE_MS`].
 pub fn cut_tolerance_ms(target_ms: u64) -> u64 {
     (target_ms / CUT_TOLERANCE_DIVISOR).min(MAX_CUT_TOLERANCE_MS)
+}
+
+/// Whether a part that began at `first` is due before a sample at `at` (all in one timescale)
+/// whose predecessor lasted `interval`: with it the part could run past `target`. The next
+/// interval is taken as 1/8 longer than the last, since frame times rounded to the ms alternate
+/// (33, 34, 33 ms at 30 fps). So a part never exceeds the target while intervals vary by less
+/// than that, and falls short of it by less than 1.125 intervals (under 15 % of a 500 ms
+/// target down to 15 fps).
+pub fn part_due(first: u64, at: u64, interval: u64, target: u64) -> bool {
+    let next = interval.saturating_add(interval / 8);
+    at.saturating_sub(first).saturating_add(next) > target
+}
+
+/// One `moof` + `mdat` and what the segment needs to know of its first sample.
+struct Chunk {
+    data: Bytes,
+    /// The chunk's first video sample is a sync sample (audio-only periods: always).
+    independent: bool,
+    /// That sample's data when it is a keyframe.
+    first_keyframe: Option<Bytes>,
 }
 
 impl Remuxer {
@@ -79,21 +137,55 @@ impl Remuxer {
         if self.period.is_none() || self.open.is_empty() {
             return Vec::new();
         }
-        let video_end = self.open.video.last().map(|v| {
-            let duration = self.video_last.map_or(DEFAULT_VIDEO_DURATION, |(_, d)| d);
-            ticks_to_ms_ceil(v.dts.saturating_add(duration), VIDEO_TIMESCALE)
+        let last_video = self.open.video.last().map(|v| v.dts).or_else(|| {
+            // Every video sample is in a part already: the last one is the newest seen.
+            self.open
+                .first_video_dts
+                .and(self.video_last.map(|(dts, _)| dts))
         });
-        let audio_end = self.open.audio.last().and_then(|a| {
+        let video_end = last_video.map(|dts| {
+            let duration = self.video_last.map_or(DEFAULT_VIDEO_DURATION, |(_, d)| d);
+            ticks_to_ms_ceil(dts.saturating_add(duration), VIDEO_TIMESCALE)
+        });
+        let last_audio = self.open.audio.last().map(|a| a.dts).or_else(|| {
+            self.open
+                .first_audio_dts
+                .and(self.audio_next.map(|(next, _)| next))
+                .and_then(|next| {
+                    let spf = self.period.as_ref()?.audio.as_ref()?.samples_per_frame;
+                    Some(next.saturating_sub(u64::from(spf)))
+                })
+        });
+        let audio_end = last_audio.and_then(|dts| {
             let asc = self.period.as_ref()?.audio.as_ref()?;
-            let end = a.dts.saturating_add(u64::from(asc.samples_per_frame));
+            let end = dts.saturating_add(u64::from(asc.samples_per_frame));
             Some(ticks_to_ms_ceil(end, asc.sample_rate))
         });
         let end_ms = video_end
             .max(audio_end)
             .unwrap_or(self.open.start_ms)
+            .max(self.open.part_start_ms.saturating_add(1))
             .max(self.open.start_ms.saturating_add(1));
+        let mut out = Vec::new();
+        // Audio running past the last video frame would make the last part longer than the
+        // target: the video (with its audio) goes into a part of its own first.
+        if let (Some(part_ms), Some(video_end)) = (self.part_target_ms, video_end) {
+            if end_ms.saturating_sub(self.open.part_start_ms) > part_ms
+                && video_end > self.open.part_start_ms
+                && video_end < end_ms
+                && !self.open.video.is_empty()
+            {
+                match self.flush_part(video_end, None) {
+                    Ok(o) => out = o,
+                    Err(err) => tracing::warn!(%err, "last part dropped"),
+                }
+            }
+        }
         match self.cut(end_ms, None, true) {
-            Ok(o) => o,
+            Ok(o) => {
+                out.extend(o);
+                out
+            }
             Err(err) => {
                 tracing::warn!(%err, "last segment dropped");
                 Vec::new()
@@ -101,7 +193,8 @@ impl Remuxer {
         }
     }
 
-    /// Adds a placed frame to the open segment, cutting first when due.
+    /// Adds a placed frame to the open segment, cutting the segment (or, with parts on, the
+    /// part) first when due.
     pub(super) fn add(&mut self, placed: Placed) -> Result<Vec<Output>, Error> {
         let Some(period) = &self.period else {
             return Ok(Vec::new());
@@ -127,19 +220,25 @@ impl Remuxer {
                     .target_ms
                     .saturating_sub(cut_tolerance_ms(self.target_ms))
                     .saturating_mul(VIDEO_TICKS_PER_MS);
-                let due =
-                    self.open.video.first().is_some_and(|first| {
-                        keyframe && dts.saturating_sub(first.dts) >= min_ticks
-                    });
-                if !self.open.is_empty() && (due || self.open.over_cap(data.len(), dts_ms)) {
-                    out = self.cut(dts_ms, Some(dts), false)?;
-                }
+                let due = self
+                    .open
+                    .first_video_dts
+                    .is_some_and(|first| keyframe && dts.saturating_sub(first) >= min_ticks);
                 let interval = self
                     .video_last
                     .map_or(DEFAULT_VIDEO_DURATION, |(last, _)| dts.saturating_sub(last));
+                if !self.open.is_empty() && (due || self.open.over_cap(data.len(), dts_ms)) {
+                    out = self.cut(dts_ms, Some(dts), false)?;
+                } else if let (Some(part_ms), Some(first)) =
+                    (self.part_target_ms, self.open.video.first())
+                {
+                    let target = part_ms.saturating_mul(VIDEO_TICKS_PER_MS);
+                    if part_due(first.dts, dts, interval, target) {
+                        out = self.flush_part(dts_ms, Some(dts))?;
+                    }
+                }
                 self.video_last = Some((dts, interval));
-                self.open.bytes = self.open.bytes.saturating_add(data.len());
-                self.open.video.push(VideoSample {
+                self.open.push_video(VideoSample {
                     dts,
                     cts,
                     keyframe,
@@ -152,73 +251,136 @@ impl Remuxer {
                 };
                 let dts_ms = ticks_to_ms(dts, rate);
                 let due = !has_video
-                    && self.open.audio.first().is_some_and(|first| {
-                        dts.saturating_sub(first.dts) >= ms_to_ticks(self.target_ms, rate)
+                    && self.open.first_audio_dts.is_some_and(|first| {
+                        dts.saturating_sub(first) >= ms_to_ticks(self.target_ms, rate)
                     });
                 if !self.open.is_empty() && (due || self.open.over_cap(data.len(), dts_ms)) {
                     let at_ms = dts_ms.max(self.open.start_ms.saturating_add(1));
                     out = self.cut(at_ms, None, false)?;
+                } else if let (Some(part_ms), Some(first), false) =
+                    (self.part_target_ms, self.open.audio.first(), has_video)
+                {
+                    let target = ms_to_ticks(part_ms, rate);
+                    if part_due(first.dts, dts, u64::from(samples_per_frame), target) {
+                        let at_ms = dts_ms.max(self.open.part_start_ms.saturating_add(1));
+                        out = self.flush_part(at_ms, None)?;
+                    }
                 }
                 self.audio_next = Some((dts.saturating_add(u64::from(samples_per_frame)), rate));
-                self.open.bytes = self.open.bytes.saturating_add(data.len());
-                self.open.audio.push(AudioSample { dts, data });
+                self.open.push_audio(AudioSample { dts, data });
             }
         }
         Ok(out)
     }
 
-    /// Closes the open segment at `end_ms` and opens the next one there.
-    ///
-    /// `next_video` is the dts of the video frame that follows (the last frame's duration
-    /// runs to it; without it, the previous interval). Audio frames at or after `end_ms` move
-    /// to the next segment unless `keep_audio` (their config is ending with this period).
-    pub(super) fn cut(
-        &mut self,
-        end_ms: u64,
-        next_video: Option<u64>,
-        keep_audio: bool,
-    ) -> Result<Vec<Output>, Error> {
-        let mut open = std::mem::replace(
-            &mut self.open,
-            Open {
-                start_ms: end_ms,
-                ..Open::default()
-            },
-        );
-        let Some(period) = self.period.as_mut() else {
-            return Ok(Vec::new());
-        };
-        let (rate, samples_per_frame) = period
-            .audio
+    /// Emits the samples not yet in a part that lie before `end_ms` as the open segment's next
+    /// part, ending at `end_ms` (`next_video`: the dts of the video frame that follows).
+    fn flush_part(&mut self, end_ms: u64, next_video: Option<u64>) -> Result<Vec<Output>, Error> {
+        let rate = self
+            .period
             .as_ref()
-            .map_or((1000, 1024), |a| (a.sample_rate, a.samples_per_frame));
-        if !keep_audio {
-            let end_ticks = ms_to_ticks(end_ms, rate);
-            let split = open.audio.partition_point(|a| a.dts < end_ticks);
-            let moved = open.audio.split_off(split);
-            for a in &moved {
-                self.open.bytes = self.open.bytes.saturating_add(a.data.len());
-            }
-            self.open.audio = moved;
-        }
-        if open.is_empty() {
-            return Ok(Vec::new());
-        }
+            .and_then(|p| p.audio.as_ref())
+            .map_or(1000, |a| a.sample_rate);
+        let video = std::mem::take(&mut self.open.video);
+        let split = self
+            .open
+            .audio
+            .partition_point(|a| a.dts < ms_to_ticks(end_ms, rate));
+        let rest = self.open.audio.split_off(split);
+        let audio = std::mem::replace(&mut self.open.audio, rest);
+        let following = self.open.audio.first().map(|a| a.dts);
+        let mut out = Vec::with_capacity(2);
+        let mut open = std::mem::take(&mut self.open);
+        let emitted = self.emit_part(
+            &mut open,
+            &mut out,
+            end_ms,
+            (video, next_video),
+            (audio, following),
+        );
+        self.open = open;
+        emitted?;
+        Ok(out)
+    }
 
+    /// Builds the next part of `open` from these samples, records it there and, with parts
+    /// on, pushes it to `out` (after the period, when this is its first media).
+    fn emit_part(
+        &mut self,
+        open: &mut Open,
+        out: &mut Vec<Output>,
+        end_ms: u64,
+        video: (Vec<VideoSample>, Option<u64>),
+        audio: (Vec<AudioSample>, Option<u64>),
+    ) -> Result<(), Error> {
+        let Some(chunk) = self.chunk(video, audio)? else {
+            return Ok(());
+        };
+        self.announce_period(out, open.start_ms);
+        if open.parts.is_empty() {
+            open.keyframe = Some(chunk.independent);
+            open.first_keyframe = chunk.first_keyframe;
+        }
+        if self.part_target_ms.is_some() {
+            out.push(Output::Part(Part {
+                index: u32::try_from(open.parts.len()).unwrap_or(u32::MAX),
+                start_ms: open.part_start_ms,
+                duration_ms: end_ms.saturating_sub(open.part_start_ms),
+                data: chunk.data.clone(),
+                independent: chunk.independent,
+            }));
+        }
+        open.parts.push(chunk.data);
+        open.part_start_ms = end_ms;
+        Ok(())
+    }
+
+    /// The period's announcement, before its first media.
+    fn announce_period(&mut self, out: &mut Vec<Output>, start_ms: u64) {
+        let Some(period) = self.period.as_mut() else {
+            return;
+        };
+        if period.announced {
+            return;
+        }
+        period.announced = true;
+        out.push(Output::Period(Period {
+            init: period.init.clone(),
+            codecs: period.codecs.clone(),
+            width: period.video.as_ref().map(AvcConfig::width),
+            height: period.video.as_ref().map(AvcConfig::height),
+            start_ms,
+            avc_record: period.video.as_ref().map(|v| v.record.clone()),
+        }));
+    }
+
+    /// `moof` + `mdat` of these samples (`None` when there are none). Each list comes with the
+    /// dts of the sample that follows it, which ends its last sample (without it: the previous
+    /// video interval, one audio frame).
+    fn chunk(
+        &mut self,
+        (video, next_video): (Vec<VideoSample>, Option<u64>),
+        (audio, next_audio): (Vec<AudioSample>, Option<u64>),
+    ) -> Result<Option<Chunk>, Error> {
+        let Some(period) = self.period.as_ref() else {
+            return Ok(None);
+        };
+        if video.is_empty() && audio.is_empty() {
+            return Ok(None);
+        }
+        let samples_per_frame = period.audio.as_ref().map_or(1024, |a| a.samples_per_frame);
         let mut fragments = Vec::with_capacity(2);
-        if let Some(first) = open.video.first() {
+        if let Some(first) = video.first() {
             let last_interval = self.video_last.map_or(DEFAULT_VIDEO_DURATION, |(_, d)| d);
             let base = first.dts;
-            let nexts: Vec<Option<u64>> = open
-                .video
+            let nexts: Vec<Option<u64>> = video
                 .iter()
                 .skip(1)
                 .map(|v| Some(v.dts))
                 .chain([next_video])
                 .collect();
-            let samples = open
-                .video
-                .drain(..)
+            let samples = video
+                .into_iter()
                 .zip(nexts)
                 .map(|(v, next)| {
                     let duration = next.map_or(last_interval, |n| n.saturating_sub(v.dts));
@@ -236,19 +398,16 @@ impl Remuxer {
                 samples,
             });
         }
-        if let Some(first) = open.audio.first() {
+        if let Some(first) = audio.first() {
             let base = first.dts;
-            let following = self.open.audio.first().map(|a| a.dts);
-            let nexts: Vec<Option<u64>> = open
-                .audio
+            let nexts: Vec<Option<u64>> = audio
                 .iter()
                 .skip(1)
                 .map(|a| Some(a.dts))
-                .chain([following])
+                .chain([next_audio])
                 .collect();
-            let samples = open
-                .audio
-                .drain(..)
+            let samples = audio
+                .into_iter()
                 .zip(nexts)
                 .map(|(a, next)| {
                     let duration =
@@ -267,7 +426,7 @@ impl Remuxer {
                 samples,
             });
         }
-        let keyframe = match fragments.first() {
+        let independent = match fragments.first() {
             Some(f) if period.video.is_some() && f.track_id == period.video_id() => {
                 f.samples.first().is_some_and(|s| s.sync)
             }
@@ -281,24 +440,67 @@ impl Remuxer {
             .map(|s| s.data.clone());
         let data = fmp4::media_segment(self.next_sequence, &fragments)?;
         self.next_sequence = self.next_sequence.wrapping_add(1);
-        let mut out = Vec::with_capacity(2);
-        if !period.announced {
-            period.announced = true;
-            out.push(Output::Period(Period {
-                init: period.init.clone(),
-                codecs: period.codecs.clone(),
-                width: period.video.as_ref().map(AvcConfig::width),
-                height: period.video.as_ref().map(AvcConfig::height),
-                start_ms: open.start_ms,
-                avc_record: period.video.as_ref().map(|v| v.record.clone()),
-            }));
+        Ok(Some(Chunk {
+            data,
+            independent,
+            first_keyframe,
+        }))
+    }
+
+    /// Closes the open segment at `end_ms` and opens the next one there.
+    ///
+    /// `next_video` is the dts of the video frame that follows (the last frame's duration
+    /// runs to it; without it, the previous interval). Audio frames at or after `end_ms` move
+    /// to the next segment unless `keep_audio` (their config is ending with this period).
+    /// With parts on, what is not yet in a part becomes the segment's last part.
+    pub(super) fn cut(
+        &mut self,
+        end_ms: u64,
+        next_video: Option<u64>,
+        keep_audio: bool,
+    ) -> Result<Vec<Output>, Error> {
+        let mut open = std::mem::replace(&mut self.open, Open::at(end_ms));
+        let Some(period) = self.period.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let rate = period.audio.as_ref().map_or(1000, |a| a.sample_rate);
+        let audio_only = period.video.is_none();
+        if !keep_audio {
+            let end_ticks = ms_to_ticks(end_ms, rate);
+            let split = open.audio.partition_point(|a| a.dts < end_ticks);
+            for a in open.audio.split_off(split) {
+                self.open.push_audio(a);
+            }
         }
+        let mut out = Vec::with_capacity(3);
+        let video = std::mem::take(&mut open.video);
+        let audio = std::mem::take(&mut open.audio);
+        let following = self.open.audio.first().map(|a| a.dts);
+        self.emit_part(
+            &mut open,
+            &mut out,
+            end_ms,
+            (video, next_video),
+            (audio, following),
+        )?;
+        if open.parts.is_empty() {
+            return Ok(out);
+        }
+        let data = if open.parts.len() == 1 {
+            open.parts.swap_remove(0)
+        } else {
+            let mut buf = bytes::BytesMut::with_capacity(open.parts.iter().map(Bytes::len).sum());
+            for p in &open.parts {
+                buf.extend_from_slice(p);
+            }
+            buf.freeze()
+        };
         out.push(Output::Segment(Segment {
             start_ms: open.start_ms,
             duration_ms: end_ms.saturating_sub(open.start_ms),
             data,
-            keyframe,
-            first_keyframe,
+            keyframe: open.keyframe.unwrap_or(audio_only),
+            first_keyframe: open.first_keyframe,
         }));
         self.end_ms = end_ms;
         Ok(out)

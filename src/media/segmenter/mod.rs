@@ -58,7 +58,8 @@ use crate::media::flv::{self, AudioBody, Tag, TagKind, VideoBody};
 use crate::media::fmp4;
 
 pub use cutting::{
-    cut_tolerance_ms, MAX_CUT_TOLERANCE_MS, MAX_SEGMENT_BYTES, MAX_SEGMENT_MS, MAX_SEGMENT_SAMPLES,
+    cut_tolerance_ms, part_due, MAX_CUT_TOLERANCE_MS, MAX_SEGMENT_BYTES, MAX_SEGMENT_MS,
+    MAX_SEGMENT_SAMPLES,
 };
 pub use periods::{MAX_QUEUED_BYTES, MAX_QUEUED_FRAMES, PREROLL_MS};
 pub use timeline::{AUDIO_RESYNC_MS, JUMP_BACKWARD_MS, JUMP_FORWARD_MS};
@@ -77,6 +78,9 @@ pub struct RemuxOptions {
     pub timeline_start_ms: u64,
     /// `mfhd` sequence number of the first segment.
     pub first_sequence: u32,
+    /// Low-latency HLS parts: each segment is also emitted as parts of about this duration
+    /// (see [`part_due`]); `None`: segments only.
+    pub part_target_ms: Option<u64>,
 }
 
 /// What the remuxer produces.
@@ -84,8 +88,25 @@ pub struct RemuxOptions {
 pub enum Output {
     /// A new period begins: its segments follow and need this init segment.
     Period(Period),
+    /// A finished part of the segment being written (only with `part_target_ms`). The
+    /// segment that follows its last part is the concatenation of its parts.
+    Part(Part),
     /// A finished media segment of the current period.
     Segment(Segment),
+}
+
+/// One part of the open segment (LL-HLS `EXT-X-PART`): `moof` + `mdat` of the samples since
+/// the previous part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    /// 0 for a segment's first part.
+    pub index: u32,
+    /// Timeline start; parts tile their segment.
+    pub start_ms: u64,
+    pub duration_ms: u64,
+    pub data: Bytes,
+    /// Starts with a video keyframe (audio-only: always): `INDEPENDENT=YES`.
+    pub independent: bool,
 }
 
 /// A run of segments sharing one init segment (same codecs and configuration).
@@ -142,6 +163,7 @@ pub enum Error {
 /// Remuxes one publish session's FLV tags into CMAF periods and segments.
 pub struct Remuxer {
     target_ms: u64,
+    part_target_ms: Option<u64>,
     next_sequence: u32,
     /// Where the next first period starts (the session start, then each `finish`'s end).
     timeline_start_ms: u64,
@@ -176,6 +198,7 @@ impl Remuxer {
     pub fn new(opts: RemuxOptions) -> Self {
         Remuxer {
             target_ms: opts.segment_target_ms,
+            part_target_ms: opts.part_target_ms,
             next_sequence: opts.first_sequence,
             timeline_start_ms: opts.timeline_start_ms,
             end_ms: opts.timeline_start_ms,
@@ -190,7 +213,7 @@ impl Remuxer {
             queued_bytes: 0,
             stash: VecDeque::new(),
             stashed_bytes: 0,
-            open: Open::default(),
+            open: Open::at(opts.timeline_start_ms),
             video_last: None,
             audio_next: None,
         }
@@ -269,6 +292,7 @@ impl Remuxer {
             segment_target_ms: self.target_ms,
             timeline_start_ms: self.end_ms,
             first_sequence: self.next_sequence,
+            part_target_ms: self.part_target_ms,
         });
         *self = next;
         out
@@ -350,6 +374,7 @@ mod tests {
             match o {
                 Output::Period(p) => file.write_all(&p.init).expect("write"),
                 Output::Segment(s) => file.write_all(&s.data).expect("write"),
+                Output::Part(_) => {}
             }
         }
         file.flush().expect("flush");
@@ -410,6 +435,117 @@ mod tests {
             (14.8..=15.3).contains(&duration),
             "restart duration {duration}"
         );
+    }
+
+    fn with_parts(part_ms: u64) -> RemuxOptions {
+        RemuxOptions {
+            part_target_ms: Some(part_ms),
+            ..opts(0, 0)
+        }
+    }
+
+    /// RFC 8216bis 4.4.4.9: "Each Partial Segment MUST have a duration less than or equal to
+    /// the Part Target Duration ... the duration of each Partial Segment MUST be at least 85%
+    /// of the Part Target Duration, with the exception of Partial Segments with the
+    /// INDEPENDENT=YES attribute and the final Partial Segment of any Parent Segment."
+    fn assert_part_durations(s: &Summary, part_ms: u64) {
+        let mut parts = 0;
+        for (seg, list) in s.segments.iter().zip(&s.parts) {
+            assert!(!list.is_empty(), "segment {} has no parts", seg.start_ms);
+            assert!(
+                list[0].independent,
+                "a segment's first part starts with a keyframe"
+            );
+            for (i, p) in list.iter().enumerate() {
+                assert!(
+                    p.duration_ms <= part_ms,
+                    "part {i} of {}: {} ms",
+                    seg.start_ms,
+                    p.duration_ms
+                );
+                let last = i + 1 == list.len();
+                if !last && !p.independent {
+                    assert!(
+                        p.duration_ms * 100 >= part_ms * 85,
+                        "part {i}: {} ms",
+                        p.duration_ms
+                    );
+                }
+                parts += 1;
+            }
+        }
+        assert!(parts >= s.segments.len() * 2, "{parts} parts");
+    }
+
+    #[test]
+    fn parts_tile_segments_and_keep_the_spec_durations() {
+        let tags = fixture();
+        for part_ms in [500, 333, 1000] {
+            let out = remux(&tags, with_parts(part_ms));
+            let s = check(&out, 0);
+            assert_part_durations(&s, part_ms);
+            // Every segment but the last is 2 s, as without parts.
+            let plain = check(&remux(&tags, opts(0, 0)), 0);
+            let d = |s: &Summary| s.segments.iter().map(|x| x.duration_ms).collect::<Vec<_>>();
+            assert_eq!(d(&s), d(&plain), "parts do not move segment cuts");
+            // A part is independent when a keyframe starts it (`check` verifies the sync
+            // flag): at least every segment's first.
+            let independent: usize = s.parts.iter().flatten().filter(|p| p.independent).count();
+            assert!(
+                independent >= s.segments.len(),
+                "{independent} independent parts"
+            );
+        }
+        // Audio-only and video-only feeds, and a republish.
+        for kind in [TagKind::Audio, TagKind::Video] {
+            let one: Vec<_> = tags.iter().filter(|t| t.kind == kind).cloned().collect();
+            let s = check(&remux(&one, with_parts(500)), 0);
+            assert_part_durations(&s, 500);
+        }
+        let mut r = Remuxer::new(with_parts(500));
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            for tag in &tags {
+                out.extend(r.push_tag(tag).expect("good tag"));
+            }
+            out.extend(r.finish());
+        }
+        let s = check(&out, 0);
+        assert_eq!(s.periods.len(), 2);
+        assert_part_durations(&s, 500);
+    }
+
+    #[test]
+    fn parts_off_emits_single_fragment_segments() {
+        let out = remux(&fixture(), opts(0, 0));
+        assert!(out.iter().all(|o| !matches!(o, Output::Part(_))));
+        let s = check(&out, 0);
+        assert!(s.parts.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn a_stream_in_parts_decodes_with_ffmpeg() {
+        let out = remux(&fixture(), with_parts(500));
+        // Parts joined are the segments, so writing the parts instead of the segments decodes.
+        let parts_only: Vec<Output> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Part(p) => Some(Output::Segment(Segment {
+                    start_ms: p.start_ms,
+                    duration_ms: p.duration_ms,
+                    data: p.data.clone(),
+                    keyframe: p.independent,
+                    first_keyframe: None,
+                })),
+                Output::Period(_) => Some(o.clone()),
+                Output::Segment(_) => None,
+            })
+            .collect();
+        for stream in [out, parts_only] {
+            if let Some(duration) = ffmpeg_decode(&stream) {
+                assert!((9.8..=10.3).contains(&duration), "duration {duration}");
+            }
+        }
     }
 
     #[test]

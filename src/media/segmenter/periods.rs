@@ -129,10 +129,7 @@ impl Remuxer {
             return Ok(Vec::new());
         };
         self.offset_ms = to_i64(self.timeline_start_ms).saturating_sub(anchor_ms);
-        self.open = Open {
-            start_ms: self.timeline_start_ms,
-            ..Open::default()
-        };
+        self.open = Open::at(self.timeline_start_ms);
         let video = if with_video { self.avc.clone() } else { None };
         let audio = if with_audio { self.aac.clone() } else { None };
         self.begin_period(video, audio)?;

@@ -3,7 +3,7 @@
 
 use mp4_atom::{Any, Decode, Moof, Moov};
 
-use super::{Output, Period, RemuxOptions, Remuxer, Segment};
+use super::{Output, Part, Period, RemuxOptions, Remuxer, Segment};
 use crate::media::flv::{self, Tag};
 
 pub(super) const FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/testsrc.flv");
@@ -17,6 +17,7 @@ pub(super) fn opts(timeline_start_ms: u64, first_sequence: u32) -> RemuxOptions 
         segment_target_ms: 2000,
         timeline_start_ms,
         first_sequence,
+        part_target_ms: None,
     }
 }
 
@@ -40,6 +41,8 @@ pub(super) struct Summary {
     pub(super) cts: usize,
     /// Per segment and track: (track id, tfdt, sum of durations).
     pub(super) fragments: Vec<Vec<(u32, u64, u64)>>,
+    /// Per segment: its parts (empty with parts off).
+    pub(super) parts: Vec<Vec<Part>>,
 }
 
 /// Parses every output with mp4-atom and checks the structural invariants.
@@ -47,6 +50,7 @@ pub(super) fn check(outputs: &[Output], first_sequence: u32) -> Summary {
     let mut s = Summary::default();
     let mut sequence = first_sequence;
     let mut next_tfdt: Vec<(u32, u64)> = Vec::new();
+    let mut parts: Vec<Part> = Vec::new();
     for output in outputs {
         match output {
             Output::Period(p) => {
@@ -72,6 +76,20 @@ pub(super) fn check(outputs: &[Output], first_sequence: u32) -> Summary {
                 s.periods.push(p.clone());
                 next_tfdt.clear();
             }
+            Output::Part(part) => {
+                assert!(!s.periods.is_empty(), "part before any period");
+                let seg_start = s
+                    .segments
+                    .last()
+                    .map_or(s.periods[0].start_ms, |l| l.start_ms + l.duration_ms);
+                let expected_start = parts
+                    .last()
+                    .map_or(seg_start, |l: &Part| l.start_ms + l.duration_ms);
+                assert_eq!(part.index as usize, parts.len(), "part index");
+                assert_eq!(part.start_ms, expected_start, "parts tile their segment");
+                assert!(part.duration_ms > 0, "empty part {part:?}");
+                parts.push(part.clone());
+            }
             Output::Segment(seg) => {
                 assert!(!s.periods.is_empty(), "segment before any period");
                 if let Some(last) = s.segments.last() {
@@ -80,55 +98,81 @@ pub(super) fn check(outputs: &[Output], first_sequence: u32) -> Summary {
                     assert_eq!(seg.start_ms, s.periods[0].start_ms);
                 }
                 assert!(seg.duration_ms > 0);
-                let mut buf = seg.data.as_ref();
-                let moof = Moof::decode(&mut buf).expect("moof");
-                let moof_len = seg.data.len() - buf.len();
-                let Any::Mdat(mdat) = Any::decode(&mut buf).expect("mdat") else {
-                    panic!("no mdat");
-                };
-                assert!(buf.is_empty());
-                assert_eq!(moof.mfhd.sequence_number, sequence);
-                sequence += 1;
-                let tracks = s.tracks.last().expect("tracks");
-                let mut offset = moof_len + 8;
-                let mut frags = Vec::new();
-                for (i, traf) in moof.traf.iter().enumerate() {
-                    let id = traf.tfhd.track_id;
-                    let &(_, timescale, video) =
-                        tracks.iter().find(|t| t.0 == id).expect("known track");
-                    assert!(traf.tfhd.default_base_is_moof);
-                    let tfdt = traf.tfdt.as_ref().expect("tfdt").base_media_decode_time;
-                    if let Some(&(_, expected)) = next_tfdt.iter().find(|t| t.0 == id) {
-                        assert_eq!(tfdt, expected, "tfdt continuity of track {id}");
-                    }
-                    let trun = &traf.trun[0];
-                    assert_eq!(trun.data_offset, Some(offset as i32));
-                    let mut sum = 0u64;
-                    for (j, e) in trun.samples.iter().enumerate() {
-                        sum += u64::from(e.duration.expect("duration"));
-                        offset += e.size.expect("size") as usize;
-                        let sync = e.flags.expect("flags") & 0x0001_0000 == 0;
-                        if video && j == 0 && seg.keyframe {
-                            assert!(sync, "segment starts with a sync sample");
-                        }
-                        if e.cts.expect("cts") != 0 {
-                            s.cts += 1;
-                        }
-                    }
-                    if i == 0 && (video || tracks.len() == 1) {
-                        // start_ms is the primary track's tfdt in ms.
-                        assert_eq!(tfdt * 1000 / u64::from(timescale), seg.start_ms);
-                    }
-                    next_tfdt.retain(|t| t.0 != id);
-                    next_tfdt.push((id, tfdt + sum));
-                    frags.push((id, tfdt, sum));
+                if !parts.is_empty() {
+                    let joined: Vec<u8> = parts.iter().flat_map(|p| p.data.to_vec()).collect();
+                    assert!(joined == seg.data.as_ref(), "segment = its parts joined");
+                    let last = parts.last().expect("part");
+                    assert_eq!(
+                        last.start_ms + last.duration_ms,
+                        seg.start_ms + seg.duration_ms
+                    );
+                    assert_eq!(parts[0].independent, seg.keyframe);
                 }
-                assert_eq!(offset, moof_len + 8 + mdat.data.len());
+                let tracks = s.tracks.last().expect("tracks");
+                // Per track: (id, first tfdt, sum of durations) over the segment's chunks.
+                let mut frags: Vec<(u32, u64, u64)> = Vec::new();
+                let mut buf = seg.data.as_ref();
+                let mut chunk = 0;
+                while !buf.is_empty() {
+                    let before = buf.len();
+                    let moof = Moof::decode(&mut buf).expect("moof");
+                    let moof_len = before - buf.len();
+                    let Any::Mdat(mdat) = Any::decode(&mut buf).expect("mdat") else {
+                        panic!("no mdat");
+                    };
+                    assert_eq!(moof.mfhd.sequence_number, sequence);
+                    sequence += 1;
+                    let mut offset = moof_len + 8;
+                    for (i, traf) in moof.traf.iter().enumerate() {
+                        let id = traf.tfhd.track_id;
+                        let &(_, timescale, video) =
+                            tracks.iter().find(|t| t.0 == id).expect("known track");
+                        assert!(traf.tfhd.default_base_is_moof);
+                        let tfdt = traf.tfdt.as_ref().expect("tfdt").base_media_decode_time;
+                        if let Some(&(_, expected)) = next_tfdt.iter().find(|t| t.0 == id) {
+                            assert_eq!(tfdt, expected, "tfdt continuity of track {id}");
+                        }
+                        let trun = &traf.trun[0];
+                        assert_eq!(trun.data_offset, Some(offset as i32));
+                        let mut sum = 0u64;
+                        for (j, e) in trun.samples.iter().enumerate() {
+                            sum += u64::from(e.duration.expect("duration"));
+                            offset += e.size.expect("size") as usize;
+                            let sync = e.flags.expect("flags") & 0x0001_0000 == 0;
+                            if video && j == 0 && chunk == 0 && seg.keyframe {
+                                assert!(sync, "segment starts with a sync sample");
+                            }
+                            if video && j == 0 && chunk < parts.len() && parts[chunk].independent {
+                                assert!(sync, "an independent part starts with a sync sample");
+                            }
+                            if e.cts.expect("cts") != 0 {
+                                s.cts += 1;
+                            }
+                        }
+                        if chunk == 0 && i == 0 && (video || tracks.len() == 1) {
+                            // start_ms is the primary track's tfdt in ms.
+                            assert_eq!(tfdt * 1000 / u64::from(timescale), seg.start_ms);
+                        }
+                        next_tfdt.retain(|t| t.0 != id);
+                        next_tfdt.push((id, tfdt + sum));
+                        match frags.iter_mut().find(|f| f.0 == id) {
+                            Some(f) => f.2 += sum,
+                            None => frags.push((id, tfdt, sum)),
+                        }
+                    }
+                    assert_eq!(offset, moof_len + 8 + mdat.data.len());
+                    chunk += 1;
+                }
+                if !parts.is_empty() {
+                    assert_eq!(chunk, parts.len(), "one moof per part");
+                }
                 s.fragments.push(frags);
+                s.parts.push(std::mem::take(&mut parts));
                 s.segments.push(seg.clone());
             }
         }
     }
+    assert!(parts.is_empty(), "parts without their segment");
     s
 }
 
