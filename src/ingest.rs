@@ -327,6 +327,7 @@ impl Recorder {
                 ix.next_seq,
             )
         };
+        self.recording.stream().set_part_target(part_target_ms);
         let mut remux = Remuxer::new(RemuxOptions {
             segment_target_ms,
             timeline_start_ms,

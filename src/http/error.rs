@@ -48,6 +48,9 @@ pub enum ApiError {
     /// A read refused by the play-token policy: 401 without a usable token, else 403.
     #[error("{0}")]
     Refused(#[from] crate::access::Refusal),
+    /// A blocking request (LL-HLS playlist or part) whose object did not come in time.
+    #[error("{0}")]
+    NotYet(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -79,6 +82,7 @@ impl ApiError {
                 (StatusCode::UNAUTHORIZED, Code::PlayFailed)
             }
             ApiError::Refused(_) => (StatusCode::FORBIDDEN, Code::PlayFailed),
+            ApiError::NotYet(_) => (StatusCode::SERVICE_UNAVAILABLE, Code::PlaySegmentNotFound),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, Code::PlayFailed),
         }
     }

@@ -98,6 +98,28 @@ impl Feed {
         }
     }
 
+    /// An LL-HLS part's bytes (it is listed in the index): from the cache, else the
+    /// recording (the open segment's parts are in memory, a sealed one's are ranges of it).
+    pub async fn part(&self, cache: &Cache, seq: u64, index: u32) -> Result<Payload, ApiError> {
+        let name = &self.stream().name;
+        let not_found = || ApiError::NotFound(format!("no part {seq}.{index}"));
+        let key = Key::Part {
+            stream: name.as_str().into(),
+            seq,
+            index,
+        };
+        match self {
+            Feed::Recorded(stream) => {
+                let i = usize::try_from(index).unwrap_or(usize::MAX);
+                let length = stream.read().part(seq, i).map_or(0, |p| p.length);
+                recorded(cache, key, length, stream.read_part(seq, i), not_found).await
+            }
+            // Relays and archive readers learn parts in a later step; until then they list
+            // none, so nothing asks them for one.
+            Feed::Relayed(_) | Feed::Archived(..) => Err(not_found()),
+        }
+    }
+
     /// A period's init segment, like [`Feed::segment`].
     pub async fn init(&self, cache: &Cache, period: u32) -> Result<Payload, ApiError> {
         let key = Key::Init {

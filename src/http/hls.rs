@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use super::gate::UrlToken;
 use super::playlist::{self, Options};
 use super::streams::select_window;
-use super::{cache_control, ApiError, AppState, QueryParams, StreamName, LIVE, PAST};
+use super::{cache_control, llhls, ApiError, AppState, QueryParams, StreamName, LIVE, PAST};
 use crate::store::{Lookup, StreamIndex, Timeline};
 
 /// Rendered live playlists by stream *instance*: an entry is used only for the very stream it
@@ -109,7 +109,34 @@ pub async fn playlist(
     let feed = st.feed(&name).await?;
     let stream = feed.stream();
     let window = WindowQuery::of(&q)?;
-    let plain = window.is_plain();
+    let ll = LlQuery::of(&q)?;
+    if let Some(msn) = ll.msn {
+        if !window.is_plain() {
+            return Err(ApiError::BadRequest(
+                "_HLS_msn is for the live playlist, not a window".into(),
+            ));
+        }
+        let decision = llhls::reload(&stream.read(), msn, ll.part);
+        match decision {
+            llhls::Reload::TooFar => {
+                return Err(ApiError::BadRequest(format!(
+                    "_HLS_msn={msn} is more than two segments ahead of the playlist"
+                )))
+            }
+            llhls::Reload::Wait => {
+                let ready =
+                    |ix: &StreamIndex| llhls::reload(ix, msn, ll.part) != llhls::Reload::Wait;
+                if !llhls::hold(&st, stream, ready).await {
+                    return Err(ApiError::NotYet(format!(
+                        "segment {msn} (part {:?}) of {name:?} did not come in time",
+                        ll.part
+                    )));
+                }
+            }
+            llhls::Reload::Ready => {}
+        }
+    }
+    let plain = window.is_plain() && !ll.skip;
     let version = stream.version();
     if plain {
         let cached = st
@@ -118,15 +145,24 @@ pub async fn playlist(
             .ok()
             .and_then(|m| m.get(stream, version));
         if let Some(body) = cached {
-            return Ok(playlist_response(body, false, &token));
+            let mut r = playlist_response(body, false, &token);
+            if ll.msn.is_some() {
+                cache_control(&mut r, BLOCKED);
+            }
+            return Ok(r);
         }
     }
     let ix = stream.read();
     let sel = select(&ix, &window, st.playlist_window_ms, now_ms())?;
+    // LL-HLS for the live playlist of a live stream with parts; windows and rewinds are
+    // plain DVR playlists.
+    let low_latency = window.is_plain() && ix.live;
     let opts = Options {
         start_offset_ms: sel.start_offset_ms,
         endlist: sel.endlist,
         target_ms: st.segment_target_ms,
+        part_target_ms: ix.part_target_ms.filter(|_| low_latency),
+        skip: ll.skip,
     };
     let (range, past) = (sel.range, sel.past);
     let body = bytes::Bytes::from(playlist::render(&ix, range, &opts));
@@ -136,7 +172,45 @@ pub async fn playlist(
             m.put(stream, version, body.clone());
         }
     }
-    Ok(playlist_response(body, past, &token))
+    let mut r = playlist_response(body, past, &token);
+    if ll.msn.is_some() {
+        // A blocking answer names a moment of the stream in its URL: a shared cache may keep
+        // it a little (every later viewer asking that URL gets a playlist that has it).
+        cache_control(&mut r, BLOCKED);
+    }
+    Ok(r)
+}
+
+/// `Cache-Control` of an answer to a blocking reload (`_HLS_msn`).
+pub const BLOCKED: &str = "public, max-age=6";
+
+/// The LL-HLS delivery directives of a playlist request (RFC 8216bis 6.2.5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LlQuery {
+    pub msn: Option<u64>,
+    pub part: Option<u64>,
+    /// `_HLS_skip=YES` (or `v2`, answered as YES: there are no date ranges to skip).
+    pub skip: bool,
+}
+
+impl LlQuery {
+    pub fn of(q: &QueryParams) -> Result<LlQuery, ApiError> {
+        let msn = q.u64("_HLS_msn")?;
+        let part = q.u64("_HLS_part")?;
+        if part.is_some() && msn.is_none() {
+            return Err(ApiError::BadRequest("_HLS_part needs _HLS_msn".into()));
+        }
+        let skip = match q.get("_HLS_skip") {
+            None => false,
+            Some("YES" | "v2") => true,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "_HLS_skip must be YES or v2, got {other:?}"
+                )))
+            }
+        };
+        Ok(LlQuery { msn, part, skip })
+    }
 }
 
 /// The answer: the shared rendering, with the viewer's token in its URIs if it has one.

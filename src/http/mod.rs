@@ -19,6 +19,7 @@ pub mod events;
 pub mod feed;
 pub mod gate;
 pub mod hls;
+pub mod llhls;
 pub mod metrics;
 pub mod playlist;
 pub mod range;
@@ -201,6 +202,7 @@ pub fn router(state: AppState) -> Router {
         .route("/streams/{name}/index.m3u8", get(hls::playlist))
         .route("/streams/{name}/init/{file}", get(segments::init))
         .route("/streams/{name}/segments/{file}", get(segments::segment))
+        .route("/streams/{name}/parts/{file}", get(llhls::part))
         .route("/streams/{name}/thumbs/{file}", get(segments::thumb))
         .route("/streams/{name}/thumbs.vtt", get(vtt::track))
         .route("/streams/{name}/seek", get(dvr::seek))

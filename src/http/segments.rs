@@ -84,7 +84,7 @@ pub async fn init(
 }
 
 /// 304 when `If-None-Match` matches: answered from the index, before any byte is fetched.
-fn not_modified(req: &HeaderMap, etag: &str) -> Option<Response> {
+pub fn not_modified(req: &HeaderMap, etag: &str) -> Option<Response> {
     let inm = req
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())?;

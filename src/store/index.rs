@@ -169,6 +169,9 @@ pub struct StreamIndex {
     /// LL-HLS: the part lists of the newest sealed segments (seq, parts), oldest first, at
     /// most [`PART_HISTORY`].
     pub sealed_parts: VecDeque<(u64, Vec<PartMeta>)>,
+    /// LL-HLS part target of the recording (the origin's `record.part_target`, a relay's
+    /// upstream's); `None`: no parts.
+    pub part_target_ms: Option<u64>,
 }
 
 /// Result of a time lookup.

@@ -81,6 +81,12 @@ impl Timeline {
         }
     }
 
+    /// Sets the LL-HLS part target (`None`: off) a recording or its upstream uses.
+    pub fn set_part_target(&self, part_target_ms: Option<u64>) {
+        self.write().part_target_ms = part_target_ms;
+        self.bump();
+    }
+
     /// Announces a part of the open segment (LL-HLS) and wakes watchers.
     pub fn add_part(&self, open: &OpenSegment, part: PartMeta) {
         self.write().push_part(open, part);
