@@ -1,0 +1,184 @@
+//! Low-latency HLS at the origin, from outside over real RTMP and HTTP: the playlist's LL
+//! tags, blocking reloads, the held preload-hint part, delta updates, and parts whose bytes
+//! joined are their segment. The spec rules are quoted where they are checked.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `(seq, part)` of the playlist's `EXT-X-PRELOAD-HINT`.
+fn hint(playlist: &str) -> (u64, u64) {
+    let uri = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("no preload hint in\n{playlist}"));
+    let stem = uri
+        .strip_prefix("parts/")
+        .and_then(|u| u.strip_suffix(".m4s"))
+        .expect("part uri");
+    let (seq, part) = stem.split_once('.').expect("seq.part");
+    (seq.parse().unwrap(), part.parse().unwrap())
+}
+
+/// The part URIs the playlist lists for segment `seq`.
+fn parts_of(playlist: &str, seq: u64) -> Vec<String> {
+    let prefix = format!("parts/{seq}.");
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXT-X-PART:"))
+        .filter_map(|attrs| attrs.split("URI=\"").nth(1)?.split('"').next())
+        .filter(|u| u.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn get(url: &str) -> reqwest::Response {
+    http().get(url).send().await.expect("request")
+}
+
+#[tokio::test]
+async fn origin_serves_low_latency_hls() {
+    let node = TestNode::origin();
+    let publisher = publish_live_tags(&node, "ll", looped_clip(2)).await;
+    let playlist_url = node.url("/streams/ll/index.m3u8");
+
+    // The first parts appear within about a part of the first frames.
+    let first = eventually(Duration::from_secs(10), || async {
+        let text = get(&playlist_url).await.text().await.ok()?;
+        text.contains("#EXT-X-PART:").then_some(text)
+    })
+    .await;
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines[1], "#EXT-X-VERSION:9", "{first}");
+    let at = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix));
+    // RFC 8216bis 4.4.3.8: "PART-HOLD-BACK ... MUST be at least twice the Part Target
+    // Duration"; CAN-SKIP-UNTIL "MUST be at least six times the Target Duration".
+    assert!(
+        first.contains(
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500,CAN-SKIP-UNTIL=12.000\n"
+        ),
+        "{first}"
+    );
+    assert!(first.contains("#EXT-X-PART-INF:PART-TARGET=0.500\n"));
+    // Playlist tags come before the first Media Segment tag.
+    let first_media = at("#EXT-X-MAP:").expect("map");
+    assert!(at("#EXT-X-SERVER-CONTROL:").unwrap() < first_media);
+    assert!(at("#EXT-X-PART-INF:").unwrap() < first_media);
+
+    // Blocking reload: ask for the hinted part; the answer comes when it exists and lists it.
+    let (seq, part) = hint(&first);
+    let started = Instant::now();
+    let r = get(&format!("{playlist_url}?_HLS_msn={seq}&_HLS_part={part}")).await;
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=6");
+    let blocked = r.text().await.unwrap();
+    assert!(
+        blocked.contains(&format!("parts/{seq}.{part}.m4s\""))
+            || parts_of(&blocked, seq + 1)
+                .first()
+                .is_some_and(|u| u.ends_with(".0.m4s")),
+        "{blocked}"
+    );
+    assert!(waited < Duration::from_millis(1500), "held {waited:?}");
+
+    // The preload hint is held until that part is whole, then served immutable.
+    let (seq, part) = hint(&blocked);
+    let started = Instant::now();
+    let r = get(&node.url(&format!("/streams/ll/parts/{seq}.{part}.m4s"))).await;
+    let held = started.elapsed();
+    assert_eq!(r.status(), 200, "hinted part");
+    assert_eq!(
+        r.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    let hinted = r.bytes().await.unwrap();
+    assert_eq!(&hinted[4..8], b"moof", "a part is moof + mdat");
+    assert!(held < Duration::from_millis(1500), "held {held:?}");
+
+    // Too far ahead: RFC 8216bis 6.2.5.2 "more than two segments ... SHOULD return 400".
+    let r = get(&format!("{playlist_url}?_HLS_msn={}", seq + 3)).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    // A part that will never be hinted soon: 404 no-store, never cached.
+    let r = get(&node.url(&format!("/streams/ll/parts/{}.0.m4s", seq + 5))).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    for bad in ["_HLS_part=1", "_HLS_msn=x", "_HLS_skip=NO"] {
+        let r = get(&format!("{playlist_url}?{bad}")).await;
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+
+    // A sealed segment whose parts are still listed: its bytes are its parts joined, and
+    // each part's durations are within the target (checked by the segmenter's tests).
+    let (sealed, text) = eventually(Duration::from_secs(10), || async {
+        let text = get(&playlist_url).await.text().await.ok()?;
+        let (open, _) = hint(&text);
+        let sealed = open.checked_sub(1)?;
+        (!parts_of(&text, sealed).is_empty() && text.contains(&format!("segments/{sealed}.m4s")))
+            .then_some((sealed, text))
+    })
+    .await;
+    let mut joined = Vec::new();
+    for uri in parts_of(&text, sealed) {
+        joined.extend_from_slice(&get_bytes(&node.url(&format!("/streams/ll/{uri}"))).await);
+    }
+    let segment = get_bytes(&node.url(&format!("/streams/ll/segments/{sealed}.m4s"))).await;
+    assert!(
+        joined == segment.as_ref(),
+        "segment {sealed} = its parts joined"
+    );
+    let hinted_seq = hint(&blocked).0;
+    if hinted_seq == sealed {
+        assert!(segment.windows(hinted.len()).any(|w| w == hinted.as_ref()));
+    }
+
+    // Delta update once the playlist is longer than CAN-SKIP-UNTIL (12 s).
+    let delta = eventually(Duration::from_secs(20), || async {
+        let text = get(&format!("{playlist_url}?_HLS_skip=YES"))
+            .await
+            .text()
+            .await
+            .ok()?;
+        text.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=")
+            .then_some(text)
+    })
+    .await;
+    let full = get(&playlist_url).await.text().await.unwrap();
+    assert!(delta.len() < full.len());
+    assert!(delta.contains("#EXT-X-MEDIA-SEQUENCE:0\n"), "{delta}");
+
+    publisher.await.unwrap().unwrap();
+    wait_ended(&node, "ll").await;
+    // Ended: a plain playlist with ENDLIST, no hint; no part is held any more.
+    let ended = get(&playlist_url).await.text().await.unwrap();
+    assert!(ended.ends_with("#EXT-X-ENDLIST\n") && !ended.contains("PRELOAD-HINT"));
+    let r = get(&node.url(&format!("/streams/ll/parts/{}.0.m4s", seq + 20))).await;
+    assert_eq!(r.status(), 404);
+    assert!(metric(&node, "dvrgate_parts_written_total").await >= 30.0);
+}
+
+#[tokio::test]
+async fn part_target_off_serves_plain_hls() {
+    let node = TestNode::start_with(|dir| {
+        format!(
+            "[record]\ndir = {:?}\npart_target = \"off\"\n",
+            dir.join("rec")
+        )
+    });
+    let publisher = publish_live(&node, "plain").await;
+    wait_segments(&node, "plain", 1).await;
+    let text = get(&node.url("/streams/plain/index.m3u8"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("#EXT-X-VERSION:7\n"), "{text}");
+    assert!(!text.contains("EXT-X-PART") && !text.contains("SERVER-CONTROL"));
+    let r = get(&node.url("/streams/plain/parts/0.0.m4s")).await;
+    assert_eq!(r.status(), 404);
+    publisher.abort();
+}
