@@ -39,6 +39,90 @@ pub struct Index {
     pub target_duration_ms: u64,
     pub periods: Vec<Period>,
     pub segments: Vec<Segment>,
+    /// LL-HLS: the part target of the stream's parts (absent: no parts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_target_ms: Option<u64>,
+    /// LL-HLS: the segment being written, with its parts so far (only in an index that
+    /// reaches the live edge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<Open>,
+}
+
+/// An LL-HLS part of a [`Segment`] or of the [`Open`] one: its own URL, and where its bytes
+/// are in the segment (a segment's bytes are its parts joined in order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub duration_ms: u64,
+    pub url: String,
+    pub offset: u64,
+    pub length: u64,
+    /// Starts with a keyframe (`INDEPENDENT=YES`).
+    #[serde(default)]
+    pub independent: bool,
+    #[serde(default)]
+    pub hash: Option<String>,
+}
+
+/// The segment being written (LL-HLS), as far as its parts go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Open {
+    pub seq: u64,
+    pub period: u32,
+    pub start_ms: u64,
+    /// RFC 3339 wall clock of its first frame (may move by a few ms when it is sealed).
+    pub time: String,
+    pub parts: Vec<Part>,
+}
+
+fn parts_doc(seq: u64, parts: &[crate::store::PartMeta]) -> Vec<Part> {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Part {
+            duration_ms: p.duration_ms,
+            url: crate::http::playlist::part_uri(seq, i),
+            offset: p.offset,
+            length: p.length,
+            independent: p.independent,
+            hash: Some(format_hash(p.hash)),
+        })
+        .collect()
+}
+
+/// Checks a part list: contiguous from offset 0, bounded, URLs below the stream. Returns the
+/// bytes the parts cover.
+fn validate_parts(seq: u64, parts: &[Part]) -> Result<u64, String> {
+    let mut at = 0u64;
+    for (i, p) in parts.iter().enumerate() {
+        if p.offset != at {
+            return Err(format!(
+                "part {i} of segment {seq} is at {} not {at}",
+                p.offset
+            ));
+        }
+        if p.length == 0 || p.length > MAX_SEGMENT_BYTES {
+            return Err(format!("part {i} of segment {seq} has length {}", p.length));
+        }
+        if p.duration_ms > MAX_SEGMENT_DURATION_MS {
+            return Err(format!(
+                "part {i} of segment {seq} has duration {}",
+                p.duration_ms
+            ));
+        }
+        if !safe_relative(&p.url) {
+            return Err(format!(
+                "part {i} of segment {seq} has unusable url {:?}",
+                p.url
+            ));
+        }
+        at = at.saturating_add(p.length);
+        if at > MAX_SEGMENT_BYTES {
+            return Err(format!(
+                "segment {seq}'s parts exceed {MAX_SEGMENT_BYTES} bytes"
+            ));
+        }
+    }
+    Ok(at)
 }
 
 /// A period of [`Index`]: one init segment.
@@ -80,6 +164,9 @@ pub struct Segment {
     /// Content hash: lets a relay verify what it pulled.
     #[serde(default)]
     pub hash: Option<String>,
+    /// LL-HLS: its parts, for the newest few segments of a live stream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<Part>,
 }
 
 /// Spells a content hash.
@@ -126,6 +213,18 @@ impl Index {
                     length: Some(p.init_length),
                 })
                 .collect(),
+            part_target_ms: ix.part_target_ms.filter(|_| ix.live),
+            open: ix
+                .open
+                .as_ref()
+                .filter(|o| ix.live && range.end == ix.segments.len() && !o.parts.is_empty())
+                .map(|o| Open {
+                    seq: o.seq,
+                    period: o.period,
+                    start_ms: o.start_ms,
+                    time: format_rfc3339(o.time_ms),
+                    parts: parts_doc(o.seq, &o.parts),
+                }),
             segments: ix
                 .segments
                 .range(range)
@@ -139,6 +238,10 @@ impl Index {
                     offset: 0,
                     length: s.length,
                     hash: Some(format_hash(s.hash)),
+                    parts: ix
+                        .parts_of(s.seq)
+                        .filter(|_| ix.live)
+                        .map_or_else(Vec::new, |p| parts_doc(s.seq, p)),
                 })
                 .collect(),
         }
@@ -201,6 +304,30 @@ impl Index {
                     s.seq, s.period
                 ));
             }
+            if !s.parts.is_empty() && validate_parts(s.seq, &s.parts)? != s.length {
+                return Err(format!("segment {}'s parts do not add up to it", s.seq));
+            }
+        }
+        if let Some(part) = self
+            .part_target_ms
+            .filter(|&p| p == 0 || p > MAX_SEGMENT_DURATION_MS)
+        {
+            return Err(format!("part target {part} ms"));
+        }
+        if let Some(o) = &self.open {
+            if prev.is_some_and(|p| o.seq <= p) || o.seq > MAX_INDEX_NUMBER {
+                return Err(format!("open segment {} out of order", o.seq));
+            }
+            if o.start_ms > MAX_INDEX_NUMBER || crate::time::parse_rfc3339(&o.time).is_none() {
+                return Err(format!("open segment {} has bad start or time", o.seq));
+            }
+            if !self.periods.iter().any(|p| p.id == o.period) {
+                return Err(format!(
+                    "open segment {} names unknown period {}",
+                    o.seq, o.period
+                ));
+            }
+            validate_parts(o.seq, &o.parts)?;
         }
         Ok(())
     }
@@ -334,6 +461,64 @@ mod tests {
         ix.push_segment(seg(9, 1, 1_764_000_004_000, 2_500));
         ix.live = true;
         ix
+    }
+
+    /// The index lists the open segment's parts and the recent segments' (what a relay needs
+    /// to follow LL-HLS); a part list that does not tile its segment is refused.
+    #[test]
+    fn index_carries_parts() {
+        use crate::store::{OpenSegment, PartMeta};
+        let mut ix = sample();
+        ix.part_target_ms = Some(500);
+        let part = |offset, length| PartMeta {
+            duration_ms: 500,
+            offset,
+            length,
+            independent: offset == 0,
+            hash: 7,
+        };
+        let open = |seq| OpenSegment {
+            seq,
+            period: 1,
+            start_ms: 6_500,
+            time_ms: 1_764_000_006_500,
+            parts: Vec::new(),
+        };
+        // Segment 10: two parts of 500 + 600 bytes, sealed; segment 11 open with one.
+        ix.push_part(&open(10), part(0, 500));
+        ix.push_part(&open(10), part(500, 600));
+        let mut s10 = seg(10, 1, 1_764_000_006_500, 1_000);
+        s10.length = 1_100;
+        ix.push_segment(s10);
+        ix.push_part(&open(11), part(0, 300));
+        let doc = Index::of("cam", &ix, 0..ix.segments.len(), 2_000);
+        let back: Index = serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(back, doc);
+        back.validate().expect("valid");
+        assert_eq!(back.part_target_ms, Some(500));
+        let last = back.segments.last().unwrap();
+        assert_eq!(last.parts.len(), 2);
+        assert_eq!(last.parts[1].url, "parts/10.1.m4s");
+        assert!(back.segments[0].parts.is_empty());
+        let o = back.open.as_ref().expect("open segment");
+        assert_eq!(
+            (o.seq, o.parts.len(), o.parts[0].independent),
+            (11, 1, true)
+        );
+        // A window that stops before the edge has no open segment.
+        assert!(Index::of("cam", &ix, 0..2, 2_000).open.is_none());
+        let mut bad = back.clone();
+        bad.segments.last_mut().unwrap().parts[1].offset = 400;
+        assert!(bad.validate().is_err());
+        let mut bad = back.clone();
+        bad.segments.last_mut().unwrap().parts.pop();
+        assert!(bad.validate().unwrap_err().contains("add up"));
+        let mut bad = back.clone();
+        bad.open.as_mut().unwrap().seq = 10;
+        assert!(bad.validate().is_err());
+        let mut bad = back;
+        bad.open.as_mut().unwrap().parts[0].url = "../x".into();
+        assert!(bad.validate().is_err());
     }
 
     #[test]

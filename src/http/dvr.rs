@@ -186,7 +186,7 @@ fn clip_body(
             };
             let parts = clip::rebase_segment(&seg, sh)
                 .map_err(|e| ApiError::Internal(format!("clip of {name}: {e}")))?;
-            Ok(parts.into())
+            Ok(parts)
         })
         .flat_map(|r: Result<Vec<Bytes>, ApiError>| {
             let items: Vec<Result<Bytes, ApiError>> = match r {

@@ -154,8 +154,12 @@ pub async fn index_json(
     if wait.is_some() && after.is_none() {
         return Err(ApiError::BadRequest("wait needs after=SEQ".into()));
     }
+    let known_parts = q.u64("part")?;
+    if known_parts.is_some() && after.is_none() {
+        return Err(ApiError::BadRequest("part needs after=SEQ".into()));
+    }
     if let (Some(after), Some(wait)) = (after, wait) {
-        wait_for_segment(&st, &stream, after, wait).await;
+        wait_for_segment(&st, &stream, after, known_parts, wait).await;
     }
     let ix = stream.read();
     let mut past = false;
@@ -184,6 +188,12 @@ pub async fn index_json(
         }
         for s in &mut index.segments {
             s.url = token.apply(&s.url);
+            for p in &mut s.parts {
+                p.url = token.apply(&p.url);
+            }
+        }
+        for p in index.open.iter_mut().flat_map(|o| o.parts.iter_mut()) {
+            p.url = token.apply(&p.url);
         }
     }
     let body = serde_json::to_vec(&index).unwrap_or_default();
@@ -199,15 +209,29 @@ pub async fn index_json(
     Ok(r)
 }
 
-/// Parks until the stream has a segment newer than `after`, `wait` passes, the stream is not
-/// live, or the node shuts down.
-async fn wait_for_segment(st: &AppState, stream: &Timeline, after: u64, wait: Duration) {
+/// Parks until the stream has a segment newer than `after` or a new part of the segment
+/// after it (more than `known_parts`, by default more than it had when the request came),
+/// `wait` passes, the stream is not live, or the node shuts down.
+async fn wait_for_segment(
+    st: &AppState,
+    stream: &Timeline,
+    after: u64,
+    known_parts: Option<u64>,
+    wait: Duration,
+) {
     let mut changed = stream.subscribe();
     let deadline = tokio::time::Instant::now() + wait;
+    let open_parts = |ix: &crate::store::StreamIndex| {
+        ix.open
+            .as_ref()
+            .filter(|o| o.seq == after.saturating_add(1))
+            .map_or(0, |o| o.parts.len() as u64)
+    };
+    let known = known_parts.unwrap_or_else(|| open_parts(&stream.read()));
     loop {
         {
             let ix = stream.read();
-            if !ix.live || !ix.after(after).is_empty() {
+            if !ix.live || !ix.after(after).is_empty() || open_parts(&ix) > known {
                 return;
             }
         }

@@ -276,12 +276,8 @@ struct Tfdt {
     value: u64,
 }
 
-fn tfdts(seg: &[u8]) -> Result<(usize, Vec<Tfdt>), ClipError> {
-    let top = boxes(seg)?;
-    let moof = top
-        .iter()
-        .find(|b| &b.kind == b"moof")
-        .ok_or(ClipError::Malformed("no moof"))?;
+/// The `tfdt`s of one `moof` (`moof_at..moof_end` of `seg`).
+fn moof_tfdts(seg: &[u8], moof: &BoxAt) -> Result<Vec<Tfdt>, ClipError> {
     let mut out = Vec::new();
     for traf in boxes(&seg[moof.body..moof.end])?
         .iter()
@@ -313,7 +309,21 @@ fn tfdts(seg: &[u8]) -> Result<(usize, Vec<Tfdt>), ClipError> {
             value,
         });
     }
-    Ok((moof.end, out))
+    Ok(out)
+}
+
+/// Every `moof` of a segment (a segment written in LL-HLS parts has one per part), each with
+/// its `tfdt`s; at least one.
+fn tfdts(seg: &[u8]) -> Result<Vec<(BoxAt, Vec<Tfdt>)>, ClipError> {
+    let mut out = Vec::new();
+    for b in boxes(seg)?.into_iter().filter(|b| &b.kind == b"moof") {
+        let list = moof_tfdts(seg, &b)?;
+        out.push((b, list));
+    }
+    if out.is_empty() {
+        return Err(ClipError::Malformed("no moof"));
+    }
+    Ok(out)
 }
 
 /// The shift (per track, in track units) that makes a clip starting with `first_segment`
@@ -322,9 +332,9 @@ pub fn shift_for(
     first_segment: &[u8],
     timescales: &HashMap<u32, u32>,
 ) -> Result<HashMap<u32, u64>, ClipError> {
-    let (_, list) = tfdts(first_segment)?;
+    let moofs = tfdts(first_segment)?;
     let mut base_ms = u64::MAX;
-    for t in &list {
+    for t in moofs.iter().flat_map(|(_, list)| list) {
         let ts = *timescales
             .get(&t.track)
             .ok_or(ClipError::UnknownTrack(t.track))?;
@@ -339,27 +349,40 @@ pub fn shift_for(
         .collect())
 }
 
-/// A media segment with its decode times moved back by `shift`: the rewritten `moof` (a small
-/// copy) and the rest of the segment as a slice of `seg` (no copy).
-pub fn rebase_segment(seg: &Bytes, shift: &HashMap<u32, u64>) -> Result<[Bytes; 2], ClipError> {
-    let (moof_end, list) = tfdts(seg)?;
-    let mut head = seg[..moof_end].to_vec();
-    for t in list {
-        let by = *shift
-            .get(&t.track)
-            .ok_or(ClipError::UnknownTrack(t.track))?;
-        let v = t.value.checked_sub(by).ok_or(ClipError::BeforeStart)?;
-        if t.wide {
-            write_u64(&mut head, t.at, v)?;
-        } else {
-            write_u32(
-                &mut head,
-                t.at,
-                u32::try_from(v).map_err(|_| ClipError::Malformed("tfdt"))?,
-            )?;
+/// A media segment with its decode times moved back by `shift`: each rewritten `moof` (a
+/// small copy) followed by what comes after it up to the next `moof` as a slice of `seg` (no
+/// copy).
+pub fn rebase_segment(seg: &Bytes, shift: &HashMap<u32, u64>) -> Result<Vec<Bytes>, ClipError> {
+    let moofs = tfdts(seg)?;
+    let mut out = Vec::with_capacity(moofs.len() * 2 + 1);
+    if let Some((first, _)) = moofs.first() {
+        if first.start > 0 {
+            out.push(seg.slice(..first.start));
         }
     }
-    Ok([Bytes::from(head), seg.slice(moof_end..)])
+    for (i, (moof, list)) in moofs.iter().enumerate() {
+        let mut head = seg[moof.start..moof.end].to_vec();
+        for t in list {
+            let by = *shift
+                .get(&t.track)
+                .ok_or(ClipError::UnknownTrack(t.track))?;
+            let v = t.value.checked_sub(by).ok_or(ClipError::BeforeStart)?;
+            let at = t.at - moof.start;
+            if t.wide {
+                write_u64(&mut head, at, v)?;
+            } else {
+                write_u32(
+                    &mut head,
+                    at,
+                    u32::try_from(v).map_err(|_| ClipError::Malformed("tfdt"))?,
+                )?;
+            }
+        }
+        out.push(Bytes::from(head));
+        let rest_end = moofs.get(i + 1).map_or(seg.len(), |(next, _)| next.start);
+        out.push(seg.slice(moof.end..rest_end));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -427,13 +450,22 @@ mod tests {
         // Video starts 2 s + 40 ms in, audio 2 s in.
         let seg = segment(scale(2040, v_ts), scale(2000, a_ts));
         let shift = shift_for(&seg, &ts).unwrap();
-        let [head, rest] = rebase_segment(&seg, &shift).unwrap();
-        assert_eq!(head.len() + rest.len(), seg.len());
-        let mut whole = head.to_vec();
-        whole.extend_from_slice(&rest);
-        let (_, t) = tfdts(&whole).unwrap();
+        let pieces = rebase_segment(&seg, &shift).unwrap();
+        let whole: Vec<u8> = pieces.iter().flat_map(|p| p.to_vec()).collect();
+        assert_eq!(whole.len(), seg.len());
+        let t = &tfdts(&whole).unwrap()[0].1;
         assert_eq!(t[0].value, scale(40, v_ts));
         assert_eq!(t[1].value, 0);
+        // A segment written in LL-HLS parts has a moof per part: every one is rebased.
+        let mut two = seg.to_vec();
+        two.extend_from_slice(&segment(scale(2540, v_ts), scale(2500, a_ts)));
+        let pieces = rebase_segment(&Bytes::from(two.clone()), &shift).unwrap();
+        let whole: Vec<u8> = pieces.iter().flat_map(|p| p.to_vec()).collect();
+        assert_eq!(whole.len(), two.len());
+        let moofs = tfdts(&whole).unwrap();
+        assert_eq!(moofs.len(), 2);
+        assert_eq!(moofs[1].1[0].value, scale(540, v_ts));
+        assert_eq!(moofs[1].1[1].value, scale(500, a_ts));
         // A segment before the first cannot be rebased.
         let early = segment(0, 0);
         assert_eq!(

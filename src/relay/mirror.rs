@@ -294,8 +294,11 @@ mod tests {
                     offset: 0,
                     length: 1_000 + seq % 1_000,
                     hash: Some(format_hash(0xbeef ^ seq)),
+                    parts: Vec::new(),
                 })
                 .collect(),
+            part_target_ms: None,
+            open: None,
         }
     }
 
