@@ -516,17 +516,9 @@ impl Recorder {
                     let Some(of) = self.open.filter(|o| o.period == period.id) else {
                         continue;
                     };
-                    // Like segments, a part is announced once its end has passed the wall
-                    // clock (bounded by its duration).
-                    let end_ms = of.time_ms.saturating_add(
-                        i64::try_from((p.start_ms + p.duration_ms).saturating_sub(of.start_ms))
-                            .unwrap_or(0),
-                    );
-                    let ahead = end_ms.saturating_sub(crate::time::now_ms());
-                    if ahead > 0 {
-                        let hold = u64::try_from(ahead).unwrap_or(0).min(p.duration_ms);
-                        tokio::time::sleep(std::time::Duration::from_millis(hold)).await;
-                    }
+                    // Not held like segments: a part is announced as soon as it is durable
+                    // (a burst's parts may carry a provisional time ahead of the wall clock
+                    // until their segment is placed).
                     let index = p.index;
                     let data = p.data.clone();
                     let written = self

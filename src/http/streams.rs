@@ -209,9 +209,10 @@ pub async fn index_json(
     Ok(r)
 }
 
-/// Parks until the stream has a segment newer than `after` or a new part of the segment
-/// after it (more than `known_parts`, by default more than it had when the request came),
-/// `wait` passes, the stream is not live, or the node shuts down.
+/// Parks until the stream has a segment newer than `after` or, when the caller says how many
+/// parts of the segment after it it knows (`&part=K`), more parts than that; until `wait`
+/// passes, the stream is not live, or the node shuts down. Without `part` only segments wake
+/// it, as for clients that know nothing of parts.
 async fn wait_for_segment(
     st: &AppState,
     stream: &Timeline,
@@ -227,11 +228,11 @@ async fn wait_for_segment(
             .filter(|o| o.seq == after.saturating_add(1))
             .map_or(0, |o| o.parts.len() as u64)
     };
-    let known = known_parts.unwrap_or_else(|| open_parts(&stream.read()));
     loop {
         {
             let ix = stream.read();
-            if !ix.live || !ix.after(after).is_empty() || open_parts(&ix) > known {
+            let new_part = known_parts.is_some_and(|k| open_parts(&ix) > k);
+            if !ix.live || !ix.after(after).is_empty() || new_part {
                 return;
             }
         }

@@ -10,16 +10,35 @@ pub fn decode_init(init: &[u8]) -> (mp4_atom::Ftyp, mp4_atom::Moov) {
     (ftyp, moov)
 }
 
-/// Decodes a media segment with mp4-atom: `moof` then `mdat`, nothing else.
+/// Decodes a media segment with mp4-atom: `moof` + `mdat` pairs, nothing else (a segment
+/// written in LL-HLS parts has one pair per part). Returns the first `moof` with the later
+/// ones' `trun`s appended to its track fragments, so callers see the whole segment's samples.
 pub fn decode_segment(seg: &[u8]) -> mp4_atom::Moof {
     use mp4_atom::Decode;
     let mut buf = seg;
-    let moof = mp4_atom::Moof::decode(&mut buf).expect("moof");
-    let mp4_atom::Any::Mdat(_) = mp4_atom::Any::decode(&mut buf).expect("mdat") else {
-        panic!("segment = moof + mdat");
-    };
-    assert!(buf.is_empty(), "segment = moof + mdat");
-    moof
+    let mut first: Option<mp4_atom::Moof> = None;
+    while !buf.is_empty() {
+        let moof = mp4_atom::Moof::decode(&mut buf).expect("moof");
+        let mp4_atom::Any::Mdat(_) = mp4_atom::Any::decode(&mut buf).expect("mdat") else {
+            panic!("segment = moof + mdat pairs");
+        };
+        match &mut first {
+            None => first = Some(moof),
+            Some(f) => {
+                for traf in moof.traf {
+                    match f
+                        .traf
+                        .iter_mut()
+                        .find(|t| t.tfhd.track_id == traf.tfhd.track_id)
+                    {
+                        Some(t) => t.trun.extend(traf.trun),
+                        None => f.traf.push(traf),
+                    }
+                }
+            }
+        }
+    }
+    first.expect("segment has a moof")
 }
 
 /// Sample durations of a track fragment: per sample, else the `tfhd` default.
