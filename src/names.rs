@@ -6,6 +6,15 @@
 pub const MAX_LEN: usize = 64;
 
 /// True when `name` is a valid stream name.
+/// A number in a file name (`41` of `segments/41.m4s`, `parts/41.2.m4s`): plain decimal
+/// digits only (no sign, no `+`, at most 20), so one number has one spelling.
+pub fn decimal(n: &str) -> Option<u64> {
+    if n.is_empty() || n.len() > 20 || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    n.parse().ok()
+}
+
 pub fn is_valid(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_LEN

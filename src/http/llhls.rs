@@ -140,11 +140,7 @@ pub async fn hold(st: &AppState, stream: &Timeline, ready: impl Fn(&StreamIndex)
 pub fn parse_part(file: &str) -> Option<(u64, u32)> {
     let stem = file.strip_suffix(".m4s")?;
     let (seq, index) = stem.split_once('.')?;
-    let number = |n: &str| {
-        (!n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| n.parse::<u64>().ok())
-            .flatten()
-    };
+    let number = crate::names::decimal;
     Some((number(seq)?, u32::try_from(number(index)?).ok()?))
 }
 

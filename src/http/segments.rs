@@ -18,11 +18,7 @@ use super::{etag, ApiError, AppState, FileParam, StreamName, IMMUTABLE};
 
 /// Parses `"<n>.<ext>"` with a plain decimal `n` (no sign, no leading `+`, at most 20 digits).
 pub fn parse_numbered(file: &str, ext: &str) -> Option<u64> {
-    let n = file.strip_suffix(ext)?.strip_suffix('.')?;
-    if n.is_empty() || n.len() > 20 || !n.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    n.parse().ok()
+    crate::names::decimal(file.strip_suffix(ext)?.strip_suffix('.')?)
 }
 
 /// `GET /streams/{name}/segments/{seq}.m4s`

@@ -320,15 +320,9 @@ fn unsealed_segment(dir: &Path) -> Option<u64> {
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
             let seq = name.strip_suffix(&suffix)?;
-            segments_parse(seq)
+            crate::names::decimal(seq)
         })
         .max()
-}
-
-fn segments_parse(n: &str) -> Option<u64> {
-    (!n.is_empty() && n.len() <= 20 && n.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| n.parse().ok())
-        .flatten()
 }
 
 /// Deletes the files in `dir` whose names `known` rejects; returns how many. Blocking.

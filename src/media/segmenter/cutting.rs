@@ -510,7 +510,6 @@ impl Remuxer {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::super::Remuxer;
     use super::cut_tolerance_ms;
     use crate::media::flv::{self, Tag, TagKind, VideoBody};
 
@@ -565,15 +564,7 @@ mod tests {
     #[test]
     fn republish_starts_after_every_track_ends() {
         let tags = fixture();
-        let mut r = Remuxer::new(opts(0, 0));
-        let mut out = Vec::new();
-        for _ in 0..2 {
-            for tag in &tags {
-                out.extend(r.push_tag(tag).expect("good tag"));
-            }
-            out.extend(r.finish());
-        }
-        let s = check(&out, 0);
+        let s = check(&remux_twice(&tags, opts(0, 0)), 0);
         assert_eq!(s.periods.len(), 2);
         let cut = s
             .segments

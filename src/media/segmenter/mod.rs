@@ -502,15 +502,7 @@ mod tests {
             let s = check(&remux(&one, with_parts(500)), 0);
             assert_part_durations(&s, 500);
         }
-        let mut r = Remuxer::new(with_parts(500));
-        let mut out = Vec::new();
-        for _ in 0..2 {
-            for tag in &tags {
-                out.extend(r.push_tag(tag).expect("good tag"));
-            }
-            out.extend(r.finish());
-        }
-        let s = check(&out, 0);
+        let s = check(&remux_twice(&tags, with_parts(500)), 0);
         assert_eq!(s.periods.len(), 2);
         assert_part_durations(&s, 500);
     }

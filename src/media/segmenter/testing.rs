@@ -31,6 +31,19 @@ pub(super) fn remux(tags: &[Tag], opts: RemuxOptions) -> Vec<Output> {
     out
 }
 
+/// Publishes `tags`, unpublishes, and publishes them again on one remuxer (a republish).
+pub(super) fn remux_twice(tags: &[Tag], opts: RemuxOptions) -> Vec<Output> {
+    let mut r = Remuxer::new(opts);
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        for tag in tags {
+            out.extend(r.push_tag(tag).expect("good tag"));
+        }
+        out.extend(r.finish());
+    }
+    out
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Summary {
     pub(super) periods: Vec<Period>,
