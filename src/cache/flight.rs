@@ -196,6 +196,19 @@ impl Flight {
         }
     }
 
+    /// Waits until the fetch is over: `Ok` once every byte arrived and was verified.
+    pub(crate) async fn finished(&self) -> Result<(), PullError> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            if let Some(outcome) = &self.lock().outcome {
+                return outcome.clone();
+            }
+            if rx.changed().await.is_err() {
+                return Err(PullError::new("fetch abandoned"));
+            }
+        }
+    }
+
     /// A stream of bytes `first..=last` of the entry as they arrive.
     pub(crate) fn read(
         self: &Arc<Self>,
@@ -359,6 +372,12 @@ impl Reader {
     /// sending anything, so a response can still say so in its status.
     pub async fn started(&self) -> Result<(), PullError> {
         self.flight.started().await
+    }
+
+    /// Waits until the fetch is over: `Ok` once the whole entry arrived and was verified
+    /// (what a relay waits for before it announces an LL-HLS part).
+    pub async fn finished(&self) -> Result<(), PullError> {
+        self.flight.finished().await
     }
 
     pub fn len(&self) -> u64 {

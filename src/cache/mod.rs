@@ -96,6 +96,8 @@ crate::counters! {
         pulls => "counter" "dvrgate_upstream_pulls_total", "Segment pulls from an upstream.";
         pull_failures => "counter" "dvrgate_upstream_pull_failures_total", "Upstream pulls that failed (nothing cached).";
         thumb_pulls => "counter" "dvrgate_upstream_thumb_pulls_total", "Thumbnail pulls from an upstream (one per miss, shared by concurrent requests).";
+        part_pulls => "counter" "dvrgate_upstream_part_pulls_total", "LL-HLS part pulls from an upstream (one per part per hop).";
+        assembled => "counter" "dvrgate_segments_from_parts_total", "Relayed segments joined from their cached, verified parts instead of pulled again.";
     }
 }
 
@@ -287,6 +289,18 @@ impl Cache {
         self.inner.memory.run_pending_tasks().await;
     }
 
+    /// The memory tier's value for `key`, if any (counts as neither hit nor miss).
+    pub async fn peek(&self, key: &Key) -> Option<Bytes> {
+        self.inner.memory.get(key).await.map(|v| handout(&v))
+    }
+
+    /// Stores an upstream entry the caller verified (a relayed segment joined from its parts);
+    /// like a pulled one it may spill to disk.
+    pub async fn insert_relayed(&self, key: Key, value: Bytes) {
+        self.inner.memory.insert(key, entry(value, true)).await;
+        self.inner.memory.run_pending_tasks().await;
+    }
+
     /// The cached value, or the value `load` finds (from the recording, about `length` bytes),
     /// loaded once for all concurrent callers after waiting its turn for memory. A [`Miss`] is
     /// shared by every waiter of that load and is not cached.
@@ -399,10 +413,15 @@ impl Cache {
             }
             None => {
                 self.stats.misses.fetch_add(1, Ordering::Relaxed);
-                self.stats.pulls.fetch_add(1, Ordering::Relaxed);
+                let pulls = match key {
+                    Key::Part { .. } => &self.stats.part_pulls,
+                    _ => &self.stats.pulls,
+                };
+                pulls.fetch_add(1, Ordering::Relaxed);
                 (
                     pull(Sink::new(flight.clone())).await.map_err(Into::into),
-                    true,
+                    // Parts are wanted for seconds; the disk tier is for segments.
+                    !matches!(key, Key::Part { .. }),
                 )
             }
         };

@@ -114,9 +114,11 @@ impl Feed {
                 let length = stream.read().part(seq, i).map_or(0, |p| p.length);
                 recorded(cache, key, length, stream.read_part(seq, i), not_found).await
             }
-            // Relays and archive readers learn parts in a later step; until then they list
-            // none, so nothing asks them for one.
-            Feed::Relayed(_) | Feed::Archived(..) => Err(not_found()),
+            Feed::Relayed(proxy) => {
+                Payload::relayed(proxy.part(seq, index).await.ok_or_else(not_found)?).await
+            }
+            // An archive holds sealed segments only: its readers list no parts.
+            Feed::Archived(..) => Err(not_found()),
         }
     }
 

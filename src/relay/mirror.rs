@@ -31,11 +31,20 @@
 //!    on that to stay panic-free.
 //! 6. **Nothing listed.** A resync whose answer gave the relay nothing new follows on from the
 //!    upstream's newest listed seq; an empty answer leaves the cursor unset.
+//! 7. **Parts (LL-HLS).** The upstream's open segment is mirrored only when it is the one right
+//!    after the last segment taken from this upstream (so it gets the relay seq the segment
+//!    will get when sealed), never while aligning after a resync: the relay's parts resume
+//!    with the next segment then. [`Changes::open`] offers the parts the relay has not
+//!    announced; the proxy announces each once its bytes are verified and says so
+//!    ([`Mirror::announced`]). A sealed segment's parts are ranges of the segment. A part name
+//!    never names two bodies: when an upstream lists, under a relay seq whose parts were
+//!    announced, parts that do not start with those (a failover to another feed, an origin
+//!    that lost its open segment in a crash), that seq gets no parts at all.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::store::{PeriodMeta, Record, SegmentMeta, StreamIndex};
+use crate::store::{OpenSegment, PartMeta, PeriodMeta, Record, SegmentMeta, StreamIndex};
 use crate::wire::{parse_hash, Index};
 
 /// Slack for aligning two upstreams' media times on failover (they timestamp the same feed at
@@ -85,6 +94,21 @@ pub struct Changes {
     pub segments: Vec<(u64, Locator)>,
     /// Where the new periods' init segments are, by relay period id.
     pub inits: Vec<(u32, Locator)>,
+    /// The parts of each new segment (by relay seq, same order as `segments`; empty = none).
+    pub sealed_parts: Vec<(u64, Vec<(PartMeta, Locator)>)>,
+    /// The open segment's parts the relay has not announced yet.
+    pub open: Option<OpenParts>,
+}
+
+/// Parts of the upstream's open segment, for the relay's open segment `segment.seq`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OpenParts {
+    /// The relay's open segment (its `parts` empty).
+    pub segment: OpenSegment,
+    /// The index of the first of `parts` in the segment.
+    pub first: usize,
+    /// In order, from the first the relay has not announced.
+    pub parts: Vec<(PartMeta, Locator)>,
 }
 
 /// The mapping state of one relayed stream, for the upstream in use.
@@ -98,6 +122,12 @@ pub struct Mirror {
     cursor: Option<u64>,
     /// Since the last resync, no segment was taken from this upstream: align by wall clock.
     aligning: bool,
+    /// The upstream's open segment (its seq) and how many parts it listed: what to long-poll
+    /// for (`&part=K`).
+    open_seen: Option<(u64, u64)>,
+    /// The relay seq whose parts were announced, and those parts (relay-side, kept across a
+    /// resync: they are the relay's own names).
+    announced: Option<(u64, Vec<PartMeta>)>,
 }
 
 impl Mirror {
@@ -107,6 +137,17 @@ impl Mirror {
             periods: HashMap::new(),
             cursor: None,
             aligning: true,
+            open_seen: None,
+            announced: None,
+        }
+    }
+
+    /// How many parts of the segment after the cursor the relay knows, to long-poll for the
+    /// next one (`&part=K`).
+    pub fn known_parts(&self) -> u64 {
+        match (self.cursor, self.open_seen) {
+            (Some(c), Some((seq, n))) if c.checked_add(1) == Some(seq) => n,
+            _ => 0,
         }
     }
 
@@ -121,22 +162,25 @@ impl Mirror {
         self.cursor = None;
         self.periods.clear();
         self.aligning = true;
+        self.open_seen = None;
     }
 
     /// Maps answer `ix` of upstream number `up` onto a timeline whose end is `tail`.
     pub fn apply(&mut self, tail: &Tail, up: usize, ix: &Index) -> Changes {
         let mut out = Changes::default();
         let resync = self.cursor.is_none();
-        let mut next_seq = tail.next_seq;
+        let mut walk = Walk {
+            next_seq: tail.next_seq,
+            prev: tail.last.clone(),
+            period: tail.period.clone(),
+            next_period: tail.period.as_ref().map_or(0, |p| p.id.saturating_add(1)),
+        };
         if tail.last.is_none() {
             if let Some(first) = ix.segments.first() {
                 out.start_seq = Some(first.seq);
-                next_seq = next_seq.max(first.seq);
+                walk.next_seq = walk.next_seq.max(first.seq);
             }
         }
-        let mut prev = tail.last.clone();
-        let mut cur_period = tail.period.clone();
-        let mut next_period = tail.period.as_ref().map_or(0, |p| p.id.saturating_add(1));
         for s in &ix.segments {
             if self.cursor.is_some_and(|c| s.seq <= c) {
                 continue;
@@ -144,7 +188,7 @@ impl Mirror {
             let Some(time_ms) = crate::time::parse_rfc3339(&s.time) else {
                 continue;
             };
-            if let Some(p) = &prev {
+            if let Some(p) = &walk.prev {
                 let already = if self.aligning {
                     time_ms <= p.time_ms.saturating_add((p.duration_ms / 2) as i64)
                 } else {
@@ -155,69 +199,14 @@ impl Mirror {
                     continue;
                 }
             }
-            let Some(up_period) = ix.periods.iter().find(|p| p.id == s.period) else {
+            let Some(relay_period) = self.map_period(&mut out, &mut walk, up, ix, s.period, s.start_ms, time_ms)
+            else {
                 continue;
             };
-            let relay_period = match self.periods.get(&s.period) {
-                Some(&id) => id,
-                None => {
-                    let init_hash = parse_hash(up_period.hash.as_deref());
-                    let continues = match (&cur_period, &prev) {
-                        _ if !self.periods.is_empty() => false,
-                        (Some(cp), Some(p)) => {
-                            Some(cp.init_hash) == init_hash
-                                && p.start_ms
-                                    .saturating_add(p.duration_ms)
-                                    .abs_diff(s.start_ms)
-                                    <= ALIGN_SLACK_MS
-                                && cp.codecs == up_period.codecs
-                        }
-                        _ => false,
-                    };
-                    let id = match (&cur_period, continues) {
-                        (Some(cp), true) => cp.id,
-                        _ => {
-                            let Some(length) = up_period.length else {
-                                tracing::warn!(
-                                    period = up_period.id,
-                                    "upstream period without init length; skipped"
-                                );
-                                continue;
-                            };
-                            let meta = PeriodMeta {
-                                id: next_period,
-                                codecs: up_period.codecs.clone(),
-                                width: up_period.width,
-                                height: up_period.height,
-                                start_ms: s.start_ms,
-                                time_ms,
-                                init_hash: init_hash
-                                    .unwrap_or_else(|| pseudo_hash(&up_period.init, length, up)),
-                                init_length: length,
-                            };
-                            out.inits.push((
-                                meta.id,
-                                Locator {
-                                    upstream: up,
-                                    path: format!("{}{}", self.root, up_period.init).into(),
-                                    offset: 0,
-                                    length,
-                                    verify: init_hash,
-                                },
-                            ));
-                            next_period = next_period.saturating_add(1);
-                            cur_period = Some(meta.clone());
-                            out.records.push(Record::Period(meta));
-                            next_period - 1
-                        }
-                    };
-                    self.periods.insert(s.period, id);
-                    id
-                }
-            };
             let verify = parse_hash(s.hash.as_deref());
+            let seq = walk.next_seq;
             let meta = SegmentMeta {
-                seq: next_seq,
+                seq,
                 period: relay_period,
                 start_ms: s.start_ms,
                 duration_ms: s.duration_ms,
@@ -225,27 +214,207 @@ impl Mirror {
                 length: s.length,
                 hash: verify.unwrap_or_else(|| pseudo_hash(&s.url, s.length, up)),
             };
+            let path: Arc<str> = format!("{}{}", self.root, s.url).into();
+            // Parts of a sealed segment are ranges of it: pulled from the immutable segment
+            // URL, which outlives the upstream's part list.
+            let parts: Vec<_> = s
+                .parts
+                .iter()
+                .map(|p| {
+                    let (meta, mut loc) = self.part(up, p);
+                    loc.path = path.clone();
+                    loc.offset = s.offset.saturating_add(p.offset);
+                    (meta, loc)
+                })
+                .collect();
+            let parts = self.unless_renamed(seq, parts);
+            if self.announced.as_ref().is_some_and(|(a, _)| *a == seq) {
+                self.announced = None;
+            }
+            out.sealed_parts.push((seq, parts));
             out.segments.push((
-                next_seq,
+                seq,
                 Locator {
                     upstream: up,
-                    path: format!("{}{}", self.root, s.url).into(),
+                    path,
                     offset: s.offset,
                     length: s.length,
                     verify,
                 },
             ));
-            next_seq = next_seq.saturating_add(1);
+            walk.next_seq = seq.saturating_add(1);
             self.cursor = Some(s.seq);
             self.aligning = false;
-            prev = Some(meta.clone());
+            walk.prev = Some(meta.clone());
             out.records.push(Record::Segment(meta));
         }
         if resync && self.cursor.is_none() {
             self.cursor = ix.segments.last().map(|s| s.seq);
         }
+        out.open = self.open(&mut out, &mut walk, up, ix);
         out
     }
+
+    /// The upstream's open segment, when it is the one after the last taken: its parts the
+    /// relay has not announced yet (rule 7).
+    fn open(&mut self, out: &mut Changes, walk: &mut Walk, up: usize, ix: &Index) -> Option<OpenParts> {
+        let o = ix.open.as_ref()?;
+        let follows = self.cursor.and_then(|c| c.checked_add(1)) == Some(o.seq);
+        if self.aligning || !follows {
+            return None;
+        }
+        self.open_seen = Some((o.seq, o.parts.len() as u64));
+        let time_ms = crate::time::parse_rfc3339(&o.time)?;
+        if walk.prev.as_ref().is_some_and(|p| time_ms < p.time_ms) {
+            return None;
+        }
+        let period = self.map_period(out, walk, up, ix, o.period, o.start_ms, time_ms)?;
+        let seq = walk.next_seq;
+        let parts: Vec<_> = o.parts.iter().map(|p| self.part(up, p)).collect();
+        let mut parts = self.unless_renamed(seq, parts);
+        let announced = self
+            .announced
+            .as_ref()
+            .filter(|(a, _)| *a == seq)
+            .map_or(0, |(_, known)| known.len());
+        let first = announced.min(parts.len());
+        parts.drain(..first);
+        Some(OpenParts {
+            first,
+            segment: OpenSegment {
+                seq,
+                period,
+                start_ms: o.start_ms,
+                time_ms,
+                parts: Vec::new(),
+            },
+            parts,
+        })
+    }
+
+    /// A part as the relay lists it, and where its bytes are upstream.
+    fn part(&self, up: usize, p: &crate::wire::Part) -> (PartMeta, Locator) {
+        let verify = parse_hash(p.hash.as_deref());
+        let meta = PartMeta {
+            duration_ms: p.duration_ms,
+            offset: p.offset,
+            length: p.length,
+            independent: p.independent,
+            hash: verify.unwrap_or_else(|| pseudo_hash(&p.url, p.length, up)),
+        };
+        let loc = Locator {
+            upstream: up,
+            path: format!("{}{}", self.root, p.url).into(),
+            offset: 0,
+            length: p.length,
+            verify,
+        };
+        (meta, loc)
+    }
+
+    /// `parts` for relay segment `seq`, or none when the relay announced other parts under
+    /// that seq (rule 7: a part name never names two different bodies).
+    fn unless_renamed(&self, seq: u64, parts: Vec<(PartMeta, Locator)>) -> Vec<(PartMeta, Locator)> {
+        match &self.announced {
+            Some((a, known)) if *a == seq => {
+                let same = known.len() <= parts.len()
+                    && known.iter().zip(&parts).all(|(k, (p, _))| k == p);
+                if same {
+                    parts
+                } else {
+                    tracing::info!(seq, "the upstream's parts differ from those announced; not listing them");
+                    Vec::new()
+                }
+            }
+            _ => parts,
+        }
+    }
+
+    /// The proxy announced `part` (its bytes are verified) as part of relay segment `seq`.
+    pub fn announced(&mut self, seq: u64, part: PartMeta) {
+        match &mut self.announced {
+            Some((a, known)) if *a == seq => known.push(part),
+            _ => self.announced = Some((seq, vec![part])),
+        }
+    }
+
+    /// The relay period of upstream period `up_period` (whose first segment here starts at
+    /// `start_ms` / `time_ms`), mapping it on first sight (rule 4). `None`: unusable.
+    #[allow(clippy::too_many_arguments)]
+    fn map_period(
+        &mut self,
+        out: &mut Changes,
+        walk: &mut Walk,
+        up: usize,
+        ix: &Index,
+        up_period: u32,
+        start_ms: u64,
+        time_ms: i64,
+    ) -> Option<u32> {
+        if let Some(&id) = self.periods.get(&up_period) {
+            return Some(id);
+        }
+        let p = ix.periods.iter().find(|p| p.id == up_period)?;
+        let init_hash = parse_hash(p.hash.as_deref());
+        let continues = match (&walk.period, &walk.prev) {
+            _ if !self.periods.is_empty() => false,
+            (Some(cp), Some(prev)) => {
+                Some(cp.init_hash) == init_hash
+                    && prev
+                        .start_ms
+                        .saturating_add(prev.duration_ms)
+                        .abs_diff(start_ms)
+                        <= ALIGN_SLACK_MS
+                    && cp.codecs == p.codecs
+            }
+            _ => false,
+        };
+        let id = match (&walk.period, continues) {
+            (Some(cp), true) => cp.id,
+            _ => {
+                let Some(length) = p.length else {
+                    tracing::warn!(period = p.id, "upstream period without init length; skipped");
+                    return None;
+                };
+                let meta = PeriodMeta {
+                    id: walk.next_period,
+                    codecs: p.codecs.clone(),
+                    width: p.width,
+                    height: p.height,
+                    start_ms,
+                    time_ms,
+                    init_hash: init_hash.unwrap_or_else(|| pseudo_hash(&p.init, length, up)),
+                    init_length: length,
+                };
+                out.inits.push((
+                    meta.id,
+                    Locator {
+                        upstream: up,
+                        path: format!("{}{}", self.root, p.init).into(),
+                        offset: 0,
+                        length,
+                        verify: init_hash,
+                    },
+                ));
+                walk.next_period = walk.next_period.saturating_add(1);
+                walk.period = Some(meta.clone());
+                out.records.push(Record::Period(meta));
+                walk.next_period - 1
+            }
+        };
+        self.periods.insert(up_period, id);
+        Some(id)
+    }
+}
+
+/// Where the mapping of one answer stands.
+struct Walk {
+    /// The relay seq the next segment gets.
+    next_seq: u64,
+    /// The newest relay segment and period so far.
+    prev: Option<SegmentMeta>,
+    period: Option<PeriodMeta>,
+    next_period: u32,
 }
 
 /// A stand-in content hash for an upstream that does not publish one: changes whenever the
@@ -529,5 +698,115 @@ mod tests {
         assert_ne!(r.ix.segments[0].hash, r.ix.segments[1].hash);
         assert_eq!(r.locators[0].1.verify, None, "nothing to verify against");
         assert_ne!(r.ix.periods[0].init_hash, 0);
+    }
+
+    /// Parts of `n` x 100 bytes for segment `seq`, hashes from `salt`.
+    fn parts(seq: u64, n: u64, salt: u64) -> Vec<crate::wire::Part> {
+        (0..n)
+            .map(|i| crate::wire::Part {
+                duration_ms: 500,
+                url: format!("parts/{seq}.{i}.m4s"),
+                offset: i * 100,
+                length: 100,
+                independent: i == 0,
+                hash: Some(format_hash(salt ^ (seq << 8) ^ i)),
+            })
+            .collect()
+    }
+
+    fn open(seq: u64, n: u64, salt: u64) -> crate::wire::Open {
+        crate::wire::Open {
+            seq,
+            period: 0,
+            start_ms: (seq - 1) * 2_000,
+            time: format_rfc3339(T0 + (seq as i64 - 1) * 2_000),
+            parts: parts(seq, n, salt),
+        }
+    }
+
+    #[test]
+    fn the_open_segment_after_the_cursor_offers_its_new_parts() {
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        let mut a = answer(&[(0, 1, "c")], &run(1, 3));
+        a.open = Some(open(4, 2, 0));
+        let c = m.apply(&Tail::of(&r.ix), 0, &a);
+        let o = c.open.expect("open segment 4 follows the cursor 3");
+        assert_eq!((o.segment.seq, o.segment.period, o.first), (4, 0, 0));
+        assert_eq!(o.parts.len(), 2);
+        assert_eq!(&*o.parts[1].1.path, "streams/cam/parts/4.1.m4s");
+        assert_eq!((o.parts[1].1.offset, o.parts[1].1.length), (0, 100));
+        assert_eq!(o.parts[1].1.verify, Some((4 << 8) ^ 1));
+        assert!(o.parts[0].0.independent && !o.parts[1].0.independent);
+        assert_eq!(m.known_parts(), 2, "long-poll for the third part");
+        // The relay applied the segments; it announced part 0 only (part 1 failed).
+        r.feed(&mut Mirror::new("cam"), 0, &answer(&[(0, 1, "c")], &run(1, 3)));
+        m.announced(4, o.parts[0].0.clone());
+        a.segments.clear();
+        a.open = Some(open(4, 3, 0));
+        let o = m.apply(&Tail::of(&r.ix), 0, &a).open.expect("still open");
+        assert_eq!(o.first, 1, "from the first not announced: part 1 is tried again");
+        assert_eq!(o.parts.len(), 2);
+        assert_eq!(m.known_parts(), 3);
+    }
+
+    #[test]
+    fn an_open_segment_is_not_mirrored_while_aligning_or_out_of_turn() {
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        r.feed(&mut m, 0, &answer(&[(0, 1, "c")], &run(1, 3)));
+        // Not the segment after the cursor (the upstream skipped one).
+        let mut a = answer(&[(0, 1, "c")], &[]);
+        a.open = Some(open(5, 1, 0));
+        assert_eq!(m.apply(&Tail::of(&r.ix), 0, &a).open, None);
+        assert_eq!(m.known_parts(), 0);
+        // After a failover, until a segment is taken from the new upstream.
+        m.resync();
+        let mut b = answer(&[(0, 1, "c")], &run(1, 3));
+        b.open = Some(open(4, 1, 0));
+        let c = m.apply(&Tail::of(&r.ix), 1, &b);
+        assert!(c.records.is_empty());
+        assert_eq!(c.open, None, "parts resume with the next segment");
+    }
+
+    #[test]
+    fn a_sealed_segments_parts_are_ranges_of_it() {
+        let (mut m, r) = (Mirror::new("cam"), Relay::default());
+        let mut a = answer(&[(0, 1, "c")], &run(1, 2));
+        a.segments[1].length = 300;
+        a.segments[1].parts = parts(2, 3, 0);
+        let c = m.apply(&Tail::of(&r.ix), 0, &a);
+        assert_eq!(c.sealed_parts.len(), 2);
+        assert!(c.sealed_parts[0].1.is_empty(), "segment 1 has no parts");
+        let (seq, p) = &c.sealed_parts[1];
+        assert_eq!((*seq, p.len()), (2, 3));
+        assert_eq!(&*p[2].1.path, "streams/cam/segments/2.m4s");
+        assert_eq!((p[2].1.offset, p[2].1.length), (200, 100));
+        assert_eq!(p[2].0.offset, 200, "the relay lists it where it is in the segment");
+    }
+
+    /// A part name never names two bodies: after a failover, the backup's parts are listed
+    /// under a relay seq whose parts were announced only if they begin with those.
+    #[test]
+    fn parts_announced_under_a_seq_are_never_renamed() {
+        for (salt, listed) in [(0, 3), (0x5a5a, 0)] {
+            let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+            let mut a = answer(&[(0, 1, "c")], &run(1, 3));
+            a.open = Some(open(4, 2, 0));
+            let o = m.apply(&Tail::of(&r.ix), 0, &a).open.expect("open");
+            r.feed(&mut Mirror::new("cam"), 0, &answer(&[(0, 1, "c")], &run(1, 3)));
+            for (p, _) in o.parts {
+                m.announced(4, p);
+            }
+            m.resync();
+            // The backup seals segment 4 (the same feed: same hashes; another: others).
+            let mut seg4 = run(1, 4);
+            seg4.iter_mut().for_each(|s| s.3 += 20);
+            let mut b = answer(&[(0, 1, "c")], &seg4);
+            b.segments[3].length = 300;
+            b.segments[3].parts = parts(4, 3, salt);
+            let c = m.apply(&Tail::of(&r.ix), 1, &b);
+            assert_eq!(c.segments.len(), 1);
+            assert_eq!(c.sealed_parts[0].0, 4);
+            assert_eq!(c.sealed_parts[0].1.len(), listed, "salt {salt}");
+        }
     }
 }

@@ -9,9 +9,15 @@
 //! continuity across failover) is decided by the pure [`Mirror`]; this module does the I/O
 //! around it: polling, failover ([`Failover`]), pulls and the retention window.
 //!
+//! LL-HLS: when the upstream has parts, the long-poll also wakes per part (`&part=K`). The
+//! follow task pulls each new part of the open segment once (through the cache, verified
+//! against the upstream's hash) and only then announces it, in order; a segment whose parts
+//! all passed through here is joined from them rather than pulled again.
+//!
 //! Invariants:
-//! - The follow task alone writes the relay's timeline, and a segment's locator is in the
-//!   proxy's map before the segment is in the timeline (nothing listed is unfetchable).
+//! - The follow task alone writes the relay's timeline, and a segment's (or part's) locator is
+//!   in the proxy's map before the segment is in the timeline (nothing listed is unfetchable).
+//! - An open segment's part is announced only when its bytes are whole and verified here.
 //! - `time` of a segment is the upstream's, unchanged.
 //! - Every segment's bytes come from exactly one upstream URL (resumed by Range on that URL).
 
@@ -24,7 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::failover::{Failover, Trouble};
-use super::mirror::{Locator, Mirror, Tail};
+use super::mirror::{Locator, Mirror, OpenParts, Tail};
 use super::upstream::Client;
 use super::upstream::Small;
 use crate::cache::{Cache, Expect, Fetched, Key, Miss, PullError};
@@ -61,6 +67,8 @@ struct State {
     state: &'static str,
     segments: BTreeMap<u64, Locator>,
     inits: HashMap<u32, Locator>,
+    /// LL-HLS parts by (relay seq, index): the open segment's and the newest sealed ones'.
+    parts: BTreeMap<(u64, u32), Locator>,
 }
 
 /// What the relay has heard from its upstreams so far.
@@ -213,6 +221,20 @@ impl Proxy {
         )
     }
 
+    /// An LL-HLS part's bytes (it is listed in the relay's index).
+    pub async fn part(self: &Arc<Self>, seq: u64, index: u32) -> Option<Fetched> {
+        let loc = self.lock().parts.get(&(seq, index)).cloned()?;
+        Some(self.fetch(self.part_key(seq, index), loc).await)
+    }
+
+    fn part_key(&self, seq: u64, index: u32) -> Key {
+        Key::Part {
+            stream: self.cache_name.clone(),
+            seq,
+            index,
+        }
+    }
+
     /// A period's init segment.
     pub async fn init(self: &Arc<Self>, period: u32) -> Option<Fetched> {
         let loc = self.lock().inits.get(&period).cloned()?;
@@ -330,16 +352,25 @@ impl Proxy {
         let mut mirror = Mirror::new(&self.remote);
         let mut last_new = Instant::now();
         let idle = self.ctx.idle_timeout;
+        // The upstream has LL-HLS parts (its last answer said so): long-poll for them too.
+        let mut parts_on = false;
         while !self.cancel.is_cancelled() {
             let up = failover.current();
             let base = self.upstreams[up].clone();
             let cursor = mirror.cursor();
             let (query, timeout) = match cursor {
                 None => (String::new(), Duration::from_secs(10)),
-                Some(c) if self.stream.read().live => (
-                    format!("?after={c}&wait={}ms", idle.as_millis()),
-                    idle + Duration::from_secs(5),
-                ),
+                Some(c) if self.stream.read().live => {
+                    let part = if parts_on {
+                        format!("&part={}", mirror.known_parts())
+                    } else {
+                        String::new()
+                    };
+                    (
+                        format!("?after={c}{part}&wait={}ms", idle.as_millis()),
+                        idle + Duration::from_secs(5),
+                    )
+                }
                 Some(c) => (format!("?after={c}"), Duration::from_secs(10)),
             };
             let answer = tokio::select! {
@@ -350,7 +381,11 @@ impl Proxy {
                 Ok(Some(ix)) => {
                     failover.on_success();
                     let was_live = self.stream.read().live;
-                    let added = self.apply(&mut mirror, up, &ix);
+                    parts_on = ix.part_target_ms.is_some();
+                    let added = tokio::select! {
+                        n = self.apply(&mut mirror, up, &ix) => n,
+                        _ = self.cancel.cancelled() => break,
+                    };
                     if added > 0 || cursor.is_none() {
                         last_new = Instant::now();
                     }
@@ -433,25 +468,42 @@ impl Proxy {
         self.stream.set_live(false);
     }
 
-    /// Maps an upstream index answer into the relay index ([`Mirror`] decides, this applies).
-    /// Returns how many segments were added.
-    fn apply(self: &Arc<Self>, mirror: &mut Mirror, up: usize, ix: &Index) -> usize {
+    /// Maps an upstream index answer into the relay index ([`Mirror`] decides, this applies),
+    /// then pulls and announces the open segment's new parts. Returns how many segments and
+    /// parts were added.
+    async fn apply(self: &Arc<Self>, mirror: &mut Mirror, up: usize, ix: &Index) -> usize {
         let tail = Tail::of(&self.stream.read());
         let changes = mirror.apply(&tail, up, ix);
         if let Some(seq) = changes.start_seq {
             self.stream.start_seq_at(seq);
         }
         let newest: Vec<u64> = changes.segments.iter().map(|(seq, _)| *seq).collect();
+        let mut sealed_parts = Vec::with_capacity(changes.sealed_parts.len());
         {
             let mut st = self.lock();
             st.inits.extend(changes.inits);
             st.segments.extend(changes.segments);
+            for (seq, parts) in changes.sealed_parts {
+                let mut metas = Vec::with_capacity(parts.len());
+                for (i, (meta, loc)) in (0u32..).zip(parts) {
+                    st.parts.insert((seq, i), loc);
+                    metas.push(meta);
+                }
+                sealed_parts.push((seq, metas));
+            }
         }
-        if !changes.records.is_empty() {
-            self.stream.apply(changes.records);
+        let part_target = ix.part_target_ms.filter(|_| ix.live);
+        if self.stream.read().part_target_ms != part_target {
+            self.stream.set_part_target(part_target);
+        }
+        if !changes.records.is_empty() || !sealed_parts.is_empty() {
+            self.stream.apply_relayed(changes.records, sealed_parts);
         }
         self.stream.raise_target(ix.target_duration_ms);
         self.enforce_window();
+        for &seq in &newest {
+            self.join_parts(seq).await;
+        }
         if ix.live {
             // The cache runs each pull as its own task: dropping the result does not cancel it.
             for &seq in newest.iter().rev().take(self.ctx.prefetch as usize) {
@@ -459,7 +511,102 @@ impl Proxy {
                 tokio::spawn(async move { drop(me.segment(seq).await) });
             }
         }
-        newest.len()
+        let parts = match changes.open {
+            Some(open) if ix.live => self.announce_parts(mirror, open).await,
+            _ => 0,
+        };
+        self.forget_old_parts();
+        newest.len() + parts
+    }
+
+    /// Pulls the open segment's new parts in order, each once for all (verified by the
+    /// cache), and announces each as soon as it is whole. A part that fails is not announced,
+    /// nor any after it (parts are announced in order; the sealed segment still comes).
+    async fn announce_parts(self: &Arc<Self>, mirror: &mut Mirror, open: OpenParts) -> usize {
+        let OpenParts {
+            segment,
+            first,
+            parts,
+        } = open;
+        let mut announced = 0;
+        for (i, (meta, loc)) in (first..).zip(parts) {
+            let Ok(index) = u32::try_from(i) else { break };
+            self.lock().parts.insert((segment.seq, index), loc.clone());
+            let outcome = match self.fetch(self.part_key(segment.seq, index), loc).await {
+                Fetched::Ready(_) => Ok(()),
+                Fetched::Streaming(r) => r.finished().await,
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(seq = segment.seq, part = index, error = %e, "part pull failed; not announced");
+                self.lock().parts.remove(&(segment.seq, index));
+                break;
+            }
+            self.stream.add_part(&segment, meta.clone());
+            let listed = self.stream.read().parts_of(segment.seq).map_or(0, <[_]>::len);
+            if listed != i + 1 {
+                // The index's open segment is not this one's continuation (it was closed
+                // meanwhile): the rest of this segment comes sealed.
+                self.lock().parts.remove(&(segment.seq, index));
+                break;
+            }
+            mirror.announced(segment.seq, meta);
+            announced += 1;
+        }
+        announced
+    }
+
+    /// A segment whose parts are all in the memory cache (verified when pulled) is joined from
+    /// them and checked against the segment's hash, instead of being pulled again.
+    async fn join_parts(&self, seq: u64) {
+        let (parts, length) = {
+            let ix = self.stream.read();
+            let (Some(parts), Some(s)) = (ix.parts_of(seq), ix.segment(seq)) else {
+                return;
+            };
+            (parts.len(), s.length)
+        };
+        let Some(verify) = self.lock().segments.get(&seq).and_then(|l| l.verify) else {
+            return;
+        };
+        let key = Key::Segment {
+            stream: self.cache_name.clone(),
+            seq,
+        };
+        if parts == 0 || self.ctx.cache.peek(&key).await.is_some() {
+            return;
+        }
+        let mut whole = bytes::BytesMut::with_capacity(usize::try_from(length).unwrap_or(0));
+        for i in 0..parts {
+            let Ok(index) = u32::try_from(i) else { return };
+            match self.ctx.cache.peek(&self.part_key(seq, index)).await {
+                Some(b) => whole.extend_from_slice(&b),
+                None => return,
+            }
+        }
+        if whole.len() as u64 != length || xxhash_rust::xxh3::xxh3_64(&whole) != verify {
+            tracing::warn!(seq, "parts do not join into the listed segment; it will be pulled");
+            return;
+        }
+        self.ctx.cache.insert_relayed(key, whole.freeze()).await;
+        self.ctx
+            .cache
+            .stats
+            .assembled
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops part locators of segments the index no longer lists parts for.
+    fn forget_old_parts(&self) {
+        let oldest = {
+            let ix = self.stream.read();
+            let open = ix.open.as_ref().map(|o| o.seq);
+            ix.sealed_parts.front().map(|(s, _)| *s).or(open)
+        };
+        let mut st = self.lock();
+        match oldest {
+            Some(seq) => st.parts = st.parts.split_off(&(seq, 0)),
+            None => st.parts.clear(),
+        }
     }
 
     /// Keeps the relay index within the retention window and `MAX_SEGMENTS`.

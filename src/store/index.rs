@@ -255,6 +255,20 @@ impl StreamIndex {
         }
     }
 
+    /// Sets the part list of sealed segment `seq` (a relay takes it from its upstream's
+    /// listing); empty = it has none. Kept for the newest [`PART_HISTORY`] segments only.
+    pub fn set_parts(&mut self, seq: u64, parts: Vec<PartMeta>) {
+        self.sealed_parts.retain(|(s, _)| *s != seq);
+        if parts.is_empty() || self.segment(seq).is_none() {
+            return;
+        }
+        let at = self.sealed_parts.partition_point(|(s, _)| *s < seq);
+        self.sealed_parts.insert(at, (seq, parts));
+        while self.sealed_parts.len() > PART_HISTORY {
+            self.sealed_parts.pop_front();
+        }
+    }
+
     /// The recording ended: there is no open segment any more.
     pub fn close_open(&mut self) {
         self.open = None;

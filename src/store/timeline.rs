@@ -55,6 +55,27 @@ impl Timeline {
         gone
     }
 
+    /// Applies a relay's records, then the part lists of the segments they add (by seq), in
+    /// one change: a reload never sees a new segment without its parts.
+    pub fn apply_relayed(
+        &self,
+        records: Vec<Record>,
+        parts: Vec<(u64, Vec<PartMeta>)>,
+    ) -> Vec<SegmentMeta> {
+        let mut gone = Vec::new();
+        {
+            let mut ix = self.write();
+            for r in records {
+                gone.extend(ix.apply(r).0);
+            }
+            for (seq, p) in parts {
+                ix.set_parts(seq, p);
+            }
+        }
+        self.bump();
+        gone
+    }
+
     /// Replaces the whole index (an archive reader that fell behind the archive's garbage
     /// collection reloads it from a snapshot). The live flag is kept.
     pub fn replace(&self, mut index: StreamIndex) {
