@@ -182,3 +182,119 @@ async fn part_target_off_serves_plain_hls() {
     assert_eq!(r.status(), 404);
     publisher.abort();
 }
+
+/// The `EXT-X-SERVER-CONTROL` and `EXT-X-PART-INF` lines of a playlist.
+fn ll_control(playlist: &str) -> Vec<&str> {
+    playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-SERVER-CONTROL:") || l.starts_with("#EXT-X-PART-INF:"))
+        .collect()
+}
+
+/// LL-HLS through two relays: the edge learns parts from its upstream's index long-poll,
+/// answers blocking reloads and preload hints from its own index, serves parts byte-identical
+/// to the origin's, and pulls each part once per hop whatever the number of viewers.
+#[tokio::test]
+async fn parts_pass_through_two_relays() {
+    let origin = TestNode::origin();
+    let intermediate = relay_of(&origin);
+    let edge = relay_of(&intermediate);
+    let publisher = publish_live_tags(&origin, "ll", looped_clip(3)).await;
+    let playlist_url = edge.url("/streams/ll/index.m3u8");
+
+    let first = eventually(Duration::from_secs(15), || async {
+        let text = get(&playlist_url).await.text().await.ok()?;
+        (text.contains("#EXT-X-PART:") && text.contains("#EXT-X-PRELOAD-HINT:")).then_some(text)
+    })
+    .await;
+    let at_origin = get(&origin.url("/streams/ll/index.m3u8"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        ll_control(&first),
+        ll_control(&at_origin),
+        "every hop announces the same part target and hold-backs"
+    );
+
+    // Blocking reload at the edge, from its own index: held until the hinted part exists.
+    let (seq, part) = hint(&first);
+    let started = Instant::now();
+    let r = get(&format!("{playlist_url}?_HLS_msn={seq}&_HLS_part={part}")).await;
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=6");
+    let blocked = r.text().await.unwrap();
+    assert!(
+        blocked.contains(&format!("parts/{seq}.{part}.m4s\""))
+            || parts_of(&blocked, seq + 1)
+                .first()
+                .is_some_and(|u| u.ends_with(".0.m4s")),
+        "{blocked}"
+    );
+    assert!(waited < Duration::from_millis(2000), "held {waited:?}");
+
+    // Twenty viewers ask for the next hinted part at once: held, then all get the origin's
+    // bytes.
+    let (seq, part) = hint(&blocked);
+    let uri = format!("/streams/ll/parts/{seq}.{part}.m4s");
+    let viewers: Vec<_> = (0..20)
+        .map(|_| {
+            let url = edge.url(&uri);
+            tokio::spawn(async move {
+                let r = get(&url).await;
+                (r.status(), r.bytes().await.unwrap_or_default())
+            })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for v in viewers {
+        let (status, body) = v.await.unwrap();
+        assert_eq!(status, 200, "hinted part at the edge");
+        bodies.push(body);
+    }
+    let from_origin = get_bytes(&origin.url(&uri)).await;
+    assert!(
+        bodies.iter().all(|b| *b == from_origin),
+        "byte-identical to the origin's part"
+    );
+
+    // A sealed segment at the edge (one whose parts it announced): its parts there, joined,
+    // are its bytes, and the origin's.
+    let (sealed, text) = eventually(Duration::from_secs(10), || async {
+        let text = get(&playlist_url).await.text().await.ok()?;
+        let sealed = hint(&text).0.checked_sub(1).filter(|&s| s >= seq)?;
+        (!parts_of(&text, sealed).is_empty() && text.contains(&format!("segments/{sealed}.m4s")))
+            .then_some((sealed, text))
+    })
+    .await;
+    let mut joined = Vec::new();
+    for uri in parts_of(&text, sealed) {
+        joined.extend_from_slice(&get_bytes(&edge.url(&format!("/streams/ll/{uri}"))).await);
+    }
+    let segment = get_bytes(&edge.url(&format!("/streams/ll/segments/{sealed}.m4s"))).await;
+    let origin_segment =
+        get_bytes(&origin.url(&format!("/streams/ll/segments/{sealed}.m4s"))).await;
+    assert!(joined == segment.as_ref() && segment == origin_segment);
+
+    publisher.await.unwrap().unwrap();
+    wait_ended(&edge, "ll").await;
+    // Each hop pulled every part at most once (20 viewers of one part cost one pull), and
+    // joined sealed segments from their parts rather than pulling them again.
+    let written = metric(&origin, "dvrgate_parts_written_total").await;
+    let (mid, end) = (
+        metric(&intermediate, "dvrgate_upstream_part_pulls_total").await,
+        metric(&edge, "dvrgate_upstream_part_pulls_total").await,
+    );
+    println!("parts written {written}, pulled by the intermediate {mid}, by the edge {end}");
+    assert!(
+        end > 0.0 && end <= mid && mid <= written,
+        "{end} <= {mid} <= {written}"
+    );
+    for node in [&intermediate, &edge] {
+        assert!(metric(node, "dvrgate_segments_from_parts_total").await >= 1.0);
+    }
+    let ended = get(&playlist_url).await.text().await.unwrap();
+    assert!(ended.ends_with("#EXT-X-ENDLIST\n") && !ended.contains("PRELOAD-HINT"));
+}

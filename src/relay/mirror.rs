@@ -199,7 +199,8 @@ impl Mirror {
                     continue;
                 }
             }
-            let Some(relay_period) = self.map_period(&mut out, &mut walk, up, ix, s.period, s.start_ms, time_ms)
+            let Some(relay_period) =
+                self.map_period(&mut out, &mut walk, up, ix, s.period, s.start_ms, time_ms)
             else {
                 continue;
             };
@@ -257,7 +258,13 @@ impl Mirror {
 
     /// The upstream's open segment, when it is the one after the last taken: its parts the
     /// relay has not announced yet (rule 7).
-    fn open(&mut self, out: &mut Changes, walk: &mut Walk, up: usize, ix: &Index) -> Option<OpenParts> {
+    fn open(
+        &mut self,
+        out: &mut Changes,
+        walk: &mut Walk,
+        up: usize,
+        ix: &Index,
+    ) -> Option<OpenParts> {
         let o = ix.open.as_ref()?;
         let follows = self.cursor.and_then(|c| c.checked_add(1)) == Some(o.seq);
         if self.aligning || !follows {
@@ -314,15 +321,25 @@ impl Mirror {
 
     /// `parts` for relay segment `seq`, or none when the relay announced other parts under
     /// that seq (rule 7: a part name never names two different bodies).
-    fn unless_renamed(&self, seq: u64, parts: Vec<(PartMeta, Locator)>) -> Vec<(PartMeta, Locator)> {
+    fn unless_renamed(
+        &self,
+        seq: u64,
+        parts: Vec<(PartMeta, Locator)>,
+    ) -> Vec<(PartMeta, Locator)> {
         match &self.announced {
             Some((a, known)) if *a == seq => {
+                if parts.is_empty() {
+                    return parts;
+                }
                 let same = known.len() <= parts.len()
                     && known.iter().zip(&parts).all(|(k, (p, _))| k == p);
                 if same {
                     parts
                 } else {
-                    tracing::info!(seq, "the upstream's parts differ from those announced; not listing them");
+                    tracing::info!(
+                        seq,
+                        "the upstream's parts differ from those announced; not listing them"
+                    );
                     Vec::new()
                 }
             }
@@ -373,7 +390,10 @@ impl Mirror {
             (Some(cp), true) => cp.id,
             _ => {
                 let Some(length) = p.length else {
-                    tracing::warn!(period = p.id, "upstream period without init length; skipped");
+                    tracing::warn!(
+                        period = p.id,
+                        "upstream period without init length; skipped"
+                    );
                     return None;
                 };
                 let meta = PeriodMeta {
@@ -739,12 +759,19 @@ mod tests {
         assert!(o.parts[0].0.independent && !o.parts[1].0.independent);
         assert_eq!(m.known_parts(), 2, "long-poll for the third part");
         // The relay applied the segments; it announced part 0 only (part 1 failed).
-        r.feed(&mut Mirror::new("cam"), 0, &answer(&[(0, 1, "c")], &run(1, 3)));
+        r.feed(
+            &mut Mirror::new("cam"),
+            0,
+            &answer(&[(0, 1, "c")], &run(1, 3)),
+        );
         m.announced(4, o.parts[0].0.clone());
         a.segments.clear();
         a.open = Some(open(4, 3, 0));
         let o = m.apply(&Tail::of(&r.ix), 0, &a).open.expect("still open");
-        assert_eq!(o.first, 1, "from the first not announced: part 1 is tried again");
+        assert_eq!(
+            o.first, 1,
+            "from the first not announced: part 1 is tried again"
+        );
         assert_eq!(o.parts.len(), 2);
         assert_eq!(m.known_parts(), 3);
     }
@@ -780,7 +807,10 @@ mod tests {
         assert_eq!((*seq, p.len()), (2, 3));
         assert_eq!(&*p[2].1.path, "streams/cam/segments/2.m4s");
         assert_eq!((p[2].1.offset, p[2].1.length), (200, 100));
-        assert_eq!(p[2].0.offset, 200, "the relay lists it where it is in the segment");
+        assert_eq!(
+            p[2].0.offset, 200,
+            "the relay lists it where it is in the segment"
+        );
     }
 
     /// A part name never names two bodies: after a failover, the backup's parts are listed
@@ -792,7 +822,11 @@ mod tests {
             let mut a = answer(&[(0, 1, "c")], &run(1, 3));
             a.open = Some(open(4, 2, 0));
             let o = m.apply(&Tail::of(&r.ix), 0, &a).open.expect("open");
-            r.feed(&mut Mirror::new("cam"), 0, &answer(&[(0, 1, "c")], &run(1, 3)));
+            r.feed(
+                &mut Mirror::new("cam"),
+                0,
+                &answer(&[(0, 1, "c")], &run(1, 3)),
+            );
             for (p, _) in o.parts {
                 m.announced(4, p);
             }

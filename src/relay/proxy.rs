@@ -223,7 +223,30 @@ impl Proxy {
 
     /// An LL-HLS part's bytes (it is listed in the relay's index).
     pub async fn part(self: &Arc<Self>, seq: u64, index: u32) -> Option<Fetched> {
-        let loc = self.lock().parts.get(&(seq, index)).cloned()?;
+        let (loc, segment) = {
+            let st = self.lock();
+            let loc = st.parts.get(&(seq, index)).cloned()?;
+            let segment = st.segments.get(&seq).cloned();
+            (loc, segment)
+        };
+        // A sealed segment's part is a range of it: sliced from the segment when that is
+        // cached (verified as a whole), else pulled as that range.
+        if let Some(s) = segment.filter(|s| s.path == loc.path) {
+            let key = Key::Segment {
+                stream: self.cache_name.clone(),
+                seq,
+            };
+            let at = loc
+                .offset
+                .checked_sub(s.offset)
+                .and_then(|a| usize::try_from(a).ok());
+            let end = at.and_then(|a| a.checked_add(usize::try_from(loc.length).ok()?));
+            if let (Some(at), Some(end), Some(whole)) = (at, end, self.ctx.cache.peek(&key).await) {
+                if end <= whole.len() {
+                    return Some(Fetched::Ready(whole.slice(at..end)));
+                }
+            }
+        }
         Some(self.fetch(self.part_key(seq, index), loc).await)
     }
 
@@ -542,7 +565,11 @@ impl Proxy {
                 break;
             }
             self.stream.add_part(&segment, meta.clone());
-            let listed = self.stream.read().parts_of(segment.seq).map_or(0, <[_]>::len);
+            let listed = self
+                .stream
+                .read()
+                .parts_of(segment.seq)
+                .map_or(0, <[_]>::len);
             if listed != i + 1 {
                 // The index's open segment is not this one's continuation (it was closed
                 // meanwhile): the rest of this segment comes sealed.
@@ -584,7 +611,10 @@ impl Proxy {
             }
         }
         if whole.len() as u64 != length || xxhash_rust::xxh3::xxh3_64(&whole) != verify {
-            tracing::warn!(seq, "parts do not join into the listed segment; it will be pulled");
+            tracing::warn!(
+                seq,
+                "parts do not join into the listed segment; it will be pulled"
+            );
             return;
         }
         self.ctx.cache.insert_relayed(key, whole.freeze()).await;
