@@ -249,3 +249,102 @@ async fn publish_and_end_with_token(node: &TestNode, name: &str, token: &str) {
     })
     .await;
 }
+
+/// LL-HLS through the shipped CDN config: blocking reloads are answered through nginx and
+/// cached briefly under their full URL; a part is fetched from the edge once for many
+/// viewers; what does not exist yet is never cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_cdn_carries_low_latency_hls() {
+    if !have("nginx") {
+        return;
+    }
+    let origin = TestNode::origin();
+    let edge = relay_of(&origin);
+    let cdn = Cdn::start(edge.http);
+    let mut publisher = Publisher::connect(origin.rtmp.unwrap(), "live", "ll")
+        .await
+        .unwrap();
+    let tags = looped_clip(2);
+    let publishing = tokio::spawn(async move {
+        publisher.send_all(&tags, 0, true).await.unwrap();
+        publisher.close().await;
+    });
+
+    let playlist_url = cdn.url("/streams/ll/index.m3u8");
+    let text = eventually(Duration::from_secs(15), || async {
+        let (status, _, _, body) = get(&playlist_url, None).await;
+        let text = String::from_utf8(body.to_vec()).ok()?;
+        (status == 200 && text.contains("#EXT-X-PRELOAD-HINT:")).then_some(text)
+    })
+    .await;
+    let hint = |text: &str| -> (u64, u64) {
+        let uri = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"parts/"))
+            .and_then(|r| r.strip_suffix(".m4s\""))
+            .unwrap_or_else(|| panic!("no hint in {text}"));
+        let (s, p) = uri.split_once('.').unwrap();
+        (s.parse().unwrap(), p.parse().unwrap())
+    };
+
+    // A blocking reload through the CDN: held at the edge until the part exists, then cached
+    // for everyone asking the same URL.
+    let (seq, part) = hint(&text);
+    let blocking = format!("{playlist_url}?_HLS_msn={seq}&_HLS_part={part}");
+    let started = Instant::now();
+    let (status, cache, cc, first) = get(&blocking, None).await;
+    assert_eq!((status, cache.as_str()), (200, "MISS"));
+    assert_eq!(cc, "public, max-age=6");
+    let held = started.elapsed();
+    assert!(
+        held < Duration::from_secs(2),
+        "held {held:?} for {seq}.{part}:\n{text}"
+    );
+    let (status, cache, _, again) = get(&blocking, None).await;
+    assert_eq!((status, cache.as_str(), &again), (200, "HIT", &first));
+
+    // A part not there yet: 404 through the CDN, not cached; once listed it is served.
+    let seq_far = seq + 5;
+    let far = cdn.url(&format!("/streams/ll/parts/{seq_far}.0.m4s"));
+    let (status, _, cc, _) = get(&far, None).await;
+    assert_eq!((status, cc.as_str()), (404, "no-store"));
+
+    // The hinted part of that answer, asked by twenty viewers once it is listed: one request
+    // reaches the edge, the others wait for it (the short LL lock) and share its bytes.
+    let (seq, part) = hint(std::str::from_utf8(&first).unwrap());
+    let listed = format!("{playlist_url}?_HLS_msn={seq}&_HLS_part={part}");
+    let (status, _, _, _) = get(&listed, None).await;
+    assert_eq!(status, 200);
+    let part_url = cdn.url(&format!("/streams/ll/parts/{seq}.{part}.m4s"));
+    let viewers: Vec<_> = (0..20)
+        .map(|_| {
+            let url = part_url.clone();
+            tokio::spawn(async move { get(&url, None).await })
+        })
+        .collect();
+    let mut misses = 0;
+    let mut bodies = Vec::new();
+    for v in viewers {
+        let (status, cache, cc, body) = v.await.unwrap();
+        assert_eq!(status, 200);
+        assert!(cc.contains("immutable"), "{cc}");
+        misses += usize::from(cache == "MISS");
+        bodies.push(body);
+    }
+    assert_eq!(
+        misses, 1,
+        "one of twenty viewers' requests reached the edge"
+    );
+    let from_origin = get_bytes(&origin.url(&format!("/streams/ll/parts/{seq}.{part}.m4s"))).await;
+    assert!(bodies.iter().all(|b| *b == from_origin));
+
+    // The part that was a 404 is served once it exists: the 404 was not cached.
+    let (_, body) = eventually(Duration::from_secs(10), || async {
+        let (status, cache, _, body) = get(&far, None).await;
+        (status == 200).then_some((cache, body))
+    })
+    .await;
+    let far_origin = get_bytes(&origin.url(&format!("/streams/ll/parts/{}.0.m4s", seq_far))).await;
+    assert_eq!(body, far_origin);
+    publishing.await.unwrap();
+}

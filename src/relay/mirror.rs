@@ -33,8 +33,9 @@
 //!    upstream's newest listed seq; an empty answer leaves the cursor unset.
 //! 7. **Parts (LL-HLS).** The upstream's open segment is mirrored only when it is the one right
 //!    after the last segment taken from this upstream (so it gets the relay seq the segment
-//!    will get when sealed), never while aligning after a resync: the relay's parts resume
-//!    with the next segment then. [`Changes::open`] offers the parts the relay has not
+//!    will get when sealed), or when the relay has nothing and the upstream has no sealed
+//!    segment yet (it starts the relay's numbering like a first segment); never while
+//!    aligning after a resync: the relay's parts resume with the next segment then. [`Changes::open`] offers the parts the relay has not
 //!    announced; the proxy announces each once its bytes are verified and says so
 //!    ([`Mirror::announced`]). A sealed segment's parts are ranges of the segment. A part name
 //!    never names two bodies: when an upstream lists, under a relay seq whose parts were
@@ -266,9 +267,16 @@ impl Mirror {
         ix: &Index,
     ) -> Option<OpenParts> {
         let o = ix.open.as_ref()?;
-        let follows = self.cursor.and_then(|c| c.checked_add(1)) == Some(o.seq);
-        if self.aligning || !follows {
+        let follows = !self.aligning && self.cursor.and_then(|c| c.checked_add(1)) == Some(o.seq);
+        // A relay that has nothing yet, of an upstream stream whose first segment is still
+        // being written: that segment starts the relay's numbering.
+        let first = walk.prev.is_none() && self.cursor.is_none() && ix.segments.is_empty();
+        if !(follows || first) {
             return None;
+        }
+        if first {
+            out.start_seq = Some(o.seq);
+            walk.next_seq = walk.next_seq.max(o.seq);
         }
         self.open_seen = Some((o.seq, o.parts.len() as u64));
         let time_ms = crate::time::parse_rfc3339(&o.time)?;
@@ -842,5 +850,26 @@ mod tests {
             assert_eq!(c.sealed_parts[0].0, 4);
             assert_eq!(c.sealed_parts[0].1.len(), listed, "salt {salt}");
         }
+    }
+
+    #[test]
+    fn a_first_segment_still_being_written_starts_the_relay() {
+        let (mut m, mut r) = (Mirror::new("cam"), Relay::default());
+        let mut a = answer(&[(0, 1, "c")], &[]);
+        a.open = Some(open(7, 1, 0));
+        let c = m.apply(&Tail::of(&r.ix), 0, &a);
+        assert_eq!(c.start_seq, Some(7));
+        let o = c.open.expect("the first segment's parts");
+        assert_eq!((o.segment.seq, o.parts.len()), (7, 1));
+        m.announced(7, o.parts[0].0.clone());
+        assert_eq!(m.cursor(), None, "no long-poll before a sealed segment");
+        // Sealed, it keeps that seq and its announced part.
+        r.ix.next_seq = 7;
+        let mut b = answer(&[(0, 1, "c")], &[(7, 0, 12_000, T0 + 12_000)]);
+        b.segments[0].length = 200;
+        b.segments[0].parts = parts(7, 2, 0);
+        let c = m.apply(&Tail::of(&r.ix), 0, &b);
+        assert_eq!(c.segments[0].0, 7);
+        assert_eq!(c.sealed_parts[0].1.len(), 2);
     }
 }
