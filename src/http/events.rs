@@ -57,6 +57,11 @@ fn sse(st: &AppState, only: Option<String>, viewer: Option<Viewer>) -> Response 
         });
     let mut r = sse_response(events);
     cache_control(&mut r, "no-store");
+    // nginx (and proxies that honour it) stream this response instead of buffering it.
+    r.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
     r
 }
 
