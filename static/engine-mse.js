@@ -7,6 +7,10 @@
  * seek that moves away from it aborts it; an init segment is appended only when the period
  * changes (`changeType` on a codec change); only this engine touches its MediaSource and
  * SourceBuffer. It never polls the index: the session calls `onIndex()` when it changed.
+ * LL-HLS: at the live edge the plan hands out the open segment's parts, fetched and appended
+ * like segments (one at a time, in order); `partsIn` counts the parts of each segment that are
+ * in, so a segment begun by parts is never fetched whole as well. Near live, playback runs at
+ * `catchUpRate` to get back to the hold-back after a stall.
  * Failures: a 404/410 drops the segment (retention), a network error backs off and retries
  * while playback goes on from the buffer, anything else reopens the session (`recover`) at
  * most three times a minute before it reports 'media'. */
@@ -35,7 +39,8 @@ export class MseEngine {
     this.sbCodecs = null;
     this.appended = new Set(); // seqs appended (and, until evicted, buffered)
     this.inert = new Set(); // appended seqs that added nothing to `buffered` (see mseplan.js)
-    this.bad = new Set(); // seqs that answered 404/410
+    this.bad = new Set(); // seqs (and part keys) that answered 404/410
+    this.partsIn = new Map(); // seq -> how many of its LL-HLS parts are appended
     this.initCache = new Map(); // period id -> init segment bytes
     this.aheadS = plan.AHEAD_S;
     this.failures = 0; // consecutive network failures loading media
@@ -131,6 +136,8 @@ export class MseEngine {
     if (!this.sb) return;
     this.pump();
     const v = this.video;
+    const rate = v.paused || v.seeking ? 1 : plan.catchUpRate(this.s.index, v.currentTime);
+    if (v.playbackRate !== rate && (v.playbackRate === 1 || v.playbackRate === 1.1)) v.playbackRate = rate;
     const stalled = v.seeking || (!v.paused && v.readyState < 3);
     if (!stalled) { this.stallSince = 0; return; }
     const now = performance.now();
@@ -219,6 +226,7 @@ export class MseEngine {
       appended: this.appended,
       inert: this.inert,
       bad: this.bad,
+      partsIn: this.partsIn,
       canEnd: ms.readyState === 'open' && !!sb && !sb.updating,
     });
   }
@@ -237,6 +245,10 @@ export class MseEngine {
             this.inert.delete(seq);
           }
         }
+        for (const seq of [...this.partsIn.keys()]) {
+          const seg = s.index.segs.find((x) => x.seq === seq) || (s.index.open && s.index.open.seq === seq ? s.index.open : null);
+          if (!seg || !plan.overlaps(buf, seg)) this.partsIn.delete(seq);
+        }
       } else if (job.type === 'eos') {
         this.ms.endOfStream();
       } else {
@@ -250,6 +262,11 @@ export class MseEngine {
       if (isAbort(e)) return; // a seek moved away from this segment
       if (e instanceof HttpError && (e.status === 404 || e.status === 410)) {
         // Expired by retention (or not there yet): drop it from the plan and move on.
+        if (job.seg.key) {
+          this.bad.add(job.seg.key); // a part: the segment comes whole once sealed
+          await sleep(250, s.ac.signal);
+          return;
+        }
         this.bad.add(job.seg.seq);
         const first = s.index.first;
         if (first && job.seg.seq <= first.seq + 2 && s.index.trimBefore(job.seg.seq + 1)) p.onIndex(s, false);
@@ -287,6 +304,10 @@ export class MseEngine {
         this.sbPeriod = seg.period;
       }
       await this.append(data);
+      if (seg.key) {
+        this.partsIn.set(seg.seq, seg.part + 1);
+        return;
+      }
       this.appended.add(seg.seq);
       if (plan.overlaps(plan.runs(this.sb.buffered), seg)) this.inert.delete(seg.seq);
       else this.inert.add(seg.seq);

@@ -28,9 +28,25 @@ export function periodOf(ix, seg) {
   return ix.periods.get(seg.period) || { id: seg.period, init: `init/${seg.period}.mp4`, codecs: 'avc1.42e01e,mp4a.40.2' };
 }
 
-/** Where "live" plays: 1.5 target durations behind the live edge (not before the window). */
+/** How far behind the live edge "live" plays: PART-HOLD-BACK (3 parts) when the stream has
+ * parts, else 1.5 target durations. */
+export function holdBackS(ix) {
+  return (ix.partTargetMs && ix.open ? 3 * ix.partTargetMs : 1.5 * ix.targetMs) / 1000;
+}
+
+/** Where "live" plays: `holdBackS` behind the live edge (the open segment's newest part, when
+ * the stream has parts), not before the window. */
 export function liveMedia(ix) {
-  return Math.max(ix.mediaStart, ix.mediaEnd - (1.5 * ix.targetMs) / 1000);
+  return Math.max(ix.mediaStart, ix.edgeS - holdBackS(ix));
+}
+
+/** Playback rate that brings a live viewer who drifted a little behind (a stall, a slow start)
+ * back to the hold-back: 1.1 while 0.75 to 3 s too far behind, else 1 (further behind is a
+ * choice: DVR viewing). */
+export function catchUpRate(ix, t) {
+  if (!ix.live) return 1;
+  const late = ix.edgeS - t - holdBackS(ix);
+  return late > 0.75 && late < 3 ? 1.1 : 1;
 }
 
 /** Media time to open at: wall clock `startWall` if finite, else live, else the start. */
@@ -68,29 +84,48 @@ export function overlaps(buf, seg) {
   return buf.some((r) => r[0] < seg.endS - eps && r[1] > seg.startS + eps);
 }
 
-/** The next segment to fetch for playhead `t`: from the end of the run playing at `t`, within
- * `aheadS`, skipping bad ones and ones already in; null when the look-ahead is full. */
-export function nextSegment(ix, buf, t, { aheadS, appended, bad, inert }) {
+/** The next part of `seg` (a sealed segment or the open one) once `partsIn` says some of its
+ * parts are in: a segment begun by parts is finished by parts. `undefined`: none begun, or
+ * none listed; null: all its listed parts are in. */
+function nextPart(seg, partsIn, bad) {
+  const k = partsIn ? partsIn.get(seg.seq) || 0 : 0;
+  if (!k || !seg.parts.length) return undefined;
+  const p = seg.parts[k];
+  if (!p) return null;
+  return bad.has(p.key) ? undefined : p;
+}
+
+/** The next segment (or LL-HLS part) to fetch for playhead `t`: from the end of the run playing
+ * at `t`, within `aheadS`, skipping bad ones and ones already in; past the sealed segments, the
+ * open segment's parts in order (`partsIn`: seq -> how many of its parts are appended); null
+ * when the look-ahead is full. */
+export function nextSegment(ix, buf, t, { aheadS, appended, bad, inert, partsIn }) {
   if (!ix.segs.length) return null;
   const r = bufferedAt(buf, t);
   const from = r ? Math.max(t, r[1]) : t;
   if (from >= t + aheadS) return null;
   let i = ix.indexAtMedia(Math.max(from, ix.mediaStart));
-  if (i < 0) return null;
-  for (; i < ix.segs.length; i++) {
+  for (; i >= 0 && i < ix.segs.length; i++) {
     const seg = ix.segs[i];
     if (seg.startS > t + aheadS) return null;
     if (bad.has(seg.seq)) continue;
+    const part = nextPart(seg, partsIn, bad);
+    if (part) return part;
+    if (part === null) continue;
     if (appended.has(seg.seq) && (overlaps(buf, seg) || (inert && inert.has(seg.seq)))) continue;
     return seg;
   }
-  return null;
+  const o = ix.open;
+  if (!o || !partsIn || !o.parts.length) return null;
+  const k = partsIn.get(o.seq) || 0;
+  const p = o.parts[k];
+  return p && !bad.has(p.key) && p.startS <= t + aheadS ? p : null;
 }
 
 /** The next job: `{ type: 'segment', seg }`, `{ type: 'remove', start, end }`, `{ type: 'eos' }`
  * or null (nothing to do). `canEnd`: the MediaSource is open and its SourceBuffer idle. */
-export function nextJob(ix, buf, t, { aheadS, appended, bad, inert, canEnd }) {
-  const plan = { aheadS, appended, bad, inert };
+export function nextJob(ix, buf, t, { aheadS, appended, bad, inert, canEnd, partsIn }) {
+  const plan = { aheadS, appended, bad, inert, partsIn };
   // Nothing to play at the playhead (a seek): fetch that first, evict afterwards.
   if (!bufferedAt(buf, t)) {
     const seg = nextSegment(ix, buf, t, plan);

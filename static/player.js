@@ -339,7 +339,7 @@ export class Player extends EventTarget {
         let url;
         if (!last) url = `${s.base}index.json`;
         else if (ix.live && SNAPSHOT) url = `${s.base}index.json?after=${last.seq}`;
-        else if (ix.live) url = `${s.base}index.json?after=${last.seq}&wait=10s`;
+        else if (ix.live) url = `${s.base}index.json?after=${last.seq}${ix.partTargetMs ? `&part=${ix.knownParts}` : ''}&wait=10s`;
         else url = `${s.base}index.json?after=${last.seq}`;
         const wasLive = ix.live;
         const doc = await getJSON(url, s.ac.signal);
@@ -352,10 +352,11 @@ export class Player extends EventTarget {
         if (n) this.netOk();
         n = 0;
         if (added || wasLive !== ix.live) this.onIndex(s, wasLive !== ix.live);
+        else if (ix.openChanged && s === this.s && s.engine) s.engine.onIndex(); // a new part: media only
         if (!ix.last) await sleep(ix.live ? 1000 : 2000, s.ac.signal, s.kick);
         else if (!ix.live) await sleep(10000, s.ac.signal, s.kick);
         else if (SNAPSHOT) await sleep(1000, s.ac.signal);
-        else if (!added) await sleep(200, s.ac.signal); // wait passed with nothing new
+        else if (!added && !ix.openChanged) await sleep(200, s.ac.signal); // wait passed with nothing new
       } catch (e) {
         if (s.ac.signal.aborted) return;
         if (e instanceof HttpError && e.status === 404) {

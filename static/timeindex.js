@@ -1,7 +1,10 @@
 /** The time index of one stream (from `index.json`): media time (s) <-> wall clock (ms).
  *
  * Invariants: `segs` is sorted by seq and by media time, seq grows by one per segment (a jump is
- * a hole, not an error); `merge` only ever appends newer segments; pure (no DOM, no fetch). */
+ * a hole, not an error); `merge` only ever appends newer segments; pure (no DOM, no fetch).
+ * LL-HLS: `open` is the segment being written (its parts so far), from the newest answer that
+ * reaches the live edge; it is always newer than `last`. Parts are media units like segments
+ * (`seq`, `period`, `startS`, `endS`, `url`) with `part` (their index) and `key` ("seq.part"). */
 
 /** Segments of one stream: media time (s) <-> wall clock (ms). */
 export class TimeIndex {
@@ -12,6 +15,9 @@ export class TimeIndex {
     this.targetMs = 2000;
     this.bytes = 0; // media bytes listed
     this.version = 0; // bumped whenever `segs` changes (for caches of derived shapes)
+    this.partTargetMs = null; // LL-HLS part target; null: the stream has no parts
+    this.open = null; // LL-HLS: the segment being written, with its parts so far
+    this.openChanged = false; // the last merge changed `open`
   }
 
   merge(doc) {
@@ -28,8 +34,21 @@ export class TimeIndex {
       added++;
     }
     if (added) this.version++;
+    this.partTargetMs = doc.live && doc.part_target_ms > 0 ? doc.part_target_ms : null;
+    const before = this.open ? this.open.key : '';
+    const open = doc.live && doc.open ? openOf(doc.open) : null;
+    this.open = open && (!this.last || open.seq > this.last.seq) ? open : null;
+    this.openChanged = (this.open ? this.open.key : '') !== before;
     return added;
   }
+
+  /** How many parts of the segment after `last` are known (for `index.json?part=K`). */
+  get knownParts() {
+    return this.open && this.last && this.open.seq === this.last.seq + 1 ? this.open.parts.length : 0;
+  }
+
+  /** Media end including the open segment's parts. */
+  get edgeS() { return this.open && this.open.parts.length ? Math.max(this.mediaEnd, this.open.endS) : this.mediaEnd; }
 
   /** Adds the segments of `doc` older than the first one held (the rest of the window, loaded
    * after a tail); keeps `live` and everything newer as they are. */
@@ -117,10 +136,28 @@ export class TimeIndex {
   }
 }
 
+/** The parts of a segment starting at media `startS`, as media units. */
+function partsOf(seq, period, startS, parts) {
+  let at = startS;
+  return (parts || []).map((p, i) => {
+    const part = { seq, part: i, key: `${seq}.${i}`, period, startS: at, endS: at + p.duration_ms / 1000, url: p.url, offset: 0, length: p.length || 0, independent: !!p.independent };
+    at = part.endS;
+    return part;
+  });
+}
+
+/** The `open` object of `index.json`. */
+function openOf(o) {
+  const startS = o.start_ms / 1000;
+  const parts = partsOf(o.seq, o.period, startS, o.parts);
+  return { seq: o.seq, period: o.period, startS, endS: parts.length ? parts[parts.length - 1].endS : startS, wall: Date.parse(o.time), parts, key: `${o.seq}.${parts.length}` };
+}
+
 /** One `index.json` segment as the index keeps it. */
 function segOf(s) {
   const wall = Date.parse(s.time);
   return {
+    parts: partsOf(s.seq, s.period, s.start_ms / 1000, s.parts),
     seq: s.seq,
     period: s.period,
     startS: s.start_ms / 1000,

@@ -298,3 +298,53 @@ async fn parts_pass_through_two_relays() {
     let ended = get(&playlist_url).await.text().await.unwrap();
     assert!(ended.ends_with("#EXT-X-ENDLIST\n") && !ended.contains("PRELOAD-HINT"));
 }
+
+/// Failover with parts: an edge of two intermediates loses the first mid-stream. It goes on
+/// with the second, its parts resume (with the next segment at the latest), no seq repeats or
+/// is skipped, and every part it lists, before and after, is byte-identical to the origin's
+/// part of that name (a part name never names two bodies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_survive_a_failover() {
+    let origin = TestNode::origin();
+    let first = relay_of(&origin);
+    let second = relay_of(&origin);
+    let cut = FaultyProxy::start(first.http).await;
+    let edge = relay(&[format!("http://{}", cut.addr), second.base()], "");
+    let publisher = publish_live_tags(&origin, "ll", looped_clip(3)).await;
+    let playlist_url = edge.url("/streams/ll/index.m3u8");
+    let before = eventually(Duration::from_secs(15), || async {
+        let text = get(&playlist_url).await.text().await.ok()?;
+        (text.contains("#EXT-X-PART:") && hint(&text).0 >= 2).then_some(text)
+    })
+    .await;
+    let cut_at = hint(&before).0;
+    cut.set_failing(true);
+    // Parts again, two segments on.
+    let after = eventually(Duration::from_secs(20), || async {
+        let text = get(&playlist_url).await.text().await.ok()?;
+        let (seq, _) = hint(&text);
+        (seq >= cut_at + 2 && !parts_of(&text, seq - 1).is_empty()).then_some(text)
+    })
+    .await;
+    let status = get_json(&edge.url("/streams/ll")).await;
+    assert_eq!(status["source"]["upstream"], second.base(), "{status}");
+    for text in [&before, &after] {
+        let seqs: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("segments/")?.split('.').next()?.parse().ok())
+            .collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        for seq in seqs.iter().rev().take(3) {
+            for uri in parts_of(text, *seq) {
+                let at_edge = get(&edge.url(&format!("/streams/ll/{uri}"))).await;
+                if at_edge.status() == 404 {
+                    continue; // no longer listed there (older than the part history)
+                }
+                let at_edge = at_edge.bytes().await.unwrap();
+                let at_origin = get_bytes(&origin.url(&format!("/streams/ll/{uri}"))).await;
+                assert!(at_edge == at_origin, "{uri} differs from the origin's");
+            }
+        }
+    }
+    publisher.await.unwrap().unwrap();
+}

@@ -164,3 +164,80 @@ test('HLS: a seek inside the seekable range sets currentTime; skip stops short o
   assert.equal(video.currentTime, 57);
   assert.deepEqual(played, [], 'inside the playlist: no reload, no play()');
 });
+
+/** `index()` with LL-HLS: 500 ms parts, the last sealed segment's parts listed, and segment 31
+ * open with `open` parts. */
+function llIndex(open = 2) {
+  const ix = new TimeIndex();
+  const segments = [];
+  const parts = (seq, n) => Array.from({ length: n }, (_, i) => ({
+    duration_ms: 500, url: `parts/${seq}.${i}.m4s`, offset: i * 100, length: 100, independent: i === 0,
+  }));
+  for (let i = 0; i < 30; i++) segments.push({ ...seg(i + 1, i * 2000, A + i * 2000), parts: i === 29 ? parts(30, 4) : [] });
+  ix.merge({
+    live: true, target_duration_ms: 2000, part_target_ms: 500, periods: [{ id: 0, codecs: 'avc1.640028' }], segments,
+    open: { seq: 31, period: 0, start_ms: 60000, time: new Date(A + 60000).toISOString(), parts: parts(31, open) },
+  });
+  return ix;
+}
+
+test('LL-HLS: live is PART-HOLD-BACK (3 parts) behind the newest part; catch-up near live only', () => {
+  const ix = llIndex(2);
+  assert.equal(ix.edgeS, 61);
+  assert.equal(plan.holdBackS(ix), 1.5);
+  assert.equal(plan.liveMedia(ix), 59.5);
+  assert.equal(ix.knownParts, 2);
+  assert.equal(plan.catchUpRate(ix, 59.5), 1);
+  assert.equal(plan.catchUpRate(ix, 58), 1.1, '1.5 s late: catch up');
+  assert.equal(plan.catchUpRate(ix, 40), 1, 'far behind is DVR viewing');
+  // Without parts: 1.5 target durations behind the last segment, as before.
+  assert.equal(plan.liveMedia(index()), 57);
+});
+
+test('LL-HLS: past the sealed segments the plan takes the open segment\'s parts in order', () => {
+  const ix = llIndex(3);
+  const partsIn = new Map();
+  const st = fresh({ partsIn });
+  // Playing at live (59.5) with segment 30 in: part 0 of the open segment 31 next.
+  const appended = new Set([30]);
+  let next = plan.nextSegment(ix, [[58, 60]], 59.5, { ...st, appended });
+  assert.equal(next.key, '31.0');
+  assert.equal(next.url, 'parts/31.0.m4s');
+  assert.deepEqual([next.startS, next.endS, next.offset], [60, 60.5, 0]);
+  partsIn.set(31, 1);
+  next = plan.nextSegment(ix, [[58, 60.5]], 59.5, { ...st, appended });
+  assert.equal(next.key, '31.1');
+  partsIn.set(31, 3);
+  assert.equal(plan.nextSegment(ix, [[58, 61.5]], 59.5, { ...st, appended }), null, 'all listed parts are in');
+  // A part that answered 404 is not asked again; the segment comes whole once sealed.
+  partsIn.set(31, 1);
+  st.bad.add('31.1');
+  assert.equal(plan.nextSegment(ix, [[58, 60.5]], 59.5, { ...st, appended }), null);
+});
+
+test('LL-HLS: a segment begun by parts is finished by parts once sealed, never fetched whole', () => {
+  const ix = llIndex(2);
+  const partsIn = new Map([[30, 2]]); // joined the stream during segment 30
+  const st = fresh({ partsIn });
+  assert.equal(plan.nextSegment(ix, [[58, 59]], 58.8, st).key, '30.2');
+  partsIn.set(30, 4);
+  assert.equal(plan.nextSegment(ix, [[58, 60]], 59, st).key, '31.0', 'then the open segment');
+  // A sealed segment with no listed parts (renamed upstream) is fetched whole.
+  ix.segs[29].parts = [];
+  partsIn.set(30, 2);
+  const whole = plan.nextSegment(ix, [[58, 59]], 58.8, st);
+  assert.equal(whole.seq, 30);
+  assert.equal(whole.key, undefined);
+});
+
+test('TimeIndex keeps the open segment only while it is newer than the last sealed one', () => {
+  const ix = llIndex(2);
+  assert.equal(ix.open.key, '31.2');
+  ix.merge({ live: true, part_target_ms: 500, segments: [], open: { seq: 31, period: 0, start_ms: 60000, time: new Date(A + 60000).toISOString(), parts: [] } });
+  assert.ok(ix.openChanged);
+  ix.merge({ live: true, part_target_ms: 500, segments: [{ ...seg(31, 60000, A + 60000), parts: [] }] });
+  assert.equal(ix.open, null);
+  assert.equal(ix.knownParts, 0);
+  ix.merge({ live: false, segments: [] });
+  assert.equal(ix.partTargetMs, null, 'an ended stream has no parts');
+});
