@@ -34,6 +34,6 @@ for part in 500ms off; do
   probe "part_target $part, hls.js via nginx" "http://127.0.0.1:$C/probe/page.html?ll=$ll&src=/streams/ll/index.m3u8"
   [ -n "${DIRECT:-}" ] && probe "part_target $part, hls.js uncached" \
     "http://127.0.0.1:$C/probe/page.html?ll=$ll&src=/direct/streams/ll/index.m3u8"
-  probe "part_target $part, web player" "http://127.0.0.1:$C/?stream=ll" PLAYER=dvrgate
+  probe "part_target $part, web player ?ll=1" "http://127.0.0.1:$C/?stream=ll&ll=1" PLAYER=dvrgate
   ll_stop
 done

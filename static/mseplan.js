@@ -44,7 +44,7 @@ export function liveMedia(ix) {
  * back to the hold-back: 1.1 while 0.75 to 3 s too far behind, else 1 (further behind is a
  * choice: DVR viewing). */
 export function catchUpRate(ix, t) {
-  if (!ix.live) return 1;
+  if (!ix.live || !ix.partTargetMs) return 1;
   const late = ix.edgeS - t - holdBackS(ix);
   return late > 0.75 && late < 3 ? 1.1 : 1;
 }

@@ -53,6 +53,8 @@ import { periodOf, startMedia } from './mseplan.js';
  * (virtual time stands still while a fetch is pending, so held-open SSE and long-polls are
  * replaced by short polls). Opt-in only; never sniffed from the user agent. */
 const SNAPSHOT = new URLSearchParams(location.search).get('snapshot') === '1';
+/** `?ll=1`: play LL-HLS parts at the live edge (experimental: see the README). */
+const LOW_LATENCY = new URLSearchParams(location.search).get('ll') === '1';
 /** Segments fetched first when opening without a deep link (a minute of 2 s segments: enough
  * to start at the live edge; the rest of the window follows). */
 const TAIL = 30;
@@ -63,7 +65,7 @@ class Session {
     this.name = name;
     this.base = `streams/${enc(name)}/`;
     this.ac = new AbortController();
-    this.index = new TimeIndex();
+    this.index = new TimeIndex({ parts: LOW_LATENCY });
     this.engine = null; // chosen once the index lists media
     this.kick = new Set(); // wakes the loops early
     this.status = null; // the last status object

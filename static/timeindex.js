@@ -8,7 +8,9 @@
 
 /** Segments of one stream: media time (s) <-> wall clock (ms). */
 export class TimeIndex {
-  constructor() {
+  /** `parts`: keep the LL-HLS parts of `index.json` (else `open` stays null). */
+  constructor({ parts = true } = {}) {
+    this.useParts = parts;
     this.segs = [];
     this.periods = new Map();
     this.live = false;
@@ -34,9 +36,10 @@ export class TimeIndex {
       added++;
     }
     if (added) this.version++;
-    this.partTargetMs = doc.live && doc.part_target_ms > 0 ? doc.part_target_ms : null;
+    const parts = this.useParts && doc.live;
+    this.partTargetMs = parts && doc.part_target_ms > 0 ? doc.part_target_ms : null;
     const before = this.open ? this.open.key : '';
-    const open = doc.live && doc.open ? openOf(doc.open) : null;
+    const open = parts && doc.open ? openOf(doc.open) : null;
     this.open = open && (!this.last || open.seq > this.last.seq) ? open : null;
     this.openChanged = (this.open ? this.open.key : '') !== before;
     return added;

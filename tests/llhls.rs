@@ -348,3 +348,70 @@ async fn parts_survive_a_failover() {
     }
     publisher.await.unwrap().unwrap();
 }
+
+/// A stream that ends and is published again: every hop follows the new period with parts,
+/// the numbering goes on without a repeat, and nothing of the first publish is renamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_republish_goes_on_through_the_relays() {
+    let origin = TestNode::origin();
+    let intermediate = relay_of(&origin);
+    let edge = relay_of(&intermediate);
+    let publisher = publish_live_tags(&origin, "ll", looped_clip(1)).await;
+    let playlist_url = edge.url("/streams/ll/index.m3u8");
+    eventually(Duration::from_secs(15), || async {
+        let text = get(&playlist_url).await.text().await.ok()?;
+        text.contains("#EXT-X-PART:").then_some(())
+    })
+    .await;
+    publisher.await.unwrap().unwrap();
+    let ended = wait_ended(&edge, "ll").await;
+    let last_before = ended["dvr"]["last_seq"].as_u64().unwrap();
+    let publisher = publish_live_tags(&origin, "ll", looped_clip(1)).await;
+    let text = eventually(Duration::from_secs(15), || async {
+        let text = get(&playlist_url).await.text().await.ok()?;
+        if !text.contains("#EXT-X-PRELOAD-HINT:") {
+            return None;
+        }
+        let (seq, _) = hint(&text);
+        (seq > last_before + 2 && text.contains("#EXT-X-DISCONTINUITY\n")).then_some(text)
+    })
+    .await;
+    let seqs: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("segments/")?.split('.').next()?.parse().ok())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    let (seq, _) = hint(&text);
+    for uri in parts_of(&text, seq) {
+        let at_edge = get_bytes(&edge.url(&format!("/streams/ll/{uri}"))).await;
+        let at_origin = get_bytes(&origin.url(&format!("/streams/ll/{uri}"))).await;
+        assert!(at_edge == at_origin, "{uri}");
+    }
+    // The new period's init segment and sealed segments, as a player fetches them.
+    let uris: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("#EXT-X-MAP:URI=\"")
+                .and_then(|r| r.strip_suffix('"'))
+                .or_else(|| l.starts_with("segments/").then_some(l))
+        })
+        .map(str::to_owned)
+        .collect();
+    for uri in uris.iter().rev().take(4) {
+        let started = Instant::now();
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            get(&edge.url(&format!("/streams/ll/{uri}"))),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{uri} at the edge: no answer within 5 s"));
+        assert_eq!(r.status(), 200, "{uri}");
+        let body = tokio::time::timeout(Duration::from_secs(5), r.bytes())
+            .await
+            .unwrap_or_else(|_| panic!("{uri} at the edge: body not within 5 s"))
+            .unwrap();
+        assert!(!body.is_empty());
+        println!("{uri}: {} bytes in {:?}", body.len(), started.elapsed());
+    }
+    publisher.await.unwrap().unwrap();
+}

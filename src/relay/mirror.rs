@@ -267,7 +267,13 @@ impl Mirror {
         ix: &Index,
     ) -> Option<OpenParts> {
         let o = ix.open.as_ref()?;
-        let follows = !self.aligning && self.cursor.and_then(|c| c.checked_add(1)) == Some(o.seq);
+        let next = self.cursor.and_then(|c| c.checked_add(1)) == Some(o.seq);
+        if next {
+            // Even when its parts are not taken (aligning): the long-poll then waits for the
+            // next part or segment instead of coming back at once.
+            self.open_seen = Some((o.seq, o.parts.len() as u64));
+        }
+        let follows = !self.aligning && next;
         // A relay that has nothing yet, of an upstream stream whose first segment is still
         // being written: that segment starts the relay's numbering.
         let first = walk.prev.is_none() && self.cursor.is_none() && ix.segments.is_empty();
@@ -278,7 +284,6 @@ impl Mirror {
             out.start_seq = Some(o.seq);
             walk.next_seq = walk.next_seq.max(o.seq);
         }
-        self.open_seen = Some((o.seq, o.parts.len() as u64));
         let time_ms = crate::time::parse_rfc3339(&o.time)?;
         if walk.prev.as_ref().is_some_and(|p| time_ms < p.time_ms) {
             return None;
@@ -800,6 +805,11 @@ mod tests {
         let c = m.apply(&Tail::of(&r.ix), 1, &b);
         assert!(c.records.is_empty());
         assert_eq!(c.open, None, "parts resume with the next segment");
+        assert_eq!(
+            m.known_parts(),
+            1,
+            "but the long-poll waits for what is new"
+        );
     }
 
     #[test]

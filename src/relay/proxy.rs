@@ -40,6 +40,8 @@ use crate::wire::{Index, ProxySource};
 
 /// How often a live upstream stream that has no segment yet is asked again.
 const EMPTY_POLL: Duration = Duration::from_millis(100);
+/// A long-poll answered faster than this with nothing new did not wait.
+const FAST_ANSWER: Duration = Duration::from_millis(20);
 /// How often an ended upstream stream is asked whether it went live again.
 const ENDED_POLL: Duration = Duration::from_secs(2);
 /// Most segments a relay index keeps, whatever the upstream lists: bounds memory per stream.
@@ -396,10 +398,12 @@ impl Proxy {
                 }
                 Some(c) => (format!("?after={c}"), Duration::from_secs(10)),
             };
+            let asked = Instant::now();
             let answer = tokio::select! {
                 a = self.ctx.client.index(&base, &self.remote, &query, timeout) => a,
                 _ = self.cancel.cancelled() => break,
             };
+            let answered_at_once = asked.elapsed() < FAST_ANSWER;
             let trouble = match answer {
                 Ok(Some(ix)) => {
                     failover.on_success();
@@ -419,6 +423,9 @@ impl Proxy {
                         if was_live {
                             tracing::info!("upstream stream ended");
                         }
+                        // Not idle: a publisher may come back, and its first answers then
+                        // must not count as an upstream that stopped sending.
+                        last_new = Instant::now();
                         tokio::select! {
                             _ = tokio::time::sleep(ENDED_POLL) => {}
                             _ = self.cancel.cancelled() => break,
@@ -435,6 +442,14 @@ impl Proxy {
                         continue;
                     }
                     if last_new.elapsed() < idle {
+                        if added == 0 && answered_at_once && cursor.is_some() {
+                            // A long-poll that came back at once with nothing new (an
+                            // upstream that does not wait): do not spin on it.
+                            tokio::select! {
+                                _ = tokio::time::sleep(EMPTY_POLL) => {}
+                                _ = self.cancel.cancelled() => break,
+                            }
+                        }
                         continue;
                     }
                     Trouble::Idle

@@ -241,3 +241,12 @@ test('TimeIndex keeps the open segment only while it is newer than the last seal
   ix.merge({ live: false, segments: [] });
   assert.equal(ix.partTargetMs, null, 'an ended stream has no parts');
 });
+
+test('TimeIndex without parts (the player without ?ll=1) ignores them', () => {
+  const ix = new TimeIndex({ parts: false });
+  ix.merge({ live: true, target_duration_ms: 2000, part_target_ms: 500, segments: [seg(1, 0, A)], open: { seq: 2, period: 0, start_ms: 2000, time: new Date(A + 2000).toISOString(), parts: [{ duration_ms: 500, url: 'parts/2.0.m4s', offset: 0, length: 9 }] } });
+  assert.equal(ix.open, null);
+  assert.equal(ix.partTargetMs, null);
+  assert.equal(plan.liveMedia(ix), 0);
+  assert.equal(plan.catchUpRate(ix, 0), 1);
+});
