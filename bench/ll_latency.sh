@@ -8,6 +8,7 @@
 # into target/hlsjs).
 # Usage: bench/ll_latency.sh [RUN_SECONDS=120] [WARMUP_SECONDS=15]
 #   DIRECT=1: also hls.js at the edge through nginx without its cache (what the CDN adds).
+#   PARTS="500ms": the part targets to run (default "500ms off"); PLAYERS="web": only one.
 source "$(dirname "$0")/common.sh"
 source "$ROOT/bench/ll/chain.sh"
 RUN=${1:-120}; WARMUP=${2:-15}
@@ -28,10 +29,11 @@ probe() {
 }
 
 echo "players at the CDN in front of the edge (origin -> intermediate -> edge -> nginx), ${RUN}s after ${WARMUP}s warm-up:"
-for part in 500ms off; do
+for part in ${PARTS:-500ms off}; do
   ll_chain "$part"
   ll=1; [ "$part" = off ] && ll=0
-  probe "part_target $part, hls.js via nginx" "http://127.0.0.1:$C/probe/page.html?ll=$ll&src=/streams/ll/index.m3u8"
+  [ "${PLAYERS:-all}" = web ] ||
+    probe "part_target $part, hls.js via nginx" "http://127.0.0.1:$C/probe/page.html?ll=$ll&src=/streams/ll/index.m3u8"
   [ -n "${DIRECT:-}" ] && probe "part_target $part, hls.js uncached" \
     "http://127.0.0.1:$C/probe/page.html?ll=$ll&src=/direct/streams/ll/index.m3u8"
   probe "part_target $part, web player ?ll=1" "http://127.0.0.1:$C/?stream=ll&ll=1" PLAYER=dvrgate

@@ -40,13 +40,13 @@ export function liveMedia(ix) {
   return Math.max(ix.mediaStart, ix.edgeS - holdBackS(ix));
 }
 
-/** Playback rate that brings a live viewer who drifted a little behind (a stall, a slow start)
- * back to the hold-back: 1.1 while 0.75 to 3 s too far behind, else 1 (further behind is a
- * choice: DVR viewing). */
+/** Playback rate that brings a live LL-HLS viewer who drifted a little behind (a stall, the
+ * start-up's fetches) back to the hold-back: 1.1 while 0.3 to 3 s too far behind, else 1
+ * (further behind is a choice: DVR viewing). */
 export function catchUpRate(ix, t) {
   if (!ix.live || !ix.partTargetMs) return 1;
   const late = ix.edgeS - t - holdBackS(ix);
-  return late > 0.75 && late < 3 ? 1.1 : 1;
+  return late > 0.3 && late < 3 ? 1.1 : 1;
 }
 
 /** Media time to open at: wall clock `startWall` if finite, else live, else the start. */

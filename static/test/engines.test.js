@@ -189,6 +189,7 @@ test('LL-HLS: live is PART-HOLD-BACK (3 parts) behind the newest part; catch-up 
   assert.equal(ix.knownParts, 2);
   assert.equal(plan.catchUpRate(ix, 59.5), 1);
   assert.equal(plan.catchUpRate(ix, 58), 1.1, '1.5 s late: catch up');
+  assert.equal(plan.catchUpRate(ix, 59.3), 1, '0.2 s late: close enough');
   assert.equal(plan.catchUpRate(ix, 40), 1, 'far behind is DVR viewing');
   // Without parts: 1.5 target durations behind the last segment, as before.
   assert.equal(plan.liveMedia(index()), 57);
