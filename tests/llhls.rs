@@ -35,6 +35,28 @@ fn parts_of(playlist: &str, seq: u64) -> Vec<String> {
         .collect()
 }
 
+/// A blocking reload for the part `playlist` hints at: RFC 8216bis 6.2.5.2, the answer comes
+/// once that part exists (or, past the segment's last part, part 0 of the next one), within
+/// `limit`, cacheable briefly. Returns the answer.
+async fn blocking_reload(playlist_url: &str, playlist: &str, limit: Duration) -> String {
+    let (seq, part) = hint(playlist);
+    let started = Instant::now();
+    let r = get(&format!("{playlist_url}?_HLS_msn={seq}&_HLS_part={part}")).await;
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "public, max-age=6");
+    let blocked = r.text().await.unwrap();
+    assert!(
+        blocked.contains(&format!("parts/{seq}.{part}.m4s\""))
+            || parts_of(&blocked, seq + 1)
+                .first()
+                .is_some_and(|u| u.ends_with(".0.m4s")),
+        "{blocked}"
+    );
+    assert!(waited < limit, "held {waited:?}");
+    blocked
+}
+
 async fn get(url: &str) -> reqwest::Response {
     http().get(url).send().await.expect("request")
 }
@@ -69,21 +91,7 @@ async fn origin_serves_low_latency_hls() {
     assert!(at("#EXT-X-PART-INF:").unwrap() < first_media);
 
     // Blocking reload: ask for the hinted part; the answer comes when it exists and lists it.
-    let (seq, part) = hint(&first);
-    let started = Instant::now();
-    let r = get(&format!("{playlist_url}?_HLS_msn={seq}&_HLS_part={part}")).await;
-    let waited = started.elapsed();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["cache-control"], "public, max-age=6");
-    let blocked = r.text().await.unwrap();
-    assert!(
-        blocked.contains(&format!("parts/{seq}.{part}.m4s\""))
-            || parts_of(&blocked, seq + 1)
-                .first()
-                .is_some_and(|u| u.ends_with(".0.m4s")),
-        "{blocked}"
-    );
-    assert!(waited < Duration::from_millis(1500), "held {waited:?}");
+    let blocked = blocking_reload(&playlist_url, &first, Duration::from_millis(1500)).await;
 
     // The preload hint is held until that part is whole, then served immutable.
     let (seq, part) = hint(&blocked);
@@ -219,21 +227,7 @@ async fn parts_pass_through_two_relays() {
     );
 
     // Blocking reload at the edge, from its own index: held until the hinted part exists.
-    let (seq, part) = hint(&first);
-    let started = Instant::now();
-    let r = get(&format!("{playlist_url}?_HLS_msn={seq}&_HLS_part={part}")).await;
-    let waited = started.elapsed();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["cache-control"], "public, max-age=6");
-    let blocked = r.text().await.unwrap();
-    assert!(
-        blocked.contains(&format!("parts/{seq}.{part}.m4s\""))
-            || parts_of(&blocked, seq + 1)
-                .first()
-                .is_some_and(|u| u.ends_with(".0.m4s")),
-        "{blocked}"
-    );
-    assert!(waited < Duration::from_millis(2000), "held {waited:?}");
+    let blocked = blocking_reload(&playlist_url, &first, Duration::from_millis(2000)).await;
 
     // Twenty viewers ask for the next hinted part at once: held, then all get the origin's
     // bytes.

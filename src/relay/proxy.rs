@@ -56,9 +56,7 @@ pub fn thumb_path(segment_path: &str) -> Option<String> {
         return None;
     }
     let n = file.strip_suffix(".m4s")?;
-    if n.is_empty() || n.len() > 20 || !n.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
+    crate::names::decimal(n)?;
     Some(format!("{stream_dir}thumbs/{n}.jpg"))
 }
 
