@@ -57,6 +57,28 @@ async fn blocking_reload(playlist_url: &str, playlist: &str, limit: Duration) ->
     blocked
 }
 
+/// The newest sealed segment (seq `min_seq` or later) whose parts `node`'s playlist still
+/// lists: its seq, its listed parts' bytes joined, and its bytes, all from `node`.
+async fn sealed_with_parts(node: &TestNode, min_seq: u64) -> (u64, Vec<u8>, bytes::Bytes) {
+    let playlist_url = node.url("/streams/ll/index.m3u8");
+    let (sealed, text) = eventually(Duration::from_secs(10), || async {
+        let text = get(&playlist_url).await.text().await.ok()?;
+        if !text.contains("#EXT-X-PRELOAD-HINT:") {
+            return None;
+        }
+        let sealed = hint(&text).0.checked_sub(1).filter(|&s| s >= min_seq)?;
+        (!parts_of(&text, sealed).is_empty() && text.contains(&format!("segments/{sealed}.m4s")))
+            .then_some((sealed, text))
+    })
+    .await;
+    let mut joined = Vec::new();
+    for uri in parts_of(&text, sealed) {
+        joined.extend_from_slice(&get_bytes(&node.url(&format!("/streams/ll/{uri}"))).await);
+    }
+    let segment = get_bytes(&node.url(&format!("/streams/ll/segments/{sealed}.m4s"))).await;
+    (sealed, joined, segment)
+}
+
 async fn get(url: &str) -> reqwest::Response {
     http().get(url).send().await.expect("request")
 }
@@ -122,19 +144,7 @@ async fn origin_serves_low_latency_hls() {
 
     // A sealed segment whose parts are still listed: its bytes are its parts joined, and
     // each part's durations are within the target (checked by the segmenter's tests).
-    let (sealed, text) = eventually(Duration::from_secs(10), || async {
-        let text = get(&playlist_url).await.text().await.ok()?;
-        let (open, _) = hint(&text);
-        let sealed = open.checked_sub(1)?;
-        (!parts_of(&text, sealed).is_empty() && text.contains(&format!("segments/{sealed}.m4s")))
-            .then_some((sealed, text))
-    })
-    .await;
-    let mut joined = Vec::new();
-    for uri in parts_of(&text, sealed) {
-        joined.extend_from_slice(&get_bytes(&node.url(&format!("/streams/ll/{uri}"))).await);
-    }
-    let segment = get_bytes(&node.url(&format!("/streams/ll/segments/{sealed}.m4s"))).await;
+    let (sealed, joined, segment) = sealed_with_parts(&node, 0).await;
     assert!(
         joined == segment.as_ref(),
         "segment {sealed} = its parts joined"
@@ -256,18 +266,7 @@ async fn parts_pass_through_two_relays() {
 
     // A sealed segment at the edge (one whose parts it announced): its parts there, joined,
     // are its bytes, and the origin's.
-    let (sealed, text) = eventually(Duration::from_secs(10), || async {
-        let text = get(&playlist_url).await.text().await.ok()?;
-        let sealed = hint(&text).0.checked_sub(1).filter(|&s| s >= seq)?;
-        (!parts_of(&text, sealed).is_empty() && text.contains(&format!("segments/{sealed}.m4s")))
-            .then_some((sealed, text))
-    })
-    .await;
-    let mut joined = Vec::new();
-    for uri in parts_of(&text, sealed) {
-        joined.extend_from_slice(&get_bytes(&edge.url(&format!("/streams/ll/{uri}"))).await);
-    }
-    let segment = get_bytes(&edge.url(&format!("/streams/ll/segments/{sealed}.m4s"))).await;
+    let (sealed, joined, segment) = sealed_with_parts(&edge, seq).await;
     let origin_segment =
         get_bytes(&origin.url(&format!("/streams/ll/segments/{sealed}.m4s"))).await;
     assert!(joined == segment.as_ref() && segment == origin_segment);
